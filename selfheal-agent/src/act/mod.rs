@@ -1,0 +1,16 @@
+//! Actuators: carry out the policy's decisions against the real system and report outcomes.
+
+pub mod restart;
+
+use std::time::Duration;
+
+/// How an action ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub unit: u32,
+    pub action: &'static str,
+    /// "done", "failed" or "skipped".
+    pub result: &'static str,
+    pub detail: String,
+    pub duration: Duration,
+}

@@ -1,0 +1,104 @@
+//! Restart through systemd: `RestartUnit(name, "replace")`, wait for the job's result, then
+//! check that the unit is really active.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use zbus::zvariant::OwnedObjectPath;
+
+use super::Outcome;
+use crate::systemd::{ManagerProxy, read_snapshot};
+
+/// How long a restart job may take before we call it failed.
+const JOB_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub struct RestartRequest {
+    pub unit: u32,
+    pub name: String,
+    pub object_path: OwnedObjectPath,
+    pub delay: Duration,
+}
+
+pub async fn restart(conn: &zbus::Connection, req: RestartRequest) -> Outcome {
+    let started = Instant::now();
+    let outcome = |result, detail: String| Outcome {
+        unit: req.unit,
+        action: "restart",
+        result,
+        detail,
+        duration: started.elapsed(),
+    };
+    if !req.delay.is_zero() {
+        tokio::time::sleep(req.delay).await;
+    }
+    log::debug!("restart {}: checking for a stop job", req.name);
+    // A stop requested meanwhile (by an operator or systemd) wins over our restart.
+    if let Ok(snapshot) = read_snapshot(conn, &req.name, &req.object_path).await
+        && snapshot.job_type == "stop"
+    {
+        return outcome("skipped", "a stop job is pending on the unit".into());
+    }
+    log::debug!("restart {}: issuing", req.name);
+    match run_job(conn, &req.name).await {
+        Err(detail) => outcome("failed", detail),
+        Ok(job_result) if job_result != "done" => {
+            let why = read_snapshot(conn, &req.name, &req.object_path)
+                .await
+                .map(|s| {
+                    format!(
+                        "systemd reports Result={} ({}/{})",
+                        s.result, s.active_state, s.sub_state
+                    )
+                })
+                .unwrap_or_else(|e| e.to_string());
+            outcome(
+                "failed",
+                format!("restart job ended with \"{job_result}\": {why}"),
+            )
+        }
+        Ok(_) => match read_snapshot(conn, &req.name, &req.object_path).await {
+            Ok(s) if s.active_state == "active" => outcome(
+                "done",
+                format!("active ({}), main pid {}", s.sub_state, s.main_pid),
+            ),
+            Ok(s) => outcome(
+                "failed",
+                format!(
+                    "the unit is {} ({}) after the restart; systemd reports Result={}",
+                    s.active_state, s.sub_state, s.result
+                ),
+            ),
+            Err(e) => outcome("failed", format!("cannot verify the restart: {e}")),
+        },
+    }
+}
+
+/// Issues the restart and waits for its job to be removed; returns the job's result.
+async fn run_job(conn: &zbus::Connection, name: &str) -> Result<String, String> {
+    let manager = ManagerProxy::new(conn).await.map_err(|e| e.to_string())?;
+    // Listen before asking, so the JobRemoved signal cannot slip past.
+    let mut removed = manager
+        .receive_job_removed()
+        .await
+        .map_err(|e| e.to_string())?;
+    let job = manager
+        .restart_unit(name, "replace")
+        .await
+        .map_err(|e| format!("RestartUnit({name}) refused: {e}"))?;
+    let wait = async {
+        while let Some(signal) = removed.next().await {
+            if let Ok(args) = signal.args()
+                && *args.job() == *job
+            {
+                return Ok(args.result().to_string());
+            }
+        }
+        Err("the bus connection closed while waiting for the restart job".to_owned())
+    };
+    match tokio::time::timeout(JOB_TIMEOUT, wait).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "the restart job did not finish within {JOB_TIMEOUT:?}"
+        )),
+    }
+}

@@ -1,0 +1,133 @@
+//! The shape of `selfheal.toml`. Each default is written once, in a `Default` impl below, and
+//! `#[serde(default)]` on each table fills in the keys a file leaves out.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub defaults: UnitDefaults,
+    /// One `[[unit]]` table per supervised unit, in file order.
+    #[serde(rename = "unit")]
+    pub units: Vec<UnitConfig>,
+}
+
+/// `[agent]`: the agent process itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Unix socket that `selfheal-agent status` connects to.
+    pub status_socket: PathBuf,
+    /// Where the agent keeps state across restarts.
+    pub state_dir: PathBuf,
+    /// How often per-unit state is re-evaluated.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub tick: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            status_socket: PathBuf::from("/run/selfheal/agent.sock"),
+            state_dir: PathBuf::from("/var/lib/selfheal"),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[defaults]`: applied to every `[[unit]]` that does not set the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnitDefaults {
+    pub restart: RestartPolicy,
+    /// How long to wait after an exit before restarting.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub restart_delay: Duration,
+}
+
+impl Default for UnitDefaults {
+    fn default() -> Self {
+        Self {
+            restart: RestartPolicy::OnFailure,
+            restart_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// One `[[unit]]` table. `None` means "use `[defaults]`".
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConfig {
+    /// systemd unit name, e.g. `web.service` or `crypto-agent@BTC.service`.
+    pub name: String,
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    #[serde(default, deserialize_with = "duration::deserialize_option")]
+    pub restart_delay: Option<Duration>,
+}
+
+/// When a unit that exited should be started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether an exit should be followed by a restart; `clean_exit` is systemd's notion of a
+    /// successful exit (status 0 or one of the unit's `SuccessExitStatus=`).
+    pub fn wants_restart(&self, clean_exit: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::OnFailure => !clean_exit,
+            Self::Never => false,
+        }
+    }
+
+    /// The spelling used in the config file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::OnFailure => "on-failure",
+            Self::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the agent does for one unit, with `[defaults]` already applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitPolicy {
+    pub name: String,
+    pub restart: RestartPolicy,
+    pub restart_delay: Duration,
+}
+
+impl Config {
+    /// One resolved policy per `[[unit]]`, in file order.
+    pub fn unit_policies(&self) -> Vec<UnitPolicy> {
+        self.units
+            .iter()
+            .map(|unit| UnitPolicy {
+                name: unit.name.clone(),
+                restart: unit.restart.unwrap_or(self.defaults.restart),
+                restart_delay: unit.restart_delay.unwrap_or(self.defaults.restart_delay),
+            })
+            .collect()
+    }
+}

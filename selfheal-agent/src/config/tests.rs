@@ -1,0 +1,219 @@
+//! The config's behaviour as seen by a person editing `selfheal.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+mod errors;
+
+const EXAMPLE: &str = include_str!("../../../deploy/selfheal.toml");
+
+fn parse(text: &str) -> Config {
+    Config::parse(text, "selfheal.toml").unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn error_of(text: &str) -> String {
+    match Config::parse(text, "selfheal.toml") {
+        Ok(config) => panic!("expected an error, parsed {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// The keys a table accepts, read back from the unknown-key error so the list never drifts.
+fn schema_keys(header: &str) -> Vec<String> {
+    let message = error_of(&format!("{header}\nnot_a_key = 0\n"));
+    let (_, expected) = message.split_once("expected one of ").expect(&message);
+    expected
+        .split(", ")
+        .map(|key| key.trim_matches('"').to_owned())
+        .collect()
+}
+
+#[test]
+fn example_config_documents_the_real_defaults() {
+    let example = parse(EXAMPLE);
+    let defaults = Config::default();
+    assert_eq!(example.agent, defaults.agent);
+    assert_eq!(example.defaults, defaults.defaults);
+}
+
+#[test]
+fn example_config_sets_every_key_the_schema_knows() {
+    let example: toml::Table = toml::from_str(EXAMPLE).expect("example is TOML");
+    for table in ["agent", "defaults"] {
+        let set = example[table].as_table().expect(table);
+        for key in schema_keys(&format!("[{table}]")) {
+            assert!(
+                set.contains_key(&key),
+                "example [{table}] does not document {key:?}"
+            );
+        }
+    }
+    let units = example["unit"].as_array().expect("[[unit]] tables");
+    for key in schema_keys("[[unit]]\nname = \"x.service\"") {
+        let shown = units
+            .iter()
+            .any(|unit| unit.as_table().is_some_and(|unit| unit.contains_key(&key)));
+        assert!(shown, "no example [[unit]] shows {key:?}");
+    }
+}
+
+#[test]
+fn example_config_supervises_at_least_one_unit() {
+    assert!(!parse(EXAMPLE).units.is_empty());
+}
+
+#[test]
+fn empty_file_gives_the_defaults() {
+    assert_eq!(parse(""), Config::default());
+    assert_eq!(parse("# nothing here\n"), Config::default());
+}
+
+#[test]
+fn defaults_are_what_the_docs_promise() {
+    let config = Config::default();
+    assert_eq!(
+        config.agent.status_socket,
+        Path::new("/run/selfheal/agent.sock")
+    );
+    assert_eq!(config.agent.state_dir, Path::new("/var/lib/selfheal"));
+    assert_eq!(config.agent.tick, Duration::from_secs(1));
+    assert_eq!(config.defaults.restart, RestartPolicy::OnFailure);
+    assert_eq!(config.defaults.restart_delay, Duration::ZERO);
+    assert!(config.units.is_empty());
+    assert_eq!(
+        Config::default_path(),
+        Path::new("/etc/selfheal/selfheal.toml")
+    );
+}
+
+#[test]
+fn unit_overrides_beat_defaults_and_missing_keys_inherit_them() {
+    let config = parse(
+        r#"
+[defaults]
+restart = "never"
+restart_delay = "5s"
+
+[[unit]]
+name = "web.service"
+restart = "always"
+restart_delay = "250ms"
+
+[[unit]]
+name = "db.service"
+restart_delay = 3
+
+[[unit]]
+name = "crypto-agent@BTC.service"
+"#,
+    );
+    let policy = |name: &str, restart, restart_delay| UnitPolicy {
+        name: name.into(),
+        restart,
+        restart_delay,
+    };
+    assert_eq!(
+        config.unit_policies(),
+        [
+            policy(
+                "web.service",
+                RestartPolicy::Always,
+                Duration::from_millis(250)
+            ),
+            policy("db.service", RestartPolicy::Never, Duration::from_secs(3)),
+            policy(
+                "crypto-agent@BTC.service",
+                RestartPolicy::Never,
+                Duration::from_secs(5)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn restart_policy_decides_by_exit_cleanliness() {
+    for (policy, after_clean, after_failure) in [
+        (RestartPolicy::Always, true, true),
+        (RestartPolicy::OnFailure, false, true),
+        (RestartPolicy::Never, false, false),
+    ] {
+        assert_eq!(
+            policy.wants_restart(true),
+            after_clean,
+            "{policy} after a clean exit"
+        );
+        assert_eq!(
+            policy.wants_restart(false),
+            after_failure,
+            "{policy} after a failure"
+        );
+    }
+}
+
+#[test]
+fn restart_policy_displays_as_its_config_spelling() {
+    for policy in [
+        RestartPolicy::Always,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Never,
+    ] {
+        let config = parse(&format!("[defaults]\nrestart = \"{policy}\"\n"));
+        assert_eq!(config.defaults.restart, policy);
+    }
+}
+
+#[test]
+fn every_kind_of_systemd_unit_name_is_accepted() {
+    for name in UNIT_SUFFIXES
+        .map(|suffix| format!("x{suffix}"))
+        .iter()
+        .chain(&["crypto-agent@BTC.service".into()])
+    {
+        let config = parse(&format!("[[unit]]\nname = \"{name}\"\n"));
+        assert_eq!(config.units[0].name, *name);
+    }
+}
+
+/// A file in the temp dir, removed even when the test fails.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("selfheal-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("write temp config");
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn load_reads_the_file_and_names_it_in_errors() {
+    let good = TempFile::new("good.toml", "[[unit]]\nname = \"web.service\"\n");
+    assert_eq!(
+        Config::load(&good.0).expect("loads").units[0].name,
+        "web.service"
+    );
+
+    let bad = TempFile::new("bad.toml", "[agent]\ntick = \"soon\"\n");
+    let message = Config::load(&bad.0).unwrap_err().to_string();
+    assert!(
+        message.starts_with(&format!("{}:2:8: agent.tick: ", bad.0.display())),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_file_says_it_cannot_be_read() {
+    let error = Config::load(Path::new("/nonexistent/selfheal.toml")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cannot read /nonexistent/selfheal.toml: No such file or directory"
+    );
+}

@@ -1,0 +1,13 @@
+//! The kernel side of the agent: loading selfheal's eBPF programs, keeping their cgroup filter
+//! current, and reading what they report.
+
+mod btf;
+mod counters;
+mod events;
+mod filter;
+mod loader;
+
+pub use counters::KernelCounters;
+pub use events::read_exit_events;
+pub use filter::{CgroupFilter, cgroup_id};
+pub use loader::{HookStatus, KernelSensors};

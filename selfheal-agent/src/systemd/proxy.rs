@@ -1,0 +1,52 @@
+//! zbus proxies for the parts of org.freedesktop.systemd1 the agent uses.
+
+use zbus::{
+    proxy,
+    zvariant::{ObjectPath, OwnedObjectPath},
+};
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub trait Manager {
+    /// Asks systemd to emit unit and job signals to us.
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    #[zbus(signal)]
+    fn job_new(&self, id: u32, job: ObjectPath<'_>, unit: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: ObjectPath<'_>,
+        unit: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn unit_new(&self, id: &str, unit: ObjectPath<'_>) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn unit_removed(&self, id: &str, unit: ObjectPath<'_>) -> zbus::Result<()>;
+    /// `active == false` when a daemon-reload finished: unit files may have appeared.
+    #[zbus(signal)]
+    fn reloading(&self, active: bool) -> zbus::Result<()>;
+
+    /// The manager's own root cgroup ("" for the system instance).
+    #[zbus(property)]
+    fn control_group(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Job",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Job {
+    #[zbus(property)]
+    fn job_type(&self) -> zbus::Result<String>;
+}

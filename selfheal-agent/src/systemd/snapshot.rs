@@ -1,0 +1,110 @@
+//! One consistent read of the unit properties the agent cares about.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+
+use super::{SystemdError, type_interface};
+
+/// What systemd says about a unit at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UnitSnapshot {
+    /// "loaded", "not-found", "masked", "error"…
+    pub load_state: String,
+    /// "active", "inactive", "failed", "activating", "deactivating", "reloading"…
+    pub active_state: String,
+    pub sub_state: String,
+    /// Cgroup path relative to the v2 root, empty while the unit has no processes.
+    pub control_group: String,
+    /// The slice the unit lives in, e.g. "system.slice".
+    pub slice: String,
+    pub main_pid: u32,
+    /// PID of the last main process, kept by systemd after it exited.
+    pub exec_main_pid: u32,
+    /// systemd's verdict on the last run: "success", "exit-code", "signal", "start-limit-hit"…
+    pub result: String,
+    /// Type of the job pending on the unit ("start", "stop", "restart"…), empty when none.
+    pub job_type: String,
+}
+
+fn string(props: &HashMap<String, OwnedValue>, key: &str) -> String {
+    props
+        .get(key)
+        .and_then(|v| String::try_from(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn uint(props: &HashMap<String, OwnedValue>, key: &str) -> u32 {
+    props
+        .get(key)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or_default()
+}
+
+/// Reads the unit's generic and type-specific properties (two GetAll calls).
+pub async fn read_snapshot(
+    conn: &zbus::Connection,
+    unit: &str,
+    path: &OwnedObjectPath,
+) -> Result<UnitSnapshot, SystemdError> {
+    let call_err = |source| SystemdError::Call {
+        call: "GetAll",
+        unit: unit.to_owned(),
+        source,
+    };
+    let props = zbus::fdo::PropertiesProxy::builder(conn)
+        .destination("org.freedesktop.systemd1")
+        .map_err(call_err)?
+        .path(path.clone())
+        .map_err(call_err)?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(call_err)?;
+    let generic = props
+        .get_all(
+            "org.freedesktop.systemd1.Unit"
+                .try_into()
+                .map_err(|e: zbus::names::Error| call_err(e.into()))?,
+        )
+        .await
+        .map_err(|e| call_err(e.into()))?;
+    let mut snapshot = UnitSnapshot {
+        load_state: string(&generic, "LoadState"),
+        active_state: string(&generic, "ActiveState"),
+        sub_state: string(&generic, "SubState"),
+        ..UnitSnapshot::default()
+    };
+    if let Some(job) = generic.get("Job")
+        && let Ok((id, job_path)) = <(u32, OwnedObjectPath)>::try_from(job.clone())
+        && id != 0
+    {
+        snapshot.job_type = super::JobProxy::builder(conn)
+            .path(job_path)
+            .map_err(call_err)?
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(call_err)?
+            .job_type()
+            .await
+            .unwrap_or_default();
+    }
+    if let Some(iface) = type_interface(unit) {
+        let specific = props
+            .get_all(
+                iface
+                    .try_into()
+                    .map_err(|e: zbus::names::Error| call_err(e.into()))?,
+            )
+            .await
+            .map_err(|e| call_err(e.into()))?;
+        snapshot.control_group = string(&specific, "ControlGroup");
+        snapshot.slice = string(&specific, "Slice");
+        snapshot.main_pid = uint(&specific, "MainPID");
+        snapshot.exec_main_pid = uint(&specific, "ExecMainPID");
+        snapshot.result = string(&specific, "Result");
+    }
+    Ok(snapshot)
+}

@@ -1,0 +1,87 @@
+//! The set of monitored units: names → systemd state, cgroup and main process, kept current by
+//! the [`tracker`] from systemd's D-Bus signals.
+
+pub mod cgroup_path;
+pub mod tracker;
+
+use zbus::zvariant::OwnedObjectPath;
+
+use crate::{config::UnitPolicy, report::history::History, systemd::UnitSnapshot};
+
+/// What an exiting process was to its unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessRole {
+    /// The unit's main process (systemd's MainPID): its death ends the service.
+    Main,
+    /// Any other process of the unit: a worker, a helper, a child.
+    Child,
+}
+
+pub struct MonitoredUnit {
+    pub name: String,
+    pub policy: UnitPolicy,
+    /// systemd's object for the unit, once loaded.
+    pub object_path: Option<OwnedObjectPath>,
+    /// systemd's view at the last refresh.
+    pub systemd: UnitSnapshot,
+    /// Cgroup path (relative to the v2 root) pushed into the kernel filter.
+    pub watched_cgroup: Option<String>,
+    pub cgroup_id: Option<u64>,
+    /// The last non-zero MainPID seen: still known when the kernel reports that process's exit.
+    pub last_main_pid: u32,
+    /// A stop job was seen: exits now are systemd's or an operator's doing, not failures.
+    pub stopping: bool,
+    pub history: History,
+}
+
+impl MonitoredUnit {
+    pub fn new(policy: UnitPolicy) -> Self {
+        Self {
+            name: policy.name.clone(),
+            policy,
+            object_path: None,
+            systemd: UnitSnapshot::default(),
+            watched_cgroup: None,
+            cgroup_id: None,
+            last_main_pid: 0,
+            stopping: false,
+            history: History::default(),
+        }
+    }
+
+    /// Folds a fresh snapshot into what we know.
+    pub fn update(&mut self, snapshot: UnitSnapshot) {
+        if snapshot.main_pid != 0 {
+            self.last_main_pid = snapshot.main_pid;
+        }
+        match (snapshot.job_type.as_str(), snapshot.active_state.as_str()) {
+            ("stop", _) => self.stopping = true,
+            ("start" | "restart", _) | (_, "active" | "activating") => self.stopping = false,
+            _ => {}
+        }
+        self.systemd = snapshot;
+    }
+
+    /// Whether the exited process `tgid` (child of `ppid`) was the unit's main process, from
+    /// what we know now; `None` when only a fresh look at systemd can tell.
+    pub fn role_of(&self, tgid: u32, ppid: u32, manager_pid: Option<u32>) -> Option<ProcessRole> {
+        let known = [
+            self.last_main_pid,
+            self.systemd.main_pid,
+            self.systemd.exec_main_pid,
+        ];
+        if known.contains(&tgid) {
+            Some(ProcessRole::Main)
+        } else if manager_pid.is_some_and(|manager| manager != ppid) {
+            // Main processes are forked by the service manager (or reparented to it).
+            Some(ProcessRole::Child)
+        } else {
+            None
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.object_path.is_some() && self.systemd.load_state != "not-found"
+    }
+}

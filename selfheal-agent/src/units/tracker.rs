@@ -1,0 +1,240 @@
+//! Keeps the unit table and the kernel's cgroup filter current from systemd's D-Bus signals:
+//! a unit restarting, appearing (created and daemon-reloaded) or disappearing. No polling.
+
+use std::{path::PathBuf, time::SystemTime};
+
+use futures_util::StreamExt as _;
+use log::{info, warn};
+use tokio::sync::{mpsc, watch};
+use zbus::{MatchRule, MessageStream, message::Type};
+
+use super::cgroup_path;
+use crate::{
+    daemon::Shared,
+    report::history::Event,
+    sensors::ebpf::CgroupFilter,
+    systemd::{ManagerProxy, SystemdError, read_snapshot},
+};
+
+pub struct Tracker {
+    pub conn: zbus::Connection,
+    pub state: Shared,
+    pub filter: Option<CgroupFilter>,
+    pub v2_root: PathBuf,
+}
+
+impl Tracker {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SystemdError> {
+        let call = |call| {
+            move |source| SystemdError::Call {
+                call,
+                unit: String::new(),
+                source,
+            }
+        };
+        let manager = ManagerProxy::new(&self.conn)
+            .await
+            .map_err(call("Manager"))?;
+        manager.subscribe().await.map_err(call("Subscribe"))?;
+        let manager_root = manager.control_group().await.unwrap_or_default();
+        let mut unit_new = manager.receive_unit_new().await.map_err(call("UnitNew"))?;
+        let mut job_new = manager.receive_job_new().await.map_err(call("JobNew"))?;
+        let mut reloading = manager
+            .receive_reloading()
+            .await
+            .map_err(call("Reloading"))?;
+        let rule = MatchRule::builder()
+            .msg_type(Type::Signal)
+            .sender("org.freedesktop.systemd1")
+            .and_then(|b| b.interface("org.freedesktop.DBus.Properties"))
+            .and_then(|b| b.member("PropertiesChanged"))
+            .and_then(|b| b.path_namespace("/org/freedesktop/systemd1/unit"))
+            .map_err(call("AddMatch"))?
+            .build();
+        let mut changes = MessageStream::for_match_rule(rule, &self.conn, Some(256))
+            .await
+            .map_err(call("AddMatch"))?;
+
+        // Signals are pumped by their own task into an unbounded queue: a task that awaited
+        // D-Bus replies while also owning signal streams could deadlock the connection (zbus
+        // stops reading the socket while a stream's queue is full).
+        let (tx, mut targets) = mpsc::unbounded_channel();
+        let mut pump_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let target = tokio::select! {
+                    _ = pump_shutdown.changed() => return,
+                    Some(msg) = changes.next() => {
+                        let Ok(msg) = msg else { continue };
+                        let header = msg.header();
+                        let Some(path) = header.path() else { continue };
+                        Target::Path(path.to_string())
+                    }
+                    Some(signal) = unit_new.next() => match signal.args() {
+                        Ok(args) => Target::Name(args.id().to_string()),
+                        Err(_) => continue,
+                    },
+                    Some(signal) = job_new.next() => match signal.args() {
+                        Ok(args) => Target::Name(args.unit().to_string()),
+                        Err(_) => continue,
+                    },
+                    Some(signal) = reloading.next() => match signal.args() {
+                        // A daemon-reload finished: units that were missing may exist now.
+                        Ok(args) if !args.active() => Target::Missing,
+                        _ => continue,
+                    },
+                    else => return,
+                };
+                if tx.send(target).is_err() {
+                    return;
+                }
+            }
+        });
+
+        let count = self.state.lock().units.len();
+        for index in 0..count {
+            self.refresh(&manager, &manager_root, index, Load::Yes)
+                .await;
+        }
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                target = targets.recv() => match target {
+                    Some(target) => target,
+                    None => return Ok(()),
+                },
+            };
+            // Coalesce a burst of signals into one refresh per unit.
+            let mut pending = vec![first];
+            while let Ok(more) = targets.try_recv() {
+                pending.push(more);
+            }
+            let mut indices: Vec<(usize, Load)> = Vec::new();
+            for target in &pending {
+                let load = if matches!(target, Target::Missing) {
+                    Load::Yes
+                } else {
+                    Load::IfKnown
+                };
+                for index in self.indices(target) {
+                    match indices.iter_mut().find(|(i, _)| *i == index) {
+                        Some(entry) if load == Load::Yes => entry.1 = Load::Yes,
+                        Some(_) => {}
+                        None => indices.push((index, load)),
+                    }
+                }
+            }
+            for (index, load) in indices {
+                self.refresh(&manager, &manager_root, index, load).await;
+            }
+        }
+    }
+
+    fn indices(&self, target: &Target) -> Vec<usize> {
+        let state = self.state.lock();
+        state
+            .units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| match target {
+                Target::Path(p) => u.object_path.as_ref().is_some_and(|o| o.as_str() == p),
+                Target::Name(n) => u.name == *n,
+                Target::Missing => !u.exists(),
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Re-reads one unit from systemd and brings the kernel filter in line with it.
+    async fn refresh(
+        &mut self,
+        manager: &ManagerProxy<'_>,
+        manager_root: &str,
+        index: usize,
+        load: Load,
+    ) {
+        let name = self.state.lock().units[index].name.clone();
+        // LoadUnit on a missing unit makes systemd create (and soon drop) a stub, which emits
+        // UnitNew: loading on every signal would feed on itself. Signals only look units up.
+        let path = match load {
+            Load::Yes => manager.load_unit(&name).await,
+            Load::IfKnown => manager.get_unit(&name).await,
+        };
+        let path = match path {
+            Ok(path) => path,
+            Err(e) if load == Load::IfKnown => {
+                log::debug!("{name}: not loaded by systemd: {e}");
+                return;
+            }
+            Err(e) => {
+                warn!("{name}: systemd cannot load the unit: {e}");
+                return;
+            }
+        };
+        let snapshot = match read_snapshot(&self.conn, &name, &path).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("{name}: {e}");
+                return;
+            }
+        };
+        let cgroup = if !snapshot.control_group.is_empty() {
+            Some(snapshot.control_group.clone())
+        } else if !snapshot.slice.is_empty() {
+            Some(cgroup_path::predicted(manager_root, &snapshot.slice, &name))
+        } else {
+            None
+        };
+
+        let mut state = self.state.lock();
+        let unit = &mut state.units[index];
+        let was_known = unit.object_path.is_some();
+        let existed = unit.exists();
+        unit.object_path = Some(path);
+        unit.update(snapshot);
+        let exists = unit.exists();
+        if exists != existed || !was_known {
+            let message = if exists {
+                format!("unit found ({}), watching it", unit.systemd.active_state)
+            } else {
+                "unit does not exist (yet): it will be watched once systemd loads it".to_owned()
+            };
+            if exists {
+                info!("{name}: {message}")
+            } else {
+                warn!("{name}: {message}")
+            }
+            unit.history
+                .push(SystemTime::now(), Event::Unit { message });
+        }
+        let (Some(cgroup), true, Some(filter)) = (cgroup, exists, self.filter.as_mut()) else {
+            return;
+        };
+        let dir = self.v2_root.join(cgroup.trim_start_matches('/'));
+        let current_id = crate::sensors::ebpf::cgroup_id(&dir).ok();
+        if unit.watched_cgroup.as_deref() == Some(&cgroup) && unit.cgroup_id == current_id {
+            return;
+        }
+        match filter.watch(index as u32, &self.v2_root, &cgroup) {
+            Ok(id) => {
+                unit.watched_cgroup = Some(cgroup);
+                unit.cgroup_id = id;
+            }
+            Err(e) => warn!("{name}: cannot update the kernel filter: {e}"),
+        }
+    }
+}
+
+/// Whether a refresh may ask systemd to load the unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Load {
+    Yes,
+    IfKnown,
+}
+
+#[derive(Debug)]
+enum Target {
+    Path(String),
+    Name(String),
+    Missing,
+}

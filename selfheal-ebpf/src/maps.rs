@@ -1,0 +1,53 @@
+//! Maps shared by the programs, plus the counter helper.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use selfheal_common::{
+    counters::Counter,
+    filter::{MAX_MONITORED_CGROUPS, MAX_PATH_LEN, MAX_WATCHED_PATHS, UnitRef},
+};
+
+/// v2 cgroup id → monitored unit. The first thing every probe looks at.
+#[map]
+pub static MONITORED_CGROUPS: HashMap<u64, UnitRef> =
+    HashMap::with_max_entries(MAX_MONITORED_CGROUPS, 0);
+
+/// FNV-1a hash of a unit's cgroup path → unit, for adopting cgroups as they are created.
+#[map]
+pub static WATCHED_PATHS: HashMap<u64, UnitRef> = HashMap::with_max_entries(MAX_WATCHED_PATHS, 0);
+
+/// tgid → 1 for processes the OOM killer chose; read (and removed) when they exit.
+#[map]
+pub static OOM_VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
+
+/// Exit records for userspace. 256 KiB holds ~3,600 records: bursts of exits, not a stream.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Per-CPU scratch space for a cgroup path (too large for the 512-byte BPF stack).
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<[u8; MAX_PATH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, programs do not nest on one CPU for these tracepoints.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The monitored unit the current task belongs to, if any.
+#[inline(always)]
+pub fn current_unit() -> Option<(u64, UnitRef)> {
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: the value is copied out before any other map operation can change it.
+    let unit = unsafe { MONITORED_CGROUPS.get(&cgroup_id) }.copied()?;
+    Some((cgroup_id, unit))
+}

@@ -1,0 +1,111 @@
+//! Hook: tp_btf `sched_process_exit`.
+//!
+//! Kernel prototype (6.16+): `trace_sched_process_exit(struct task_struct *p, bool group_dead)`,
+//! called from `do_exit()` after `tsk->exit_code = code`, in the context of the exiting task.
+//! Older kernels pass only `p`: userspace then sets `HAS_GROUP_DEAD = 0` and we treat the
+//! exit of the thread-group leader as the process exit.
+//! `task_struct::exit_code` has no stable offset, so userspace reads it from the kernel's BTF
+//! and sets `EXIT_CODE_OFFSET` before loading.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use selfheal_common::{
+    counters::Counter,
+    exit::{EXIT_FLAG_GROUP_LEADER, EXIT_FLAG_OOM_KILLED, ExitEvent},
+};
+
+use crate::maps::{EVENTS, OOM_VICTIMS, count, current_unit};
+
+/// Byte offset of `exit_code` in `struct task_struct`, from BTF (set by the agent).
+#[unsafe(no_mangle)]
+static EXIT_CODE_OFFSET: u32 = 0;
+/// Byte offsets of `real_parent` and `tgid` in `struct task_struct` (set by the agent).
+#[unsafe(no_mangle)]
+static REAL_PARENT_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TGID_OFFSET: u32 = 0;
+/// 1 when the tracepoint passes `group_dead` as its second argument (set by the agent).
+#[unsafe(no_mangle)]
+static HAS_GROUP_DEAD: u32 = 0;
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sched_process_exit(&ctx);
+    0
+}
+
+fn try_sched_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let Some((cgroup_id, unit)) = current_unit() else {
+        return Ok(());
+    };
+    count(Counter::ThreadExits);
+
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: globals are plain integers written by the loader before the program runs.
+    let has_group_dead = unsafe { core::ptr::read_volatile(&HAS_GROUP_DEAD) } != 0;
+    let process_exited = if has_group_dead {
+        let group_dead: u64 = ctx.arg(1);
+        group_dead & 0xff != 0
+    } else {
+        pid == tgid
+    };
+    if !process_exited {
+        return Ok(());
+    }
+    count(Counter::ProcessExits);
+
+    let task: *const u8 = ctx.arg(0);
+    // SAFETY: see above.
+    let offset = unsafe { core::ptr::read_volatile(&EXIT_CODE_OFFSET) } as usize;
+    // SAFETY: `task` is the exiting task_struct and `offset` comes from this kernel's BTF;
+    // bpf_probe_read_kernel fails cleanly on a bad address.
+    let exit_code: i32 =
+        unsafe { bpf_probe_read_kernel(task.add(offset).cast::<i32>()) }.unwrap_or(0);
+
+    // SAFETY: offsets from this kernel's BTF; failed reads yield 0.
+    let ppid = unsafe {
+        let parent_offset = core::ptr::read_volatile(&REAL_PARENT_OFFSET) as usize;
+        let tgid_offset = core::ptr::read_volatile(&TGID_OFFSET) as usize;
+        match bpf_probe_read_kernel(task.add(parent_offset).cast::<*const u8>()) {
+            Ok(parent) => bpf_probe_read_kernel(parent.add(tgid_offset).cast::<i32>()).unwrap_or(0),
+            Err(_) => 0,
+        }
+    } as u32;
+
+    let mut flags = 0;
+    if pid == tgid {
+        flags |= EXIT_FLAG_GROUP_LEADER;
+    }
+    // SAFETY: value copied before removal.
+    if unsafe { OOM_VICTIMS.get(&tgid) }.is_some() {
+        flags |= EXIT_FLAG_OOM_KILLED;
+        let _ = OOM_VICTIMS.remove(&tgid);
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count(Counter::EventsLost);
+        return Ok(());
+    };
+    entry.write(ExitEvent {
+        // SAFETY: helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id,
+        pid,
+        tgid,
+        exit_code: exit_code as u32,
+        unit: unit.unit,
+        flags,
+        ppid,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(0);
+    count(Counter::EventsSubmitted);
+    Ok(())
+}
