@@ -1,19 +1,21 @@
 //! Loads the embedded eBPF object, fills in kernel-specific offsets from BTF, attaches each
 //! program to its hook, and hands out the maps to the parts of the agent that use them.
 
-use std::path::Path;
-
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use log::{info, warn};
 use selfheal_common::filter;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::{CgroupFilter, KernelCounters, btf::KernelBtf};
+use super::{
+    CgroupFilter, KernelCounters,
+    btf::KernelBtf,
+    hooks::{HOOKS, Hook, HookKind},
+};
 
 /// The object built by build.rs from the `selfheal-ebpf` crate.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/selfheal"));
@@ -55,14 +57,41 @@ pub struct HookStatus {
 pub struct KernelSensors {
     /// Owns the loaded programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
+    /// File systems the agent mounted itself; unmounted after the programs are gone.
+    _mounts: Mounts,
     pub hooks: Vec<HookStatus>,
     pub filter: CgroupFilter,
     pub counters: KernelCounters,
     pub events: Option<RingBuf<MapData>>,
 }
 
-fn ensure_mounted(path: &'static str, fstype: &'static str, probe: &str) -> Result<(), LoadError> {
-    if Path::new(probe).exists() {
+/// Mount points the agent created, lazily unmounted when dropped so that stopping the agent
+/// leaves the host's mounts as it found them.
+#[derive(Default)]
+struct Mounts(Vec<&'static str>);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for path in self.0.drain(..).rev() {
+            let Ok(c_path) = std::ffi::CString::new(path) else {
+                continue;
+            };
+            // SAFETY: umount2 with a valid NUL-terminated path.
+            if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0 {
+                info!("unmounted {path}");
+            }
+        }
+    }
+}
+
+/// Mounts `fstype` at `path` unless it is mounted there already (tracefs for classic
+/// tracepoints, bpffs for pinning; both may be missing on minimal hosts).
+fn ensure_mounted(
+    mounts: &mut Mounts,
+    path: &'static str,
+    fstype: &'static str,
+) -> Result<(), LoadError> {
+    if is_mounted(path, fstype) {
         return Ok(());
     }
     let status = std::process::Command::new("mount")
@@ -81,23 +110,24 @@ fn ensure_mounted(path: &'static str, fstype: &'static str, probe: &str) -> Resu
         });
     }
     info!("mounted {fstype} at {path}");
+    mounts.0.push(path);
     Ok(())
+}
+
+fn is_mounted(path: &str, fstype: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
+        mounts.lines().any(|line| {
+            let mut fields = line.split(' ').skip(1);
+            fields.next() == Some(path) && fields.next() == Some(fstype)
+        })
+    })
 }
 
 impl KernelSensors {
     pub fn load() -> Result<Self, LoadError> {
-        ensure_mounted(
-            "/sys/kernel/tracing",
-            "tracefs",
-            "/sys/kernel/tracing/events",
-        )?;
-        ensure_mounted("/sys/fs/bpf", "bpf", "/sys/fs/bpf/.").or_else(|e| {
-            if is_bpffs("/sys/fs/bpf") {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
+        let mut mounts = Mounts::default();
+        ensure_mounted(&mut mounts, "/sys/kernel/tracing", "tracefs")?;
+        ensure_mounted(&mut mounts, "/sys/fs/bpf", "bpf")?;
 
         let kernel_btf = KernelBtf::from_sys_fs().map_err(|e| LoadError::Btf(e.to_string()))?;
         let offset = |field| {
@@ -124,65 +154,22 @@ impl KernelSensors {
             .load(OBJECT)?;
         let aya_btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf(e.to_string()))?;
 
-        let mut hooks = Vec::new();
-        hooks.push(attach_btf(
-            &mut ebpf,
-            &aya_btf,
-            "sched_process_exit",
-            "process exits are not seen",
-        ));
-        hooks.push(attach_tp(
-            &mut ebpf,
-            "oom_mark_victim",
-            "oom",
-            "mark_victim",
-            "OOM kills are reported as plain SIGKILLs",
-        ));
-        hooks.push(attach_tp(
-            &mut ebpf,
-            "cgroup_mkdir",
-            "cgroup",
-            "cgroup_mkdir",
-            "a unit's new cgroup is adopted only when systemd reports it",
-        ));
-        hooks.push(attach_tp(
-            &mut ebpf,
-            "cgroup_rmdir",
-            "cgroup",
-            "cgroup_rmdir",
-            "removed cgroups linger in the filter until the unit is refreshed",
-        ));
-
-        let monitored =
-            HashMap::try_from(take(&mut ebpf, filter::MONITORED_CGROUPS)?).map_err(|source| {
-                LoadError::Map {
-                    name: filter::MONITORED_CGROUPS,
-                    source,
-                }
-            })?;
-        let watched =
-            HashMap::try_from(take(&mut ebpf, filter::WATCHED_PATHS)?).map_err(|source| {
-                LoadError::Map {
-                    name: filter::WATCHED_PATHS,
-                    source,
-                }
-            })?;
-        let counters =
-            PerCpuArray::try_from(take(&mut ebpf, filter::COUNTERS)?).map_err(|source| {
-                LoadError::Map {
-                    name: filter::COUNTERS,
-                    source,
-                }
-            })?;
-        let events = RingBuf::try_from(take(&mut ebpf, filter::EVENTS)?).map_err(|source| {
-            LoadError::Map {
-                name: filter::EVENTS,
-                source,
-            }
-        })?;
+        let hooks = HOOKS
+            .iter()
+            .map(|hook| attach(&mut ebpf, &aya_btf, hook))
+            .collect();
+        let monitored = HashMap::try_from(take(&mut ebpf, filter::MONITORED_CGROUPS)?)
+            .map_err(map_error(filter::MONITORED_CGROUPS))?;
+        let watched = HashMap::try_from(take(&mut ebpf, filter::WATCHED_PATHS)?)
+            .map_err(map_error(filter::WATCHED_PATHS))?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, filter::COUNTERS)?)
+            .map_err(map_error(filter::COUNTERS))?;
+        let events = RingBuf::try_from(take(&mut ebpf, filter::EVENTS)?)
+            .map_err(map_error(filter::EVENTS))?;
 
         Ok(Self {
             _ebpf: ebpf,
+            _mounts: mounts,
             hooks,
             filter: CgroupFilter::new(monitored, watched),
             counters: KernelCounters::new(counters),
@@ -191,76 +178,66 @@ impl KernelSensors {
     }
 }
 
-fn is_bpffs(path: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split(' ').nth(1) == Some(path) && l.split(' ').nth(2) == Some("bpf"))
-        })
-        .unwrap_or(false)
-}
-
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
     ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
 }
 
-fn report(hook: &'static str, lost: &str, result: Result<(), String>) -> HookStatus {
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |source| LoadError::Map { name, source }
+}
+
+/// Loads and attaches one program; a failure is reported, not fatal: the agent runs with
+/// what the kernel offers and says what is missing.
+fn attach(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> HookStatus {
+    let result = (|| -> Result<(), String> {
+        let program = ebpf
+            .program_mut(hook.program)
+            .ok_or_else(|| "program missing from the object".to_owned())?;
+        match hook.kind {
+            HookKind::BtfTracepoint(tracepoint) => {
+                let program: &mut BtfTracePoint = program
+                    .try_into()
+                    .map_err(|e: ProgramError| e.to_string())?;
+                program
+                    .load(tracepoint, btf)
+                    .map_err(|e| format!("tp_btf/{tracepoint}: {e}"))?;
+                program
+                    .attach()
+                    .map_err(|e| format!("tp_btf/{tracepoint}: {e}"))?;
+            }
+            HookKind::Tracepoint(category, name) => {
+                let program: &mut TracePoint = program
+                    .try_into()
+                    .map_err(|e: ProgramError| e.to_string())?;
+                program
+                    .load()
+                    .map_err(|e| format!("tracepoint {category}:{name}: {e}"))?;
+                program
+                    .attach(category, name)
+                    .map_err(|e| format!("tracepoint {category}:{name}: {e}"))?;
+            }
+        }
+        Ok(())
+    })();
     match result {
         Ok(()) => {
-            info!("attached {hook}");
+            info!("attached {}", hook.program);
             HookStatus {
-                hook,
+                hook: hook.program,
                 attached: true,
                 detail: String::new(),
             }
         }
         Err(err) => {
-            warn!("cannot attach {hook}: {err}; running without it: {lost}");
+            warn!(
+                "cannot attach {}: {err}; running without it: {}",
+                hook.program, hook.lost
+            );
             HookStatus {
-                hook,
+                hook: hook.program,
                 attached: false,
-                detail: format!("{err}; {lost}"),
+                detail: format!("{err}; {}", hook.lost),
             }
         }
     }
-}
-
-fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, tracepoint: &'static str, lost: &str) -> HookStatus {
-    let result = (|| {
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(tracepoint)
-            .ok_or("program missing from the object")?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        program
-            .load(tracepoint, btf)
-            .map_err(|e| format!("tp_btf/{tracepoint}: {e}"))?;
-        program
-            .attach()
-            .map_err(|e| format!("tp_btf/{tracepoint}: {e}"))?;
-        Ok(())
-    })();
-    report(tracepoint, lost, result.map_err(|e: String| e))
-}
-
-fn attach_tp(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    category: &str,
-    name: &str,
-    lost: &str,
-) -> HookStatus {
-    let result = (|| {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(program)
-            .ok_or("program missing from the object")?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        tp.load()
-            .map_err(|e| format!("tracepoint {category}:{name}: {e}"))?;
-        tp.attach(category, name)
-            .map_err(|e| format!("tracepoint {category}:{name}: {e}"))?;
-        Ok(())
-    })();
-    report(program, lost, result.map_err(|e: String| e))
 }

@@ -5,6 +5,7 @@ mod btf;
 mod counters;
 mod events;
 mod filter;
+mod hooks;
 mod loader;
 
 pub use counters::KernelCounters;

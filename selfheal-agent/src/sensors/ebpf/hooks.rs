@@ -1,0 +1,39 @@
+//! The kernel hooks selfheal attaches to, and what the agent loses without each one.
+
+pub enum HookKind {
+    /// tp_btf: `(tracepoint)`. Cheaper than a classic tracepoint, needs kernel BTF.
+    BtfTracepoint(&'static str),
+    /// A classic tracepoint: `(category, name)` as under /sys/kernel/tracing/events.
+    Tracepoint(&'static str, &'static str),
+}
+
+pub struct Hook {
+    /// The program's name in the eBPF object.
+    pub program: &'static str,
+    pub kind: HookKind,
+    /// What the agent cannot see without this hook (told to the operator when it is missing).
+    pub lost: &'static str,
+}
+
+pub const HOOKS: [Hook; 4] = [
+    Hook {
+        program: "sched_process_exit",
+        kind: HookKind::BtfTracepoint("sched_process_exit"),
+        lost: "process exits are not seen",
+    },
+    Hook {
+        program: "oom_mark_victim",
+        kind: HookKind::Tracepoint("oom", "mark_victim"),
+        lost: "OOM kills are reported as plain SIGKILLs",
+    },
+    Hook {
+        program: "cgroup_mkdir",
+        kind: HookKind::Tracepoint("cgroup", "cgroup_mkdir"),
+        lost: "a unit's new cgroup is adopted only when systemd reports it",
+    },
+    Hook {
+        program: "cgroup_rmdir",
+        kind: HookKind::Tracepoint("cgroup", "cgroup_rmdir"),
+        lost: "removed cgroups stay in the filter until the unit is refreshed",
+    },
+];

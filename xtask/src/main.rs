@@ -1,0 +1,52 @@
+//! `cargo xtask …`: the project's own commands. It orchestrates cargo, installs prerequisites
+//! and runs things; the eBPF object itself is built by selfheal-agent's build.rs.
+
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "selfheal's development commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need (idempotent; run and test call it themselves).
+    Setup,
+    /// Build and start the agent as root. Without a host systemd (or a config), starts a
+    /// sandboxed systemd with demo units that misbehave, and heals them. Ctrl-C stops it all.
+    Run {
+        /// Arguments for `selfheal-agent run` (e.g. `-- --dry-run`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Lints, unit tests, then the privileged integration tests (needs root).
+    Test {
+        /// Only run tests whose name contains this string.
+        filter: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup(),
+        Command::Run { args } => run::run(&args),
+        Command::Test { filter } => test::test(filter.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
