@@ -32,6 +32,35 @@ pub fn agent_bin() -> PathBuf {
     path
 }
 
+/// Mounts tracefs and bpffs once for the whole test run when they are missing, so that agents
+/// running side by side never race to mount (or unmount) them. They stay mounted afterwards,
+/// as on any host with systemd.
+fn ensure_kernel_filesystems() -> anyhow::Result<()> {
+    static MOUNTED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    MOUNTED
+        .get_or_init(|| {
+            for (path, fstype) in [("/sys/kernel/tracing", "tracefs"), ("/sys/fs/bpf", "bpf")] {
+                let mounts =
+                    std::fs::read_to_string("/proc/self/mounts").map_err(|e| e.to_string())?;
+                if mounts.lines().any(|l| {
+                    l.split(' ').nth(1) == Some(path) && l.split(' ').nth(2) == Some(fstype)
+                }) {
+                    continue;
+                }
+                let status = Command::new("mount")
+                    .args(["-t", fstype, "nodev", path])
+                    .status()
+                    .map_err(|e| format!("mount {fstype}: {e}"))?;
+                if !status.success() {
+                    return Err(format!("mounting {fstype} at {path} failed ({status})"));
+                }
+            }
+            Ok(())
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
 /// A running agent. Stopped with SIGTERM (then SIGKILL) when dropped.
 pub struct Agent {
     child: Child,
@@ -71,6 +100,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).context("creating the agent log")?);
+        ensure_kernel_filesystems()?;
         let child = command.spawn().context("starting selfheal-agent")?;
         let mut agent = Agent {
             child,

@@ -328,3 +328,30 @@ fn a_unit_that_does_not_exist_yet_is_watched_and_healed_once_created() -> anyhow
     assert_eq!(agent.unit("late.service")?["exists"], true);
     Ok(())
 }
+
+#[test]
+fn a_failed_restart_is_reported_with_systemds_reason() -> anyhow::Result<()> {
+    require_root();
+    let sandbox = Sandbox::start("startlimit")?;
+    // systemd allows one start per minute: the agent's restart hits the start limit.
+    let extra = ["StartLimitIntervalSec=60", "StartLimitBurst=1"];
+    sandbox.install_unit(
+        "limited.service",
+        &service_unit("limited", &workload("exit 3 500"), &extra),
+    )?;
+    let agent = Agent::start(&sandbox, &unit_config("limited.service", "on-failure"), &[])?;
+    sandbox.systemctl(&["start", "limited.service"])?;
+
+    let action = wait_for_record(
+        &agent,
+        "limited.service",
+        "action",
+        "the failed restart",
+        |r| r["action"] == "restart",
+    )?;
+    assert_eq!(action["outcome"], "failed", "{action:#}");
+    let detail = action["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("start-limit-hit"), "{action:#}");
+    assert_eq!(agent.unit("limited.service")?["restarts"], 0);
+    Ok(())
+}

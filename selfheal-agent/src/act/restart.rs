@@ -7,7 +7,7 @@ use futures_util::StreamExt as _;
 use zbus::zvariant::OwnedObjectPath;
 
 use super::Outcome;
-use crate::systemd::{ManagerProxy, read_snapshot};
+use crate::systemd::{ManagerProxy, UnitSnapshot, read_snapshot};
 
 /// How long a restart job may take before we call it failed.
 const JOB_TIMEOUT: Duration = Duration::from_secs(90);
@@ -31,26 +31,18 @@ pub async fn restart(conn: &zbus::Connection, req: RestartRequest) -> Outcome {
     if !req.delay.is_zero() {
         tokio::time::sleep(req.delay).await;
     }
-    log::debug!("restart {}: checking for a stop job", req.name);
+    let before = read_snapshot(conn, &req.name, &req.object_path).await.ok();
     // A stop requested meanwhile (by an operator or systemd) wins over our restart.
-    if let Ok(snapshot) = read_snapshot(conn, &req.name, &req.object_path).await
-        && snapshot.job_type == "stop"
-    {
+    if before.as_ref().is_some_and(|s| s.job_type == "stop") {
         return outcome("skipped", "a stop job is pending on the unit".into());
     }
-    log::debug!("restart {}: issuing", req.name);
     match run_job(conn, &req.name).await {
         Err(detail) => outcome("failed", detail),
         Ok(job_result) if job_result != "done" => {
-            let why = read_snapshot(conn, &req.name, &req.object_path)
-                .await
-                .map(|s| {
-                    format!(
-                        "systemd reports Result={} ({}/{})",
-                        s.result, s.active_state, s.sub_state
-                    )
-                })
-                .unwrap_or_else(|e| e.to_string());
+            let why = match read_snapshot(conn, &req.name, &req.object_path).await {
+                Ok(after) => failure_reason(before.as_ref(), &after),
+                Err(e) => e.to_string(),
+            };
             outcome(
                 "failed",
                 format!("restart job ended with \"{job_result}\": {why}"),
@@ -70,6 +62,23 @@ pub async fn restart(conn: &zbus::Connection, req: RestartRequest) -> Outcome {
             ),
             Err(e) => outcome("failed", format!("cannot verify the restart: {e}")),
         },
+    }
+}
+
+/// systemd's reason for a failed start. When the unit never left the inactive state, systemd
+/// refused the start outright; with a start limit configured that is `start-limit-hit`, which
+/// systemd 252 does not put in `Result` when the unit had already failed.
+fn failure_reason(before: Option<&UnitSnapshot>, after: &UnitSnapshot) -> String {
+    let state = format!("{}/{}", after.active_state, after.sub_state);
+    let never_started = before.is_some_and(|b| b.inactive_exit_us == after.inactive_exit_us);
+    if after.result == "start-limit-hit" || (never_started && after.start_limit_burst > 0) {
+        format!(
+            "systemd refused to start it: start-limit-hit (at most {} starts per {:?}); {state}",
+            after.start_limit_burst,
+            Duration::from_micros(after.start_limit_interval_us)
+        )
+    } else {
+        format!("systemd reports Result={} ({state})", after.result)
     }
 }
 

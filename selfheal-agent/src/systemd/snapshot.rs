@@ -26,6 +26,12 @@ pub struct UnitSnapshot {
     pub result: String,
     /// Type of the job pending on the unit ("start", "stop", "restart"…), empty when none.
     pub job_type: String,
+    /// When the unit last left the inactive state (CLOCK_MONOTONIC µs): unchanged after a
+    /// start that systemd refused outright, such as one over its start limit.
+    pub inactive_exit_us: u64,
+    /// systemd's own rate limit on starts: at most `start_limit_burst` starts per interval.
+    pub start_limit_burst: u32,
+    pub start_limit_interval_us: u64,
 }
 
 fn string(props: &HashMap<String, OwnedValue>, key: &str) -> String {
@@ -39,6 +45,13 @@ fn uint(props: &HashMap<String, OwnedValue>, key: &str) -> u32 {
     props
         .get(key)
         .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or_default()
+}
+
+fn uint64(props: &HashMap<String, OwnedValue>, key: &str) -> u64 {
+    props
+        .get(key)
+        .and_then(|v| u64::try_from(v).ok())
         .unwrap_or_default()
 }
 
@@ -74,6 +87,9 @@ pub async fn read_snapshot(
         load_state: string(&generic, "LoadState"),
         active_state: string(&generic, "ActiveState"),
         sub_state: string(&generic, "SubState"),
+        inactive_exit_us: uint64(&generic, "InactiveExitTimestampMonotonic"),
+        start_limit_burst: uint(&generic, "StartLimitBurst"),
+        start_limit_interval_us: uint64(&generic, "StartLimitIntervalUSec"),
         ..UnitSnapshot::default()
     };
     if let Some(job) = generic.get("Job")

@@ -94,19 +94,36 @@ fn ensure_mounted(
     if is_mounted(path, fstype) {
         return Ok(());
     }
-    let status = std::process::Command::new("mount")
-        .args(["-t", fstype, "nodev", path])
-        .status()
-        .map_err(|source| LoadError::Mount {
-            what: fstype,
-            path,
-            source,
-        })?;
-    if !status.success() {
+    let c_path = std::ffi::CString::new(path).map_err(|e| LoadError::Mount {
+        what: fstype,
+        path,
+        source: std::io::Error::other(e),
+    })?;
+    let c_type = std::ffi::CString::new(fstype).map_err(|e| LoadError::Mount {
+        what: fstype,
+        path,
+        source: std::io::Error::other(e),
+    })?;
+    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c_path.as_ptr(),
+            c_type.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let source = std::io::Error::last_os_error();
+        // Someone else (another agent, the init system) may have mounted it meanwhile.
+        if is_mounted(path, fstype) {
+            return Ok(());
+        }
         return Err(LoadError::Mount {
             what: fstype,
             path,
-            source: std::io::Error::other(format!("mount exited with {status}")),
+            source,
         });
     }
     info!("mounted {fstype} at {path}");
