@@ -1,23 +1,16 @@
 //! selfheal-agent: parses the command line and hands over to the daemon or a CLI command.
 
-mod act;
-mod cgroupfs;
 mod cli;
-mod config;
-mod daemon;
-mod detect;
-mod policy;
-mod report;
-mod sensors;
-mod systemd;
-mod units;
 
 use std::{path::Path, process::ExitCode};
 
 use clap::Parser as _;
 use cli::{Cli, Command};
-use config::{Config, ConfigError};
 use log::warn;
+use selfheal_agent::{
+    config::{Config, ConfigError},
+    daemon, report, systemd,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -46,6 +46,7 @@ pub fn judge(unit: u32, facts: &ExitFacts, evidence: String, now: Instant) -> Op
         detected_at: now,
         evidence,
         pid: Some(facts.pid),
+        unkillable: false,
     })
 }
 

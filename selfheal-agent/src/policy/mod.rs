@@ -92,6 +92,7 @@ mod tests {
             detected_at: Instant::now(),
             evidence: String::new(),
             pid: Some(1),
+            unkillable: false,
         }
     }
 
