@@ -1,6 +1,8 @@
 //! Pure detectors: observations in, problems out. No I/O; time comes in as a parameter.
 
 pub mod exit;
+pub mod leak;
+pub mod stall;
 
 use std::time::Instant;
 
