@@ -12,6 +12,7 @@ pub const WATCHED_PATHS: &str = "WATCHED_PATHS";
 pub const OOM_VICTIMS: &str = "OOM_VICTIMS";
 pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
+pub const UNIT_SOCKETS: &str = "UNIT_SOCKETS";
 
 /// Capacity of `MONITORED_CGROUPS`: units plus the sub-cgroups they create.
 pub const MAX_MONITORED_CGROUPS: u32 = 16384;

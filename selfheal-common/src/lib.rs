@@ -10,3 +10,4 @@ pub mod counters;
 pub mod exit;
 pub mod filter;
 pub mod path_hash;
+pub mod sched;

@@ -29,11 +29,13 @@ const PATH_LOC_OFFSET: usize = 24;
 const V2_HIERARCHY: i32 = 0;
 
 #[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
+#[inline(always)]
 pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
     let _ = try_cgroup_mkdir(&ctx);
     0
 }
 
+#[inline(always)]
 fn try_cgroup_mkdir(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY: offsets of this tracepoint's record, see the module comment.
     let root: i32 = unsafe { ctx.read_at(ROOT_OFFSET)? };
@@ -102,6 +104,7 @@ fn adopt(id: u64, unit: UnitRef) {
 }
 
 #[tracepoint(category = "cgroup", name = "cgroup_rmdir")]
+#[inline(always)]
 pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets of this tracepoint's record, see the module comment.
     let (Ok(root), Ok(id)) = (unsafe { ctx.read_at::<i32>(ROOT_OFFSET) }, unsafe {

@@ -10,6 +10,10 @@ mod cgroup_dir;
 mod maps;
 mod oom;
 mod process_exit;
+mod quarantine;
+mod sched;
+mod sock;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -8,6 +8,7 @@ use aya_ebpf::{
 use selfheal_common::{
     counters::Counter,
     filter::{MAX_MONITORED_CGROUPS, MAX_PATH_LEN, MAX_WATCHED_PATHS, UnitRef},
+    sched::{MAX_TASKS, MAX_UNITS, TaskStat, UnitSched},
 };
 
 /// v2 cgroup id → monitored unit. The first thing every probe looks at.
@@ -26,6 +27,22 @@ pub static OOM_VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024
 /// Exit records for userspace. 256 KiB holds ~3,600 records: bursts of exits, not a stream.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// pid → scheduler state, for tasks of monitored units only.
+#[map]
+pub static TASKS: HashMap<u32, TaskStat> = HashMap::with_max_entries(MAX_TASKS, 0);
+
+/// unit → per-CPU scheduler aggregate.
+#[map]
+pub static UNIT_SCHED: PerCpuArray<UnitSched> = PerCpuArray::with_max_entries(MAX_UNITS, 0);
+
+/// Socket cookie → unit that created it, for the inet sockets of monitored units.
+#[map]
+pub static SOCKET_OWNER: LruHashMap<u64, u32> = LruHashMap::with_max_entries(262_144, 0);
+
+/// unit → live inet sockets (per CPU; the sum over CPUs is the count).
+#[map]
+pub static UNIT_SOCKETS: PerCpuArray<i64> = PerCpuArray::with_max_entries(MAX_UNITS, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

@@ -14,6 +14,7 @@ use crate::maps::{OOM_VICTIMS, count};
 const PID_OFFSET: usize = 8;
 
 #[tracepoint(category = "oom", name = "mark_victim")]
+#[inline(always)]
 pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     // SAFETY: offset 8 holds the `pid` field of this tracepoint's record.
     if let Ok(pid) = unsafe { ctx.read_at::<i32>(PID_OFFSET) } {

@@ -4,13 +4,10 @@
 //! called from `do_exit()` after `tsk->exit_code = code`, in the context of the exiting task.
 //! Older kernels pass only `p`: userspace then sets `HAS_GROUP_DEAD = 0` and we treat the
 //! exit of the thread-group leader as the process exit.
-//! `task_struct::exit_code` has no stable offset, so userspace reads it from the kernel's BTF
-//! and sets `EXIT_CODE_OFFSET` before loading.
+//! `task_struct::exit_code` has no stable offset: see `task.rs`.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
@@ -19,31 +16,29 @@ use selfheal_common::{
     exit::{EXIT_FLAG_GROUP_LEADER, EXIT_FLAG_OOM_KILLED, ExitEvent},
 };
 
-use crate::maps::{EVENTS, OOM_VICTIMS, count, current_unit};
+use crate::{
+    maps::{EVENTS, OOM_VICTIMS, TASKS, count, current_unit},
+    task,
+};
 
-/// Byte offset of `exit_code` in `struct task_struct`, from BTF (set by the agent).
-#[unsafe(no_mangle)]
-static EXIT_CODE_OFFSET: u32 = 0;
-/// Byte offsets of `real_parent` and `tgid` in `struct task_struct` (set by the agent).
-#[unsafe(no_mangle)]
-static REAL_PARENT_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static TGID_OFFSET: u32 = 0;
 /// 1 when the tracepoint passes `group_dead` as its second argument (set by the agent).
 #[unsafe(no_mangle)]
 static HAS_GROUP_DEAD: u32 = 0;
 
 #[btf_tracepoint(function = "sched_process_exit")]
+#[inline(always)]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sched_process_exit(&ctx);
     0
 }
 
+#[inline(always)]
 fn try_sched_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let Some((cgroup_id, unit)) = current_unit() else {
         return Ok(());
     };
     count(Counter::ThreadExits);
+    let _ = TASKS.remove(&(bpf_get_current_pid_tgid() as u32));
 
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = pid_tgid as u32;
@@ -62,22 +57,8 @@ fn try_sched_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     count(Counter::ProcessExits);
 
     let task: *const u8 = ctx.arg(0);
-    // SAFETY: see above.
-    let offset = unsafe { core::ptr::read_volatile(&EXIT_CODE_OFFSET) } as usize;
-    // SAFETY: `task` is the exiting task_struct and `offset` comes from this kernel's BTF;
-    // bpf_probe_read_kernel fails cleanly on a bad address.
-    let exit_code: i32 =
-        unsafe { bpf_probe_read_kernel(task.add(offset).cast::<i32>()) }.unwrap_or(0);
-
-    // SAFETY: offsets from this kernel's BTF; failed reads yield 0.
-    let ppid = unsafe {
-        let parent_offset = core::ptr::read_volatile(&REAL_PARENT_OFFSET) as usize;
-        let tgid_offset = core::ptr::read_volatile(&TGID_OFFSET) as usize;
-        match bpf_probe_read_kernel(task.add(parent_offset).cast::<*const u8>()) {
-            Ok(parent) => bpf_probe_read_kernel(parent.add(tgid_offset).cast::<i32>()).unwrap_or(0),
-            Err(_) => 0,
-        }
-    } as u32;
+    let exit_code = task::exit_code(task).unwrap_or(0);
+    let ppid = task::parent_tgid(task).unwrap_or(0);
 
     let mut flags = 0;
     if pid == tgid {
@@ -99,7 +80,7 @@ fn try_sched_process_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         cgroup_id,
         pid,
         tgid,
-        exit_code: exit_code as u32,
+        exit_code,
         unit: unit.unit,
         flags,
         ppid,

@@ -84,9 +84,11 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "[agent]\nstatus_socket = \"{}\"\nstate_dir = \"{}\"\n\n{units_toml}",
+                "[agent]\nstatus_socket = \"{}\"\nstate_dir = \"{}\"\naudit_log = \"{}\"\n\n\
+                 [http]\nlisten = \"127.0.0.1:0\"\n\n{units_toml}",
                 socket.display(),
-                dir.join("state").display()
+                dir.join("state").display(),
+                dir.join("actions.jsonl").display(),
             ),
         )
         .context("writing the agent's config")?;

@@ -5,6 +5,7 @@ mod cmd;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,16 @@ enum Command {
         /// Only run tests whose name contains this string.
         filter: Option<String>,
     },
+    /// Boots a Debian guest under qemu (systemd as PID 1, cgroup v2), installs the agent with
+    /// the shipped unit file and runs scenarios against real services (needs root).
+    VmTest {
+        /// Run every scenario, not only the short form.
+        #[arg(long)]
+        full: bool,
+        /// Keep the run directory (console log, guest journal) even when everything passed.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +52,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup(),
         Command::Run { args } => run::run(&args),
         Command::Test { filter } => test::test(filter.as_deref()),
+        Command::VmTest { full, keep } => vm::vm_test(full, keep),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,9 +103,10 @@ fn demo(agent: &Path, workload: &Path, args: &[String]) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstatus_socket = \"{}\"\nstate_dir = \"{}\"\n{DEMO_CONFIG}",
+            "[agent]\nstatus_socket = \"{}\"\nstate_dir = \"{}\"\naudit_log = \"{}\"\n{DEMO_CONFIG}",
             socket.display(),
-            dir.join("state").display()
+            dir.join("state").display(),
+            dir.join("actions.jsonl").display(),
         ),
     )?;
     let env = sandbox.env();

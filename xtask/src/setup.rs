@@ -16,6 +16,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "bpftool",
         "inspecting loaded programs and their run-time stats",
     ),
+    (
+        "qemu-system-x86",
+        "`cargo xtask vm-test` boots a Debian guest",
+    ),
+    (
+        "debootstrap",
+        "`cargo xtask vm-test` builds the guest's image",
+    ),
 ];
 
 const NIGHTLY: &str = "nightly";

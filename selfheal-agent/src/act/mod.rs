@@ -1,6 +1,8 @@
 //! Actuators: carry out the policy's decisions against the real system and report outcomes.
 
+pub mod quarantine;
 pub mod restart;
+pub mod unit_ops;
 
 use std::time::Duration;
 

@@ -63,14 +63,14 @@ impl Visitor<'_> for DurationVisitor {
 }
 
 /// For `#[serde(deserialize_with = "...")]` on a `Duration` field.
-pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Duration, D::Error> {
     deserializer.deserialize_any(DurationVisitor)
 }
 
 /// For an optional `Duration` field; pair it with `#[serde(default)]` so a missing key is `None`.
-pub(super) fn deserialize_option<'de, D: Deserializer<'de>>(
+pub(crate) fn deserialize_option<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     deserialize(deserializer).map(Some)

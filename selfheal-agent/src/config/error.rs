@@ -98,9 +98,15 @@ impl<'a> Source<'a> {
         Some(line_col(self.text, value.span().start).0)
     }
 
-    /// An error pointing at the value at `path`.
+    /// An error pointing at the value at `path`, or, when the file leaves that key out (a
+    /// required key a check misses, a value inherited from elsewhere), at the nearest table
+    /// that holds it.
     pub(super) fn error(&self, path: &[Step], message: String) -> ConfigError {
-        self.error_at(self.lookup(path).map(Spanned::span), path, message)
+        let span = (1..=path.len())
+            .rev()
+            .find_map(|len| self.lookup(&path[..len]))
+            .map(Spanned::span);
+        self.error_at(span, path, message)
     }
 
     fn error_at(&self, span: Option<Range<usize>>, path: &[Step], message: String) -> ConfigError {

@@ -8,9 +8,16 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration;
+use crate::detect::leak::{LeakConfig, LeakOverrides};
+use crate::detect::stall::{StallConfig, StallOverrides};
+use crate::policy::{PolicyConfig, Remediation, RemediationConfig};
+use crate::report::alert_out::AlertmanagerConfig;
+use crate::report::http::HttpConfig;
+use crate::report::webhook::WebhookConfig;
+use crate::sensors::probes::{DetectorConfig, ProbeConfig};
 
-/// The whole configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// The whole configuration file. Not `Eq`: `[policy]` holds floats.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agent: AgentConfig,
@@ -18,6 +25,10 @@ pub struct Config {
     /// One `[[unit]]` table per supervised unit, in file order.
     #[serde(rename = "unit")]
     pub units: Vec<UnitConfig>,
+    pub policy: PolicyConfig,
+    pub http: HttpConfig,
+    pub webhook: WebhookConfig,
+    pub alertmanager: AlertmanagerConfig,
 }
 
 /// `[agent]`: the agent process itself.
@@ -28,9 +39,14 @@ pub struct AgentConfig {
     pub status_socket: PathBuf,
     /// Where the agent keeps state across restarts.
     pub state_dir: PathBuf,
+    /// The audit log: one JSON line per decision and per action outcome.
+    pub audit_log: PathBuf,
     /// How often per-unit state is re-evaluated.
     #[serde(deserialize_with = "duration::deserialize")]
     pub tick: Duration,
+    /// Whether network quarantine lets loopback traffic (127.0.0.0/8 and ::1) through. Off by
+    /// default: a quarantined unit could otherwise still reach local databases and proxies.
+    pub quarantine_allow_loopback: bool,
 }
 
 impl Default for AgentConfig {
@@ -38,7 +54,9 @@ impl Default for AgentConfig {
         Self {
             status_socket: PathBuf::from("/run/selfheal/agent.sock"),
             state_dir: PathBuf::from("/var/lib/selfheal"),
+            audit_log: PathBuf::from("/var/log/selfheal/actions.jsonl"),
             tick: Duration::from_secs(1),
+            quarantine_allow_loopback: false,
         }
     }
 }
@@ -51,6 +69,9 @@ pub struct UnitDefaults {
     /// How long to wait after an exit before restarting.
     #[serde(deserialize_with = "duration::deserialize")]
     pub restart_delay: Duration,
+    pub stall: StallConfig,
+    pub leak: LeakConfig,
+    pub remediation: RemediationConfig,
 }
 
 impl Default for UnitDefaults {
@@ -58,6 +79,9 @@ impl Default for UnitDefaults {
         Self {
             restart: RestartPolicy::OnFailure,
             restart_delay: Duration::ZERO,
+            stall: StallConfig::default(),
+            leak: LeakConfig::default(),
+            remediation: RemediationConfig::default(),
         }
     }
 }
@@ -72,6 +96,19 @@ pub struct UnitConfig {
     pub restart: Option<RestartPolicy>,
     #[serde(default, deserialize_with = "duration::deserialize_option")]
     pub restart_delay: Option<Duration>,
+    #[serde(default)]
+    pub stall: StallOverrides,
+    #[serde(default)]
+    pub leak: LeakOverrides,
+    /// Ladders and the rest, key by key over `[defaults.remediation]`.
+    #[serde(default)]
+    pub remediation: RemediationConfig,
+    /// `[[unit.probe]]` tables, in file order.
+    #[serde(default, rename = "probe")]
+    pub probes: Vec<ProbeConfig>,
+    /// `[[unit.detector]]` tables, in file order.
+    #[serde(default, rename = "detector")]
+    pub detectors: Vec<DetectorConfig>,
 }
 
 /// When a unit that exited should be started again.
@@ -116,6 +153,11 @@ pub struct UnitPolicy {
     pub name: String,
     pub restart: RestartPolicy,
     pub restart_delay: Duration,
+    pub stall: StallConfig,
+    pub leak: LeakConfig,
+    pub remediation: Remediation,
+    pub probes: Vec<ProbeConfig>,
+    pub detectors: Vec<DetectorConfig>,
 }
 
 impl Config {
@@ -127,7 +169,21 @@ impl Config {
                 name: unit.name.clone(),
                 restart: unit.restart.unwrap_or(self.defaults.restart),
                 restart_delay: unit.restart_delay.unwrap_or(self.defaults.restart_delay),
+                stall: unit.stall.resolve(&self.defaults.stall),
+                leak: unit.leak.resolve(&self.defaults.leak),
+                remediation: self.remediation(unit),
+                probes: unit.probes.clone(),
+                detectors: unit.detectors.clone(),
             })
             .collect()
+    }
+
+    /// The unit's remediation. `validate` has resolved it once already, so the fallbacks are
+    /// only reached by a `Config` built in code: the defaults alone, then the built-in ladders.
+    fn remediation(&self, unit: &UnitConfig) -> Remediation {
+        let defaults = &self.defaults.remediation;
+        Remediation::resolve(&unit.name, defaults, &unit.remediation)
+            .or_else(|_| Remediation::resolve(&unit.name, defaults, &RemediationConfig::default()))
+            .unwrap_or_default()
     }
 }

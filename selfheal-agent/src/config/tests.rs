@@ -6,8 +6,9 @@ use std::time::Duration;
 use super::*;
 
 mod errors;
-
-const EXAMPLE: &str = include_str!("../../../deploy/selfheal.toml");
+mod example;
+mod table_errors;
+mod units;
 
 fn parse(text: &str) -> Config {
     Config::parse(text, "selfheal.toml").unwrap_or_else(|error| panic!("{error}"))
@@ -18,50 +19,6 @@ fn error_of(text: &str) -> String {
         Ok(config) => panic!("expected an error, parsed {config:?}"),
         Err(error) => error.to_string(),
     }
-}
-
-/// The keys a table accepts, read back from the unknown-key error so the list never drifts.
-fn schema_keys(header: &str) -> Vec<String> {
-    let message = error_of(&format!("{header}\nnot_a_key = 0\n"));
-    let (_, expected) = message.split_once("expected one of ").expect(&message);
-    expected
-        .split(", ")
-        .map(|key| key.trim_matches('"').to_owned())
-        .collect()
-}
-
-#[test]
-fn example_config_documents_the_real_defaults() {
-    let example = parse(EXAMPLE);
-    let defaults = Config::default();
-    assert_eq!(example.agent, defaults.agent);
-    assert_eq!(example.defaults, defaults.defaults);
-}
-
-#[test]
-fn example_config_sets_every_key_the_schema_knows() {
-    let example: toml::Table = toml::from_str(EXAMPLE).expect("example is TOML");
-    for table in ["agent", "defaults"] {
-        let set = example[table].as_table().expect(table);
-        for key in schema_keys(&format!("[{table}]")) {
-            assert!(
-                set.contains_key(&key),
-                "example [{table}] does not document {key:?}"
-            );
-        }
-    }
-    let units = example["unit"].as_array().expect("[[unit]] tables");
-    for key in schema_keys("[[unit]]\nname = \"x.service\"") {
-        let shown = units
-            .iter()
-            .any(|unit| unit.as_table().is_some_and(|unit| unit.contains_key(&key)));
-        assert!(shown, "no example [[unit]] shows {key:?}");
-    }
-}
-
-#[test]
-fn example_config_supervises_at_least_one_unit() {
-    assert!(!parse(EXAMPLE).units.is_empty());
 }
 
 #[test]
@@ -78,7 +35,12 @@ fn defaults_are_what_the_docs_promise() {
         Path::new("/run/selfheal/agent.sock")
     );
     assert_eq!(config.agent.state_dir, Path::new("/var/lib/selfheal"));
+    assert_eq!(
+        config.agent.audit_log,
+        Path::new("/var/log/selfheal/actions.jsonl")
+    );
     assert_eq!(config.agent.tick, Duration::from_secs(1));
+    assert!(!config.agent.quarantine_allow_loopback);
     assert_eq!(config.defaults.restart, RestartPolicy::OnFailure);
     assert_eq!(config.defaults.restart_delay, Duration::ZERO);
     assert!(config.units.is_empty());
@@ -109,22 +71,26 @@ restart_delay = 3
 name = "crypto-agent@BTC.service"
 "#,
     );
-    let policy = |name: &str, restart, restart_delay| UnitPolicy {
-        name: name.into(),
-        restart,
-        restart_delay,
-    };
+    let restarts: Vec<_> = config
+        .unit_policies()
+        .into_iter()
+        .map(|policy| (policy.name, policy.restart, policy.restart_delay))
+        .collect();
     assert_eq!(
-        config.unit_policies(),
+        restarts,
         [
-            policy(
-                "web.service",
+            (
+                "web.service".to_owned(),
                 RestartPolicy::Always,
                 Duration::from_millis(250)
             ),
-            policy("db.service", RestartPolicy::Never, Duration::from_secs(3)),
-            policy(
-                "crypto-agent@BTC.service",
+            (
+                "db.service".to_owned(),
+                RestartPolicy::Never,
+                Duration::from_secs(3)
+            ),
+            (
+                "crypto-agent@BTC.service".to_owned(),
                 RestartPolicy::Never,
                 Duration::from_secs(5)
             ),

@@ -1,21 +1,49 @@
-//! The running agent: wires sensors → detectors → policy → actuators and the status socket,
-//! and shuts them all down on SIGINT/SIGTERM.
+//! The running agent: wires sensors → detectors → policy → actuators, the status socket and
+//! the HTTP endpoint, tells systemd when it is ready (and keeps its watchdog fed), and shuts
+//! everything down on SIGINT/SIGTERM.
 
+pub mod commands;
 mod engine;
+mod execute;
+mod persist;
 mod shared;
+mod tick;
 
+pub use engine::signal_name;
 pub use shared::{AgentState, Shared};
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::Context as _;
 use log::{error, info, warn};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
+    act::quarantine::Quarantine,
     config::Config,
-    report::status,
-    sensors::ebpf::{KernelSensors, read_exit_events},
+    detect::probe::ProbeDetector,
+    policy::{Policy, UnitSpec},
+    report::{
+        alert_out::AlertPusher,
+        audit::Audit,
+        health::{HealthInput, HookHealth, UnitHealth},
+        http::{self, HttpState},
+        metrics::{CircuitState, Metrics},
+        status,
+        watchdog::{self, Notifier},
+        webhook::{BearerToken, Webhook},
+    },
+    sensors::{
+        ebpf::{KernelSensors, LoadOptions, read_exit_events},
+        probes::{self, run_probes},
+        sched::SchedSensor,
+    },
     systemd::{self, Bus},
     units::tracker::Tracker,
 };
@@ -30,9 +58,11 @@ pub struct Options {
 const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let config = &opts.config;
     let conn = systemd::connect(opts.bus).await?;
     let manager_pid = systemd::manager_pid(&conn).await;
-    let mut kernel = tokio::task::spawn_blocking(KernelSensors::load)
+    let load = LoadOptions { quarantine_allow_loopback: config.agent.quarantine_allow_loopback };
+    let mut kernel = tokio::task::spawn_blocking(move || KernelSensors::load(load))
         .await
         .context("loading the eBPF programs panicked")??;
 
@@ -40,16 +70,56 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
-    let socket = opts.config.agent.status_socket.clone();
-    let listener = status::bind(&socket)?;
-    tasks.spawn(status::serve(listener, state.clone(), shutdown.clone()));
+    let metrics = Arc::new(Metrics::new());
+    for unit in &state.lock().units {
+        metrics.watch_unit(&unit.name);
+    }
+    for hook in &kernel.hooks {
+        metrics.set_hook_attached(hook.hook, hook.attached);
+    }
 
-    let (exit_tx, exit_rx) = mpsc::channel(1024);
+    let (command_tx, commands) = mpsc::channel(16);
+    let socket = config.agent.status_socket.clone();
+    let listener = status::bind(&socket)?;
+    tasks.spawn(status::serve(listener, state.clone(), command_tx, shutdown.clone()));
+
+    let (alert_tx, alerts) = mpsc::channel(256);
+    let webhook = match &config.webhook.token_file {
+        Some(path) => {
+            let token = BearerToken::load(path)?;
+            let names = state.clone();
+            let is_monitored = Arc::new(move |unit: &str| names.lock().units.iter().any(|u| u.name == unit));
+            Some(Arc::new(Webhook::new(token, config.webhook.max_body, is_monitored, alert_tx)))
+        }
+        None => None,
+    };
+    let last_tick = Arc::new(AtomicU64::new(now_secs()));
+    let http_listener = http::bind(&config.http).await?;
+    let http_state = HttpState { metrics: metrics.clone(), health: health_source(state.clone()), webhook };
+    tasks.spawn(http::serve(http_listener, http_state, shutdown.clone()));
+
+    let (exit_tx, exits) = mpsc::channel(4096);
     if let Some(ring) = kernel.events.take() {
         tasks.spawn(read_exit_events(ring, exit_tx, shutdown.clone()));
     }
-    let counters = kernel.counters;
-    state.lock().kernel_counters = Some(counters);
+    state.lock().kernel_counters = Some(kernel.counters);
+
+    let (probe_tx, probe_reports) = mpsc::channel(1024);
+    let mut probe_detector = ProbeDetector::default();
+    let mut probe_specs = (Vec::new(), Vec::new());
+    for (index, unit) in config.unit_policies().iter().enumerate() {
+        for probe in &unit.probes {
+            probe_detector.add_probe(index as u32, &probe.name, probe.rules());
+        }
+        match probes::specs(index as u32, &unit.name, &unit.probes, &unit.detectors) {
+            Ok((p, d)) => {
+                probe_specs.0.extend(p);
+                probe_specs.1.extend(d);
+            }
+            Err(e) => warn!("{}: probes not started: {e}", unit.name),
+        }
+    }
+    tasks.spawn(run_probes(probe_specs.0, probe_specs.1, probe_tx, shutdown.clone()));
 
     let tracker = Tracker {
         conn: conn.clone(),
@@ -64,21 +134,66 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     });
 
-    let engine = engine::Engine::new(conn.clone(), state.clone(), manager_pid, opts.dry_run);
-    tasks.spawn(engine.run(exit_rx, shutdown.clone()));
+    let specs: Vec<UnitSpec> = config
+        .unit_policies()
+        .into_iter()
+        .map(|u| UnitSpec { name: u.name, restart: u.restart, restart_delay: u.restart_delay, remediation: u.remediation })
+        .collect();
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id());
+    let mut policy = Policy::new(config.policy.clone(), specs, seed);
+    let state_file = persist::path(&config.agent.state_dir);
+    persist::restore(&mut policy, &state_file);
+    let audit_path = config.agent.audit_log.clone();
 
+    let engine = engine::Engine::new(engine::EngineParts {
+        conn: conn.clone(),
+        state: state.clone(),
+        manager_pid,
+        dry_run: opts.dry_run,
+        policy,
+        probes: probe_detector,
+        sched: kernel.sched.take().map(SchedSensor::new),
+        sockets: kernel.unit_sockets.take(),
+        quarantine: Some(Quarantine::new(kernel.programs.clone())),
+        metrics: metrics.clone(),
+        audit: Audit::open(&audit_path),
+        pusher: AlertPusher::from_config(&config.alertmanager)?.map(Arc::new),
+        state_file,
+        tick: config.agent.tick,
+        v2_root: crate::cgroupfs::v2_root(),
+        last_tick: last_tick.clone(),
+    });
+    let inputs = engine::Inputs { exits, probes: probe_reports, alerts, commands };
+    tasks.spawn(engine.run(inputs, shutdown.clone()));
+
+    let notifier = Arc::new(Notifier::from_env().unwrap_or_else(|e| {
+        warn!("cannot reach systemd's notify socket: {e}; running without readiness notification");
+        Notifier::disabled()
+    }));
+    if let Some(interval) = watchdog::ping_interval_from_env() {
+        let stale_after = (config.agent.tick * 5).max(interval * 2).as_secs().max(1);
+        let alive = move || now_secs().saturating_sub(last_tick.load(Ordering::Relaxed)) <= stale_after;
+        let notifier = notifier.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { watchdog::keep_alive(&notifier, interval, alive, shutdown).await });
+    }
     info!(
-        "selfheal agent running: {} unit(s), {} bus{}, status at {}",
-        opts.config.units.len(),
+        "selfheal agent running: {} unit(s), {} bus{}, status at {}, metrics at http://{}/metrics",
+        config.units.len(),
         match opts.bus {
             Bus::System => "system",
             Bus::User => "session",
         },
         if opts.dry_run { ", dry run" } else { "" },
-        socket.display()
+        socket.display(),
+        config.http.listen,
     );
+    let _ = notifier.ready();
+    let _ = notifier.status(&format!("watching {} unit(s)", config.units.len()));
+
     wait_for_signal().await?;
     info!("shutting down");
+    let _ = notifier.stopping();
     let _ = shutdown_tx.send(true);
     let drained = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} });
     if drained.await.is_err() {
@@ -86,9 +201,50 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tasks.abort_all();
     }
     let _ = std::fs::remove_file(&socket);
-    // `kernel`'s remaining fields (the loaded object) drop here, detaching the programs.
-    drop(kernel.hooks);
+    // What is left of `kernel` (the mounts the agent made) drops here, after the tasks that
+    // held the programs.
     Ok(())
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The facts `/health` is computed from, read from the shared state when it is asked.
+fn health_source(state: Shared) -> http::HealthSource {
+    Arc::new(move || {
+        let state = state.lock();
+        HealthInput {
+            units: state
+                .units
+                .iter()
+                .map(|u| {
+                    let policy = u.view.policy.as_ref();
+                    let field = |k: &str| policy.and_then(|p| p.get(k)).cloned();
+                    UnitHealth {
+                        name: u.name.clone(),
+                        active_state: if u.exists() { u.systemd.active_state.clone() } else { "not-found".into() },
+                        problem: field("incident").and_then(|v| v.as_str().map(str::to_owned)).or_else(|| {
+                            u.view.stalls.iter().find(|s| s.reported).map(|s| s.kind.clone())
+                        }),
+                        escalated: field("escalated").is_some_and(|v| !v.is_null()),
+                        circuit: match field("circuit").and_then(|v| v.as_str().map(str::to_owned)).as_deref() {
+                            Some("open") => CircuitState::Open,
+                            Some("half_open") => CircuitState::HalfOpen,
+                            _ => CircuitState::Closed,
+                        },
+                        recovering: field("next_action").is_some_and(|v| !v.is_null()),
+                    }
+                })
+                .collect(),
+            hooks: state
+                .hooks
+                .iter()
+                .map(|h| HookHealth { name: h.hook.to_owned(), attached: h.attached, detail: h.detail.clone() })
+                .collect(),
+            uptime: state.started.elapsed(),
+        }
+    })
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 pub mod exit;
 pub mod leak;
+pub mod probe;
 pub mod stall;
 
 use std::time::Instant;

@@ -1,173 +1,230 @@
 //! The policy: problems in, decisions out. Pure: it keeps its own state, calls nothing, and
-//! takes the time as a parameter. The actuators report outcomes back through [`Policy::finished`].
+//! takes the time as a parameter. The engine executes the [`Action`]s of each [`Decision`] and
+//! reports every outcome back through [`Policy::on_outcome`]; detectors report a problem gone
+//! through [`Policy::on_cleared`]; [`Policy::tick`] runs the timers.
 //!
-//! For now it applies each unit's restart policy (`always`, `on-failure`, `never`) with its
-//! delay, refuses to fight systemd or an operator stopping the unit, and never runs two
-//! actions on one unit at once.
+//! # From a problem to actions
+//! 1. Gates, in order: an escalated unit gets nothing until an operator resets it; a unit being
+//!    stopped by systemd or an operator is left alone, and a restart scheduled for it is
+//!    cancelled (a stop while our own restart runs is ours); crash and clean exit obey the
+//!    unit's `restart` (`never` watches, `on-failure` ignores clean exits); a task that survives
+//!    SIGKILL escalates at once (restarting cannot help); one batch of actions at a time per
+//!    unit; an isolated unit is left alone.
+//! 2. A new problem opens an *incident*, unless the storm breaker holds it (too many units under
+//!    remediation at once; it is acted on once the host is calm).
+//! 3. The unit's ladder for the problem kind is walked: the first rung that can act answers; the
+//!    rungs passed say why in the reason. When every rung is spent and the unit failed more than
+//!    `escalate_after` recoveries in a row, it escalates even if the ladder does not say so.
+//! 4. Every action that should heal (restart, scale) is verified. Crash and exit have no
+//!    "cleared" signal: the unit must not fail again within the cooldown. Other kinds must be
+//!    cleared by their detector within `recovery_timeout`, and then stay away for the rest of
+//!    the cooldown. Otherwise the recovery failed and the incident continues up the ladder.
+//!
+//! # Readings of the seeds where they conflict
+//! - Backoff (1 s × 2 up to 300 s, ± jitter) spaces the restart attempts of an incident; its
+//!   exponent counts every attempt since the unit was last stable, so a unit that fails again
+//!   right after a "successful" restart waits longer, and one that crashes once a month never
+//!   meets the maximum delay. At most `max_attempts` (3) restarts per incident.
+//! - The 60 s cooldown is the window after an action in which a new problem of the unit means
+//!   the recovery failed: it continues the incident (and its backoff) instead of opening one.
+//! - The budget (3 restarts per hour) is a sliding window over our restarts.
+//! - "More than 2 consecutive failures → escalate": failed recoveries in a row; past that, the
+//!   restart and scale rungs stand aside and the ladder moves on (to the fallback, say), and a
+//!   spent ladder escalates.
+//! - The circuit breaker opens after 5 failed recoveries in a row, or when the ladder reaches
+//!   `fallback` (restarting is not working: stop trying and serve from the fallback). It is
+//!   never terminal: after 60 s it is half-open and a trial restart runs (waiting for the
+//!   budget if spent); a verified trial and then each further cooldown of health count as
+//!   successes; 3 close it, and the fallback stops. A failure in half-open opens it again.
+//! - The stable period (1 h without a problem) forgets failures, backoff and the budget.
+//! - systemd's start limit: a restart that `StartLimitBurst=` / `StartLimitIntervalSec=` would
+//!   refuse is delayed until allowed, or the restart rung stands aside when that is longer than
+//!   the longest backoff. Only our own restarts are counted.
+//! - Dry run: the engine reports [`ActionOutcome::NotExecuted`]; that counts as nothing (no
+//!   budget, no success, no failure) and the attempt is not used up.
+//! - Escalation stops all actions on the unit except ending an isolation already in place; a
+//!   running fallback keeps running.
 
-use std::{collections::HashSet, time::Duration};
+mod action;
+mod backoff;
+mod breaker;
+mod budget;
+mod config;
+mod decide;
+mod explain;
+mod ladder;
+mod outcome;
+mod remediation;
+mod scale;
+mod sizes;
+mod state;
+mod storm;
+mod tick;
+mod unit;
 
-use crate::{
-    config::{RestartPolicy, UnitPolicy},
-    detect::{Problem, ProblemKind},
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+pub use action::{Action, ActionOutcome, Decision, ScaledLimits, StartLimit, UnitContext};
+pub use breaker::CircuitState;
+pub use config::{
+    BackoffConfig, BreakerConfig, BudgetConfig, PolicyConfig, PolicyConfigError, ScaleConfig,
+    StormConfig,
 };
+pub use explain::{LastActionStatus, StormStatus, UnitPolicyStatus};
+pub use remediation::{
+    IsolationKind, Ladder, Remediation, RemediationConfig, Strategy, default_ladder,
+};
+pub use sizes::{Bytes, CpuQuota};
+pub use state::{PolicyState, StateError};
+pub use unit::UnitSpec;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Restart { delay: Duration },
-    Skip { reason: String },
-}
+use backoff::Jitter;
+use storm::Storm;
+use unit::{Phase, UnitState};
 
-impl Decision {
-    pub fn action_name(&self) -> &'static str {
-        match self {
-            Decision::Restart { .. } => "restart",
-            Decision::Skip { .. } => "none",
-        }
-    }
-}
-
-/// What the policy needs to know about the unit besides the problem.
-#[derive(Clone, Copy, Debug)]
-pub struct UnitContext<'a> {
-    pub policy: &'a UnitPolicy,
-    /// A stop job is pending or ran: the exit was asked for.
-    pub stopping: bool,
-}
-
-#[derive(Debug, Default)]
+/// The remediation engine for every configured unit. Units are named by the engine's index
+/// (their position in the list given to [`Policy::new`]); the persisted state is by name.
 pub struct Policy {
-    /// Units with an action in progress.
-    in_flight: HashSet<u32>,
+    config: PolicyConfig,
+    units: Vec<Unit>,
+    storm: Storm,
+    jitter: Jitter,
+}
+
+struct Unit {
+    spec: UnitSpec,
+    state: UnitState,
 }
 
 impl Policy {
-    pub fn decide(&mut self, problem: &Problem, unit: UnitContext<'_>) -> Decision {
-        let skip = |reason: &str| Decision::Skip {
-            reason: reason.to_owned(),
+    /// `seed` feeds the backoff jitter: fixed in tests, anything (the time, the pid) in the agent.
+    pub fn new(config: PolicyConfig, units: Vec<UnitSpec>, seed: u64) -> Self {
+        Self {
+            config,
+            units: units
+                .into_iter()
+                .map(|spec| Unit {
+                    spec,
+                    state: UnitState::default(),
+                })
+                .collect(),
+            storm: Storm::default(),
+            jitter: Jitter::new(seed),
+        }
+    }
+
+    /// A new configuration: units keep their state by name; indices follow the new list.
+    pub fn set_units(&mut self, config: PolicyConfig, units: Vec<UnitSpec>) {
+        let mut old: Vec<Unit> = std::mem::take(&mut self.units);
+        self.config = config;
+        self.units = units
+            .into_iter()
+            .map(|spec| {
+                let state = old
+                    .iter()
+                    .position(|u| u.spec.name == spec.name)
+                    .map(|i| old.swap_remove(i).state)
+                    .unwrap_or_default();
+                Unit { spec, state }
+            })
+            .collect();
+    }
+
+    /// The engine's index of the unit called `name`, for operator commands.
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        let index = self.units.iter().position(|u| u.spec.name == name)?;
+        u32::try_from(index).ok()
+    }
+
+    fn unit(&self, index: u32) -> Option<&Unit> {
+        self.units.get(usize::try_from(index).ok()?)
+    }
+
+    fn unit_mut(&mut self, index: u32) -> Option<&mut Unit> {
+        self.units.get_mut(usize::try_from(index).ok()?)
+    }
+
+    /// Units under remediation now, for the storm breaker.
+    fn active_units(&self, now: Instant) -> usize {
+        let horizon = self.config.backoff.max;
+        self.units
+            .iter()
+            .filter(|u| u.state.is_active(now, horizon))
+            .count()
+    }
+
+    /// Operator: forget the unit's escalation, failures, backoff and restart budget, and close
+    /// its circuit. A running fallback stops after the unit's next verified recovery.
+    pub fn reset(&mut self, unit: u32) -> Decision {
+        let Some(u) = self.unit_mut(unit) else {
+            return Decision::nothing(unit, "operator", "not a configured unit");
         };
-        if unit.stopping {
-            return skip("the unit is being stopped by systemd or an operator");
+        let state = &mut u.state;
+        let was_escalated = state.escalation.take().is_some();
+        state.consecutive_failures = 0;
+        state.backoff_level = 0;
+        state.restarts.clear();
+        state.breaker = breaker::Breaker::default();
+        state.fallback.failed = None;
+        state.incident = None;
+        state.held = None;
+        let mut reason = String::from("reset by an operator: ");
+        if was_escalated {
+            reason.push_str("escalation cleared, ");
         }
-        if self.in_flight.contains(&problem.unit) {
-            return skip("an action on this unit is already in progress");
+        reason.push_str("failures and backoff forgotten, restart budget full, circuit closed");
+        if state.fallback.running {
+            let name = u
+                .spec
+                .remediation
+                .fallback
+                .as_deref()
+                .unwrap_or("the fallback");
+            reason.push_str(&format!(
+                "; {name} keeps running until the unit's next verified recovery"
+            ));
         }
-        let clean = problem.kind == ProblemKind::Exit;
-        if !unit.policy.restart.wants_restart(clean) {
-            return skip(match unit.policy.restart {
-                RestartPolicy::Never => "restart = \"never\"",
-                _ => "restart = \"on-failure\" and the exit was clean",
-            });
-        }
-        self.in_flight.insert(problem.unit);
-        Decision::Restart {
-            delay: unit.policy.restart_delay,
-        }
+        Decision::nothing(unit, "operator", reason)
     }
 
-    /// The action on `unit` has ended, whatever its outcome.
-    pub fn finished(&mut self, unit: u32) {
-        self.in_flight.remove(&unit);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-
-    fn unit(restart: RestartPolicy) -> UnitPolicy {
-        UnitPolicy {
-            name: "web.service".into(),
-            restart,
-            restart_delay: Duration::from_secs(2),
-        }
-    }
-
-    fn problem(kind: ProblemKind) -> Problem {
-        Problem {
-            unit: 7,
-            kind,
-            detected_at: Instant::now(),
-            evidence: String::new(),
-            pid: Some(1),
-            unkillable: false,
-        }
-    }
-
-    fn ctx(policy: &UnitPolicy) -> UnitContext<'_> {
-        UnitContext {
-            policy,
-            stopping: false,
-        }
-    }
-
-    #[test]
-    fn on_failure_restarts_a_crash_after_the_delay() {
-        let p = unit(RestartPolicy::OnFailure);
-        let d = Policy::default().decide(&problem(ProblemKind::Crash), ctx(&p));
-        assert_eq!(
-            d,
-            Decision::Restart {
-                delay: Duration::from_secs(2)
-            }
-        );
-    }
-
-    #[test]
-    fn on_failure_leaves_a_clean_exit_alone() {
-        let p = unit(RestartPolicy::OnFailure);
-        let d = Policy::default().decide(&problem(ProblemKind::Exit), ctx(&p));
-        assert!(matches!(d, Decision::Skip { .. }));
-    }
-
-    #[test]
-    fn always_restarts_a_clean_exit_and_never_restarts_nothing() {
-        let always = unit(RestartPolicy::Always);
-        let never = unit(RestartPolicy::Never);
-        let exit = problem(ProblemKind::Exit);
-        assert!(matches!(
-            Policy::default().decide(&exit, ctx(&always)),
-            Decision::Restart { .. }
-        ));
-        let crash = problem(ProblemKind::Crash);
-        assert!(matches!(
-            Policy::default().decide(&crash, ctx(&never)),
-            Decision::Skip { .. }
-        ));
-    }
-
-    #[test]
-    fn a_unit_being_stopped_is_not_restarted() {
-        let p = unit(RestartPolicy::Always);
-        let d = Policy::default().decide(
-            &problem(ProblemKind::Crash),
-            UnitContext {
-                policy: &p,
-                stopping: true,
+    /// Operator: end the unit's freeze and network quarantine now.
+    pub fn release(&mut self, unit: u32, now: Instant) -> Decision {
+        let Some(u) = self.unit_mut(unit) else {
+            return Decision::nothing(unit, "operator", "not a configured unit");
+        };
+        match tick::end_isolation(&mut u.state, now) {
+            Some(actions) => Decision {
+                unit,
+                cause: "operator".to_owned(),
+                actions,
+                reason: "released by an operator before the quarantine ended".to_owned(),
             },
-        );
-        assert!(matches!(d, Decision::Skip { reason } if reason.contains("stopped")));
+            None => Decision::nothing(unit, "operator", "the unit is not isolated"),
+        }
     }
 
-    #[test]
-    fn one_action_at_a_time_per_unit_until_it_finishes() {
-        let p = unit(RestartPolicy::Always);
-        let mut policy = Policy::default();
-        let crash = problem(ProblemKind::Crash);
-        assert!(matches!(
-            policy.decide(&crash, ctx(&p)),
-            Decision::Restart { .. }
-        ));
-        assert!(matches!(
-            policy.decide(&crash, ctx(&p)),
-            Decision::Skip { .. }
-        ));
-        policy.finished(7);
-        assert!(matches!(
-            policy.decide(&crash, ctx(&p)),
-            Decision::Restart { .. }
-        ));
+    /// The earliest time [`Policy::tick`] has something to do, so the engine can wake up for
+    /// it instead of waiting for its next regular tick.
+    pub fn next_due(&self) -> Option<Instant> {
+        let config = &self.config;
+        let per_unit = self.units.iter().flat_map(|u| {
+            let state = &u.state;
+            let phase = state.incident.as_ref().and_then(|i| match i.phase {
+                Phase::Scheduled { due, .. } => Some(due),
+                Phase::Verifying { deadline, .. } => Some(deadline),
+                Phase::Settling { until } => Some(until),
+                Phase::Idle | Phase::Acting => None,
+            });
+            let isolation = state.isolation.as_ref().map(|i| i.until);
+            let breaker = state.breaker.half_open_at(&config.breaker);
+            [phase, isolation, breaker]
+        });
+        per_unit
+            .chain([self.storm.calm_at(&config.storm)])
+            .flatten()
+            .min()
     }
 }

@@ -13,11 +13,15 @@ use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
-    sync::watch,
+    sync::{mpsc, oneshot, watch},
 };
 
 use super::history::Record;
-use crate::{daemon::Shared, systemd::Bus};
+use crate::{
+    daemon::{Shared, commands::Command},
+    systemd::Bus,
+    units::view::UnitView,
+};
 
 /// Longest request line the server reads.
 const MAX_REQUEST: usize = 4096;
@@ -67,11 +71,16 @@ pub struct UnitStatus {
     pub restarts: u64,
     /// Oldest first.
     pub history: Vec<Record>,
+    /// The engine's picture: policy, stalls, scheduler, resources, probes.
+    #[serde(default)]
+    pub view: UnitView,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     command: String,
+    #[serde(default)]
+    unit: Option<String>,
 }
 
 fn document(state: &Shared) -> StatusDoc {
@@ -124,6 +133,7 @@ fn document(state: &Shared) -> StatusDoc {
                 restart: u.policy.restart.to_string(),
                 restarts: u.history.restarts,
                 history: u.history.records().cloned().collect(),
+                view: u.view.clone(),
             })
             .collect(),
     }
@@ -152,34 +162,34 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, state: Shared, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: UnixListener,
+    state: Shared,
+    commands: mpsc::Sender<Command>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(answer(stream, state.clone())); }
+                Ok((stream, _)) => { tokio::spawn(answer(stream, state.clone(), commands.clone())); }
                 Err(e) => warn!("status socket: {e}"),
             },
         }
     }
 }
 
-async fn answer(stream: UnixStream, state: Shared) {
+async fn answer(stream: UnixStream, state: Shared, commands: mpsc::Sender<Command>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
     let reply = match reader.read_line(&mut line).await {
         Err(e) => serde_json::json!({ "error": format!("cannot read the request: {e}") }),
         Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(req) if req.command == "status" => {
-                serde_json::to_value(document(&state)).unwrap_or_default()
-            }
-            Ok(req) => {
-                serde_json::json!({ "error": format!("unknown command \"{}\"; expected \"status\"", req.command) })
-            }
-            Err(e) => {
-                serde_json::json!({ "error": format!("malformed request: {e}; send {{\"command\":\"status\"}}") })
-            }
+            Ok(req) => handle(req, &state, &commands).await,
+            Err(e) => serde_json::json!({
+                "error": format!("malformed request: {e}; send {{\"command\":\"status\"}}")
+            }),
         },
     };
     let mut text = reply.to_string();
@@ -187,39 +197,81 @@ async fn answer(stream: UnixStream, state: Shared) {
     let _ = write.write_all(text.as_bytes()).await;
 }
 
-/// Asks the agent listening on `path` for its status.
-pub async fn query(path: &PathBuf) -> anyhow::Result<StatusDoc> {
-    let stream = match UnixStream::connect(path).await {
-        Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            bail!(
-                "no selfheal agent is running: nothing answers at {} ({e}). Start it with `selfheal-agent run` \
-             (or `systemctl start selfheal`), or pass --socket if it uses another path",
-                path.display()
-            )
+async fn handle(req: Request, state: &Shared, commands: &mpsc::Sender<Command>) -> serde_json::Value {
+    let unit = req.unit.clone().unwrap_or_default();
+    let engine = |make: fn(String, oneshot::Sender<Result<String, String>>) -> Command| async move {
+        let (tx, rx) = oneshot::channel();
+        if commands.send(make(unit.clone(), tx)).await.is_err() {
+            return serde_json::json!({ "error": "the agent is shutting down" });
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            bail!(
-                "cannot open {}: permission denied; the status socket is root-only, run as root",
-                path.display()
-            )
+        match rx.await {
+            Ok(Ok(text)) => serde_json::json!({ "unit": unit, "text": text }),
+            Ok(Err(e)) => serde_json::json!({ "error": e }),
+            Err(_) => serde_json::json!({ "error": "the agent dropped the request" }),
         }
-        Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
     };
+    match req.command.as_str() {
+        "status" => serde_json::to_value(document(state)).unwrap_or_default(),
+        "history" => {
+            let state = state.lock();
+            let units: Vec<serde_json::Value> = state
+                .units
+                .iter()
+                .filter(|u| req.unit.as_ref().is_none_or(|n| *n == u.name))
+                .map(|u| serde_json::json!({ "name": u.name, "history": u.history.records().collect::<Vec<_>>() }))
+                .collect();
+            if units.is_empty() {
+                serde_json::json!({ "error": format!("{} is not monitored by this agent", req.unit.unwrap_or_default()) })
+            } else {
+                serde_json::json!({ "units": units })
+            }
+        }
+        "explain" if req.unit.is_some() => engine(|unit, reply| Command::Explain { unit, reply }).await,
+        "reset" if req.unit.is_some() => engine(|unit, reply| Command::Reset { unit, reply }).await,
+        "release" if req.unit.is_some() => engine(|unit, reply| Command::Release { unit, reply }).await,
+        "explain" | "reset" | "release" => {
+            serde_json::json!({ "error": format!("\"{}\" needs a unit", req.command) })
+        }
+        other => serde_json::json!({
+            "error": format!("unknown command \"{other}\"; expected status, history, explain, reset or release")
+        }),
+    }
+}
+
+/// Sends one request to the agent at `path` and returns its JSON answer.
+pub async fn request(path: &PathBuf, command: &str, unit: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let stream = connect(path).await?;
     let (read, mut write) = stream.into_split();
-    write.write_all(b"{\"command\":\"status\"}\n").await?;
+    let mut body = serde_json::json!({ "command": command, "unit": unit }).to_string();
+    body.push('\n');
+    write.write_all(body.as_bytes()).await?;
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
     let value: serde_json::Value = serde_json::from_str(&line)
         .with_context(|| format!("the agent at {} sent malformed JSON", path.display()))?;
     if let Some(err) = value.get("error") {
-        bail!("the agent refused the request: {err}");
+        bail!("{}", err.as_str().map_or_else(|| err.to_string(), str::to_owned));
     }
-    serde_json::from_value(value)
-        .context("the agent's status has an unexpected shape (agent and CLI versions differ?)")
+    Ok(value)
+}
+
+async fn connect(path: &PathBuf) -> anyhow::Result<UnixStream> {
+    match UnixStream::connect(path).await {
+        Ok(stream) => Ok(stream),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => bail!(
+            "no selfheal agent is running: nothing answers at {} ({e}). Start it with `selfheal-agent run` \
+             (or `systemctl start selfheal`), or pass --socket if it uses another path",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!("cannot open {}: permission denied; the status socket is root-only, run as root", path.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("connecting to {}", path.display())),
+    }
+}
+
+/// Asks the agent listening on `path` for its status.
+pub async fn query(path: &PathBuf) -> anyhow::Result<StatusDoc> {
+    let value = request(path, "status", None).await?;
+    serde_json::from_value(value).context("the agent's status has an unexpected shape (agent and CLI versions differ?)")
 }

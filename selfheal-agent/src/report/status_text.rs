@@ -134,6 +134,7 @@ mod tests {
                         message: "unit found".into(),
                     },
                 }],
+                view: Default::default(),
             }],
         };
         let text = render(&doc);

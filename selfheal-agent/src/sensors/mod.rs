@@ -1,3 +1,10 @@
-//! Sensors turn raw data (kernel ring buffers and maps, systemd's view) into observations.
+//! Sensors turn raw data (kernel ring buffers and maps, procfs, cgroupfs, systemd's view) into
+//! observations.
 
+pub mod cgroup_stats;
 pub mod ebpf;
+pub mod probes;
+pub mod procfs;
+pub mod resources;
+pub mod sched;
+pub mod sockets;

@@ -32,6 +32,10 @@ pub struct UnitSnapshot {
     /// systemd's own rate limit on starts: at most `start_limit_burst` starts per interval.
     pub start_limit_burst: u32,
     pub start_limit_interval_us: u64,
+    /// Resource limits systemd applies (u64::MAX: none).
+    pub memory_max: u64,
+    pub memory_high: u64,
+    pub tasks_max: u64,
 }
 
 fn string(props: &HashMap<String, OwnedValue>, key: &str) -> String {
@@ -121,6 +125,9 @@ pub async fn read_snapshot(
         snapshot.main_pid = uint(&specific, "MainPID");
         snapshot.exec_main_pid = uint(&specific, "ExecMainPID");
         snapshot.result = string(&specific, "Result");
+        snapshot.memory_max = uint64(&specific, "MemoryMax");
+        snapshot.memory_high = uint64(&specific, "MemoryHigh");
+        snapshot.tasks_max = uint64(&specific, "TasksMax");
     }
     Ok(snapshot)
 }

@@ -3,6 +3,7 @@
 
 pub mod cgroup_path;
 pub mod tracker;
+pub mod view;
 
 use zbus::zvariant::OwnedObjectPath;
 
@@ -33,6 +34,8 @@ pub struct MonitoredUnit {
     /// A stop job was seen: exits now are systemd's or an operator's doing, not failures.
     pub stopping: bool,
     pub history: History,
+    /// What the engine last published about the unit.
+    pub view: view::UnitView,
 }
 
 impl MonitoredUnit {
@@ -47,6 +50,7 @@ impl MonitoredUnit {
             last_main_pid: 0,
             stopping: false,
             history: History::default(),
+            view: view::UnitView::default(),
         }
     }
 

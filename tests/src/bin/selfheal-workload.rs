@@ -6,11 +6,14 @@
 //!   child-exit CODE [AFTER_MS] a child process exits with CODE after AFTER_MS; we keep sleeping
 //!   oom CGROUP_NAME            get OOM-killed by the kernel in a 64 MiB memory cgroup
 //!   spawn-then-sleep N         start N children that sleep forever, then sleep forever
+//!   http PORT STATEFILE        serve HTTP on 127.0.0.1:PORT, answering each request as
+//!                              STATEFILE says at that moment: "STATUS DELAY_MS [BODY]"
 
 use std::{
     fs,
-    io::Write,
-    path::Path,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
     process::{Command, ExitCode},
     thread,
     time::Duration,
@@ -19,7 +22,7 @@ use std::{
 use selfheal_tests::cgroupfs;
 
 const USAGE: &str = "usage: selfheal-workload sleep | exit CODE [AFTER_MS] | child-exit CODE [AFTER_MS] \
-                     | oom CGROUP_NAME | spawn-then-sleep N";
+                     | oom CGROUP_NAME | spawn-then-sleep N | http PORT STATEFILE";
 const MIB: usize = 1 << 20;
 /// The limit `oom` puts on its v1 memory cgroup.
 const OOM_LIMIT: usize = 64 * MIB;
@@ -42,7 +45,11 @@ fn main() -> ExitCode {
         ("child-exit", [code, rest @ ..]) if rest.len() <= 1 => child_exit(code, rest.first()),
         ("oom", [name]) => oom(name),
         ("spawn-then-sleep", [count]) => spawn_then_sleep(count),
-        _ => Err(format!("unexpected arguments {args:?}\n{USAGE}")),
+        ("http", [port, state_file]) => http(port, state_file),
+        (mode, rest) => match selfheal_tests::workloads::run(mode, rest) {
+            Some(result) => result,
+            None => Err(format!("unexpected arguments {args:?}\n{USAGE}\n{}", selfheal_tests::workloads::USAGE)),
+        },
     };
     match result {
         Ok(code) => code,
@@ -91,6 +98,69 @@ fn spawn_then_sleep(count: &str) -> Result<ExitCode, String> {
             .map_err(|err| format!("spawning a child: {err}"))?;
     }
     sleep_forever()
+}
+
+/// A health endpoint whose behaviour a test changes by rewriting STATEFILE: "200 0" answers
+/// 200 at once, "500 0" answers 500, "200 300" answers 200 after 300 ms, "200 0 ready" sends
+/// the body "ready" (default "ok"). Unreadable or malformed state answers 500. Any path, any
+/// method; one thread per connection so a slow answer does not hold up the next.
+fn http(port: &str, state_file: &str) -> Result<ExitCode, String> {
+    let port: u16 = parse(port, "PORT")?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .map_err(|err| format!("binding 127.0.0.1:{port}: {err}"))?;
+    let local = listener.local_addr().map_err(|err| err.to_string())?;
+    println!("listening on {local}");
+    let _ = std::io::stdout().flush();
+    let state_file = PathBuf::from(state_file);
+    for stream in listener.incoming().flatten() {
+        let state_file = state_file.clone();
+        thread::spawn(move || answer(stream, &state_file));
+    }
+    Err("the listener stopped".into())
+}
+
+fn answer(mut stream: TcpStream, state_file: &Path) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let (status, delay_ms, body) = match fs::read_to_string(state_file) {
+        Ok(text) => http_state(&text).unwrap_or((500, 0, format!("bad state {text:?}"))),
+        Err(err) => (
+            500,
+            0,
+            format!("cannot read {}: {err}", state_file.display()),
+        ),
+    };
+    thread::sleep(Duration::from_millis(delay_ms));
+    let reason = if (200..300).contains(&status) {
+        "OK"
+    } else {
+        "Error"
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}
+
+/// "STATUS DELAY_MS [BODY]" → (status, delay, body).
+fn http_state(text: &str) -> Option<(u16, u64, String)> {
+    let mut words = text.split_whitespace();
+    let status = words.next()?.parse().ok()?;
+    let delay_ms = words.next().map_or(Some(0), |word| word.parse().ok())?;
+    let body = words.collect::<Vec<_>>().join(" ");
+    Some((
+        status,
+        delay_ms,
+        if body.is_empty() { "ok".into() } else { body },
+    ))
 }
 
 /// Allocates and touches memory until the kernel OOM-kills us. On hosts with the v1 memory

@@ -6,21 +6,84 @@
 
 use std::{io, os::unix::fs::MetadataExt as _, path::Path};
 
-use aya::maps::{HashMap, MapData, MapError};
-use log::debug;
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, MapError},
+    programs::{CgroupAttachMode, CgroupSock},
+};
+use log::{debug, warn};
 use selfheal_common::{filter::UnitRef, path_hash::path_hash};
 
 pub struct CgroupFilter {
+    /// The loaded programs, shared with the quarantine actuator; the last owner to drop it
+    /// detaches everything.
+    ebpf: Arc<Mutex<Ebpf>>,
     monitored: HashMap<MapData, u64, UnitRef>,
     watched: HashMap<MapData, u64, UnitRef>,
+    /// Parent cgroups (slices) the socket-counting programs are attached to.
+    sock_parents: HashSet<PathBuf>,
 }
 
 impl CgroupFilter {
     pub fn new(
+        ebpf: Arc<Mutex<Ebpf>>,
         monitored: HashMap<MapData, u64, UnitRef>,
         watched: HashMap<MapData, u64, UnitRef>,
     ) -> Self {
-        Self { monitored, watched }
+        Self {
+            ebpf,
+            monitored,
+            watched,
+            sock_parents: HashSet::new(),
+        }
+    }
+
+    /// Attaches the socket-counting programs to the unit's parent cgroup, once per parent.
+    /// The parent (a slice) survives the unit's restarts, so no socket escapes the count.
+    fn attach_socket_counting(&mut self, unit_dir: &Path) {
+        let Some(parent) = unit_dir.parent() else {
+            return;
+        };
+        if self.sock_parents.contains(parent) {
+            return;
+        }
+        let result = (|| -> Result<(), String> {
+            let dir = std::fs::File::open(parent).map_err(|e| e.to_string())?;
+            let mut ebpf = self
+                .ebpf
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for name in ["sock_create", "sock_release"] {
+                let program: &mut CgroupSock = ebpf
+                    .program_mut(name)
+                    .ok_or("program missing")?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+                // On 5.7+ aya attaches through a bpf_link, which always coexists with other
+                // programs on the cgroup, and the kernel rejects any attach flag there: Single
+                // is the mode that passes none.
+                program
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(|e| match std::error::Error::source(&e) {
+                        Some(cause) => format!("{name}: {e}: {cause}"),
+                        None => format!("{name}: {e}"),
+                    })?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                debug!("counting sockets below {}", parent.display());
+                self.sock_parents.insert(parent.to_path_buf());
+            }
+            Err(e) => warn!("cannot count sockets below {}: {e}", parent.display()),
+        }
     }
 
     /// Watches `cgroup_path` (relative to the v2 root, e.g. "/system.slice/web.service") for
@@ -42,6 +105,7 @@ impl CgroupFilter {
             0,
         )?;
         let dir = v2_root.join(cgroup_path.trim_start_matches('/'));
+        self.attach_socket_counting(&dir);
         let mut root_id = None;
         let mut stack = vec![(dir, true)];
         while let Some((dir, is_root)) = stack.pop() {

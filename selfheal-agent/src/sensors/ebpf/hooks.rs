@@ -5,6 +5,10 @@ pub enum HookKind {
     BtfTracepoint(&'static str),
     /// A classic tracepoint: `(category, name)` as under /sys/kernel/tracing/events.
     Tracepoint(&'static str, &'static str),
+    /// A cgroup_sock program: loaded here, attached to cgroups as units are watched.
+    CgroupSock,
+    /// A cgroup_skb program: loaded here, attached to a unit's cgroup when it is quarantined.
+    CgroupSkb,
 }
 
 pub struct Hook {
@@ -15,11 +19,26 @@ pub struct Hook {
     pub lost: &'static str,
 }
 
-pub const HOOKS: [Hook; 4] = [
+pub const HOOKS: [Hook; 11] = [
     Hook {
         program: "sched_process_exit",
         kind: HookKind::BtfTracepoint("sched_process_exit"),
         lost: "process exits are not seen",
+    },
+    Hook {
+        program: "sched_switch",
+        kind: HookKind::BtfTracepoint("sched_switch"),
+        lost: "stalls (stopped, hung, spinning, wedged, starved) are not detected",
+    },
+    Hook {
+        program: "sched_wakeup",
+        kind: HookKind::BtfTracepoint("sched_wakeup"),
+        lost: "run-queue waits and wakeups of sleeping tasks are not seen",
+    },
+    Hook {
+        program: "sched_wakeup_new",
+        kind: HookKind::BtfTracepoint("sched_wakeup_new"),
+        lost: "new threads are tracked only after they first leave a CPU",
     },
     Hook {
         program: "oom_mark_victim",
@@ -35,5 +54,25 @@ pub const HOOKS: [Hook; 4] = [
         program: "cgroup_rmdir",
         kind: HookKind::Tracepoint("cgroup", "cgroup_rmdir"),
         lost: "removed cgroups stay in the filter until the unit is refreshed",
+    },
+    Hook {
+        program: "sock_create",
+        kind: HookKind::CgroupSock,
+        lost: "live socket counts (socket leaks) are not tracked",
+    },
+    Hook {
+        program: "sock_release",
+        kind: HookKind::CgroupSock,
+        lost: "live socket counts (socket leaks) are not tracked",
+    },
+    Hook {
+        program: "quarantine_ingress",
+        kind: HookKind::CgroupSkb,
+        lost: "network quarantine is not available",
+    },
+    Hook {
+        program: "quarantine_egress",
+        kind: HookKind::CgroupSkb,
+        lost: "network quarantine is not available",
     },
 ];

@@ -1,18 +1,20 @@
 //! Loads the embedded eBPF object, fills in kernel-specific offsets from BTF, attaches each
 //! program to its hook, and hands out the maps to the parts of the agent that use them.
 
+use std::sync::{Arc, Mutex};
+
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{BtfTracePoint, CgroupSkb, CgroupSock, ProgramError, TracePoint},
 };
 use log::{info, warn};
-use selfheal_common::filter;
+use selfheal_common::{filter, sched};
 use serde::Serialize;
 use thiserror::Error;
 
 use super::{
-    CgroupFilter, KernelCounters,
+    CgroupFilter, KernelCounters, SchedMaps, UnitSockets,
     btf::KernelBtf,
     hooks::{HOOKS, Hook, HookKind},
 };
@@ -55,14 +57,23 @@ pub struct HookStatus {
 }
 
 pub struct KernelSensors {
-    /// Owns the loaded programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
     /// File systems the agent mounted itself; unmounted after the programs are gone.
     _mounts: Mounts,
     pub hooks: Vec<HookStatus>,
     pub filter: CgroupFilter,
     pub counters: KernelCounters,
     pub events: Option<RingBuf<MapData>>,
+    pub sched: Option<SchedMaps>,
+    pub unit_sockets: Option<UnitSockets>,
+    /// The loaded object, for actuators that attach programs (quarantine).
+    pub programs: Arc<Mutex<Ebpf>>,
+}
+
+/// Choices made when loading the programs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Network quarantine lets loopback traffic through.
+    pub quarantine_allow_loopback: bool,
 }
 
 /// Mount points the agent created, lazily unmounted when dropped so that stopping the agent
@@ -141,7 +152,7 @@ fn is_mounted(path: &str, fstype: &str) -> bool {
 }
 
 impl KernelSensors {
-    pub fn load() -> Result<Self, LoadError> {
+    pub fn load(options: LoadOptions) -> Result<Self, LoadError> {
         let mut mounts = Mounts::default();
         ensure_mounted(&mut mounts, "/sys/kernel/tracing", "tracefs")?;
         ensure_mounted(&mut mounts, "/sys/fs/bpf", "bpf")?;
@@ -152,9 +163,8 @@ impl KernelSensors {
                 .member_offset("task_struct", field)
                 .map_err(|e| LoadError::Btf(e.to_string()))
         };
-        let exit_code_offset = offset("exit_code")?;
-        let real_parent_offset = offset("real_parent")?;
-        let tgid_offset = offset("tgid")?;
+        let (pid, tgid) = (offset("pid")?, offset("tgid")?);
+        let (exit_code, real_parent) = (offset("exit_code")?, offset("real_parent")?);
         let has_group_dead = u32::from(
             kernel_btf
                 .tracepoint_arg_count("sched_process_exit")
@@ -164,10 +174,16 @@ impl KernelSensors {
         drop(kernel_btf);
 
         let mut ebpf = EbpfLoader::new()
-            .override_global("EXIT_CODE_OFFSET", &exit_code_offset, true)
+            .override_global("TASK_PID_OFFSET", &pid, true)
+            .override_global("TASK_TGID_OFFSET", &tgid, true)
+            .override_global("TASK_EXIT_CODE_OFFSET", &exit_code, true)
+            .override_global("TASK_REAL_PARENT_OFFSET", &real_parent, true)
             .override_global("HAS_GROUP_DEAD", &has_group_dead, true)
-            .override_global("REAL_PARENT_OFFSET", &real_parent_offset, true)
-            .override_global("TGID_OFFSET", &tgid_offset, true)
+            .override_global(
+                "QUARANTINE_ALLOW_LOOPBACK",
+                &u32::from(options.quarantine_allow_loopback),
+                true,
+            )
             .load(OBJECT)?;
         let aya_btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf(e.to_string()))?;
 
@@ -183,14 +199,23 @@ impl KernelSensors {
             .map_err(map_error(filter::COUNTERS))?;
         let events = RingBuf::try_from(take(&mut ebpf, filter::EVENTS)?)
             .map_err(map_error(filter::EVENTS))?;
+        let tasks =
+            HashMap::try_from(take(&mut ebpf, sched::TASKS)?).map_err(map_error(sched::TASKS))?;
+        let unit_sched = PerCpuArray::try_from(take(&mut ebpf, sched::UNIT_SCHED)?)
+            .map_err(map_error(sched::UNIT_SCHED))?;
 
+        let unit_sockets = PerCpuArray::try_from(take(&mut ebpf, filter::UNIT_SOCKETS)?)
+            .map_err(map_error(filter::UNIT_SOCKETS))?;
+        let programs = Arc::new(Mutex::new(ebpf));
         Ok(Self {
-            _ebpf: ebpf,
             _mounts: mounts,
             hooks,
-            filter: CgroupFilter::new(monitored, watched),
+            filter: CgroupFilter::new(programs.clone(), monitored, watched),
+            programs,
+            unit_sockets: Some(UnitSockets::new(unit_sockets)),
             counters: KernelCounters::new(counters),
             events: Some(events),
+            sched: Some(SchedMaps::new(tasks, unit_sched)),
         })
     }
 }
@@ -221,6 +246,22 @@ fn attach(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> HookStatus {
                 program
                     .attach()
                     .map_err(|e| format!("tp_btf/{tracepoint}: {e}"))?;
+            }
+            HookKind::CgroupSock => {
+                let program: &mut CgroupSock = program
+                    .try_into()
+                    .map_err(|e: ProgramError| e.to_string())?;
+                program
+                    .load()
+                    .map_err(|e| format!("cgroup_sock {}: {e}", hook.program))?;
+            }
+            HookKind::CgroupSkb => {
+                let program: &mut CgroupSkb = program
+                    .try_into()
+                    .map_err(|e: ProgramError| e.to_string())?;
+                program
+                    .load()
+                    .map_err(|e| format!("cgroup_skb {}: {e}", hook.program))?;
             }
             HookKind::Tracepoint(category, name) => {
                 let program: &mut TracePoint = program

@@ -7,8 +7,12 @@ mod events;
 mod filter;
 mod hooks;
 mod loader;
+mod sched;
+mod unit_sockets;
 
 pub use counters::KernelCounters;
 pub use events::read_exit_events;
 pub use filter::{CgroupFilter, cgroup_id};
-pub use loader::{HookStatus, KernelSensors};
+pub use loader::{HookStatus, KernelSensors, LoadOptions};
+pub use sched::{SchedMaps, UnitAggregate, monotonic_ns};
+pub use unit_sockets::UnitSockets;

@@ -1,0 +1,108 @@
+//! Carries out one action of a decision against systemd and reports how it went. Every
+//! action's outcome goes back to the policy exactly once.
+
+use std::time::{Duration, Instant};
+
+use zbus::zvariant::OwnedObjectPath;
+
+use crate::{
+    act::{
+        restart::{RestartRequest, restart},
+        unit_ops::{self, Limits},
+    },
+    policy::{Action, ActionOutcome},
+};
+
+/// An action that ended, for the policy, the history, the audit log and metrics.
+#[derive(Debug)]
+pub struct Finished {
+    pub unit: u32,
+    pub action: Action,
+    pub outcome: ActionOutcome,
+    /// What the actuator saw ("active (running), main pid 42"), when it says more than the
+    /// outcome.
+    pub note: String,
+    pub took: Duration,
+}
+
+impl Finished {
+    /// "done", "failed" or "skipped" (not executed), as history and metrics spell it.
+    pub fn result(&self) -> &'static str {
+        match self.outcome {
+            ActionOutcome::Done => "done",
+            ActionOutcome::Failed(_) => "failed",
+            ActionOutcome::NotExecuted(_) => "skipped",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match &self.outcome {
+            ActionOutcome::Done => self.note.clone(),
+            ActionOutcome::Failed(why) | ActionOutcome::NotExecuted(why) => why.clone(),
+        }
+    }
+}
+
+/// What a systemd-side action needs to know about its unit.
+pub struct Target {
+    pub unit: u32,
+    pub name: String,
+    pub object_path: Option<OwnedObjectPath>,
+}
+
+/// Runs a systemd-side action (restart, fallback, instances, scale, freeze). Quarantine and
+/// escalation are handled by the engine itself.
+pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> Finished {
+    let started = Instant::now();
+    let job = |result: Result<String, String>| match result {
+        Ok(r) if r == "done" => (ActionOutcome::Done, String::new()),
+        Ok(r) => (ActionOutcome::Failed(format!("job ended with \"{r}\"")), String::new()),
+        Err(e) => (ActionOutcome::Failed(e), String::new()),
+    };
+    let (outcome, note) = match &action {
+        Action::Restart => match target.object_path.clone() {
+            None => (ActionOutcome::NotExecuted("the unit is not loaded in systemd".into()), String::new()),
+            Some(object_path) => {
+                let out = restart(
+                    &conn,
+                    RestartRequest { unit: target.unit, name: target.name.clone(), object_path, delay: Duration::ZERO },
+                )
+                .await;
+                let outcome = match out.result {
+                    "done" => ActionOutcome::Done,
+                    "failed" => ActionOutcome::Failed(out.detail.clone()),
+                    _ => ActionOutcome::NotExecuted(out.detail.clone()),
+                };
+                (outcome, out.detail)
+            }
+        },
+        Action::StartFallback(other) | Action::StartInstance(other) => {
+            job(unit_ops::run_job(&conn, "start", other).await)
+        }
+        Action::StopFallback(other) | Action::StopInstance(other) => {
+            job(unit_ops::run_job(&conn, "stop", other).await)
+        }
+        Action::Scale { limits, .. } => {
+            let limits = Limits {
+                cpu_quota_per_sec_us: limits.cpu_quota_percent.map(|p| p * 10_000),
+                memory_max: limits.memory_max,
+                memory_high: limits.memory_high,
+                tasks_max: limits.tasks_max,
+            };
+            match unit_ops::set_limits(&conn, &target.name, limits).await {
+                Ok(()) => (ActionOutcome::Done, String::new()),
+                Err(e) => (ActionOutcome::Failed(e), String::new()),
+            }
+        }
+        Action::Freeze | Action::Thaw => {
+            match unit_ops::freeze(&conn, &target.name, matches!(action, Action::Freeze)).await {
+                Ok(()) => (ActionOutcome::Done, String::new()),
+                Err(e) => (ActionOutcome::Failed(e), String::new()),
+            }
+        }
+        Action::Quarantine | Action::Release | Action::Escalate { .. } => {
+            (ActionOutcome::NotExecuted("handled by the engine".into()), String::new())
+        }
+    };
+    Finished { unit: target.unit, action, outcome, note, took: started.elapsed() }
+}

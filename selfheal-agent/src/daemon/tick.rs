@@ -1,0 +1,285 @@
+//! The engine's periodic work: sample every active unit (scheduler maps, procfs, cgroupfs) off
+//! the async threads, run the stall and leak detectors, let the policy act on what is due, and
+//! publish views and metrics.
+
+use std::{
+    path::PathBuf,
+    time::{Instant, SystemTime},
+};
+
+use super::engine::Engine;
+use crate::{
+    detect::{
+        LeakKind, ProblemKind,
+        leak::{LeakConfig, LeakEvent},
+        stall::{SchedSample, StallConfig, StallEvent, TaskState},
+    },
+    report::metrics::CircuitState,
+    sensors::{
+        resources::{self, SystemdLimits, UnitResources, UnitResourcesInput},
+        sched::UnitCgroup,
+    },
+    units::view::{ResourceView, SchedView, StallView, UnitView},
+};
+
+/// One unit the tick samples.
+struct Sampled {
+    unit: u32,
+    name: String,
+    dir: PathBuf,
+    main_pid: u32,
+    limits: SystemdLimits,
+    stall: StallConfig,
+    leak: LeakConfig,
+    /// The unit is frozen, quarantined or being acted on: its stalls are ours, not problems.
+    quiet: bool,
+}
+
+impl Engine {
+    pub(super) async fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.p.last_tick.store(super::now_secs(), std::sync::atomic::Ordering::Relaxed);
+        let sampled = self.units_to_sample(now);
+
+        // Blocking reads (bpf map syscalls, procfs, cgroupfs) run off the async threads.
+        let mut sched = self.p.sched.take();
+        let sockets = self.p.sockets.take();
+        let work: Vec<(UnitCgroup, UnitResourcesInput)> = sampled
+            .iter()
+            .map(|s| {
+                (
+                    UnitCgroup { unit: s.unit, dir: s.dir.clone(), main_pid: (s.main_pid != 0).then_some(s.main_pid) },
+                    UnitResourcesInput { unit: s.unit, dir: s.dir.clone(), limits: s.limits, live_sockets: None },
+                )
+            })
+            .collect();
+        let joined = tokio::task::spawn_blocking(move || {
+            let cgroups: Vec<UnitCgroup> = work.iter().map(|(c, _)| c.clone()).collect();
+            let samples = sched.as_mut().map(|s| s.sample(&cgroups, now)).unwrap_or_default();
+            let resources: Vec<(u32, UnitResources)> = work
+                .into_iter()
+                .map(|(_, mut input)| {
+                    input.live_sockets = sockets.as_ref().and_then(|s| s.live(input.unit));
+                    (input.unit, resources::read(&input))
+                })
+                .collect();
+            (sched, sockets, samples, resources)
+        })
+        .await;
+        let Ok((sched, sockets, samples, resources)) = joined else { return };
+        self.p.sched = sched;
+        self.p.sockets = sockets;
+
+        let mut views: Vec<(u32, UnitView)> = Vec::new();
+        for s in &sampled {
+            let mut view = UnitView::default();
+            if let Some((_, sample)) = samples.iter().find(|(u, _)| *u == s.unit) {
+                view.sched = Some(sched_view(sample));
+                if let Some(sched) = &view.sched {
+                    self.p.metrics.set_scheduler(
+                        &s.name,
+                        sched.oncpu_percent / 100.0,
+                        sample.contention.runq_p99.unwrap_or_default(),
+                    );
+                }
+                if s.quiet {
+                    self.stall.forget(s.unit);
+                } else {
+                    for event in self.stall.observe(s.unit, &s.stall, sample) {
+                        self.on_stall(event);
+                    }
+                }
+            }
+            if let Some((_, res)) = resources.iter().find(|(u, _)| *u == s.unit) {
+                let tasks_max = resources::tasks_limit(&s.dir, &s.limits);
+                for sample in res.samples(now, tasks_max) {
+                    if s.quiet {
+                        continue;
+                    }
+                    match self.leak.observe(s.unit, &s.leak, &sample, SystemTime::now()) {
+                        Some(LeakEvent::Detected(problem)) => {
+                            let context = self.context(problem.unit);
+                            self.raise(problem, context);
+                        }
+                        Some(LeakEvent::Cleared { unit, kind }) => {
+                            self.cleared(unit, &ProblemKind::Leak(kind), "usage stopped growing")
+                        }
+                        None => {}
+                    }
+                }
+                view.connections = res.connections.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
+            }
+            for trend in self.leak.trends(s.unit, now) {
+                let kind = leak_name(trend.kind);
+                let exhaustion = trend.exhaustion_in;
+                self.p.metrics.set_resource(&s.name, kind, trend.value, trend.limit, exhaustion);
+                view.resources.push(ResourceView {
+                    kind: kind.to_owned(),
+                    value: trend.value,
+                    limit: trend.limit,
+                    shape: format!("{:?}", trend.shape).to_lowercase(),
+                    slope_per_minute: trend.slope_per_minute,
+                    exhaustion_in_seconds: exhaustion.map(|d| d.as_secs_f64()),
+                    reported: trend.reported,
+                });
+            }
+            views.push((s.unit, view));
+        }
+
+        for decision in self.p.policy.tick(now) {
+            self.apply(decision, None);
+        }
+        self.publish(now, views);
+    }
+
+    /// Active units with a cgroup, and whether detection should hold off for each.
+    fn units_to_sample(&mut self, now: Instant) -> Vec<Sampled> {
+        let mut started = Vec::new();
+        let sampled: Vec<Sampled> = {
+            let state = self.p.state.lock();
+            state
+                .units
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.exists() && matches!(u.systemd.active_state.as_str(), "active" | "reloading"))
+                .filter_map(|(i, u)| {
+                    let cgroup = u.watched_cgroup.as_ref()?;
+                    let unit = i as u32;
+                    if self.main_pids.insert(unit, u.systemd.main_pid) != Some(u.systemd.main_pid) {
+                        started.push(unit);
+                    }
+                    let policy = self.p.policy.unit_status(unit, now);
+                    let isolated = policy.as_ref().is_some_and(|p| p.frozen || p.quarantined);
+                    Some(Sampled {
+                        unit,
+                        name: u.name.clone(),
+                        dir: self.p.v2_root.join(cgroup.trim_start_matches('/')),
+                        main_pid: u.systemd.main_pid,
+                        limits: SystemdLimits {
+                            memory_max: u.systemd.memory_max,
+                            memory_high: u.systemd.memory_high,
+                            tasks_max: u.systemd.tasks_max,
+                        },
+                        stall: u.policy.stall.clone(),
+                        leak: u.policy.leak.clone(),
+                        quiet: isolated || self.acting.get(&unit).is_some_and(|n| *n > 0),
+                    })
+                })
+                .collect()
+        };
+        // A new main process: a (re)start. Probes get their grace period; stalls and leaks of
+        // the previous incarnation are forgotten.
+        for unit in started {
+            self.p.probes.unit_started(unit, now);
+            self.stall.forget(unit);
+            self.leak.forget(unit);
+        }
+        sampled
+    }
+
+    fn on_stall(&mut self, event: StallEvent) {
+        match event {
+            StallEvent::Detected(problem) => {
+                let context = self.context(problem.unit);
+                self.raise(problem, context);
+            }
+            StallEvent::Cleared { unit, kind, lasted } => {
+                if let Some(name) = self.unit_name(unit) {
+                    self.p.metrics.clear_stall(&name, kind);
+                }
+                self.cleared(unit, &ProblemKind::Stall(kind), &format!("activity resumed after {lasted:.0?}"));
+            }
+        }
+    }
+
+    /// Publishes each unit's view (status, health) and the gauges that follow from it.
+    fn publish(&mut self, now: Instant, mut views: Vec<(u32, UnitView)>) {
+        if let Some(counters) = self.p.state.lock().kernel_counters.as_ref() {
+            self.p.metrics.set_kernel_counters(&counters.snapshot());
+        }
+        let count = self.p.state.lock().units.len() as u32;
+        for unit in 0..count {
+            let mut view = views
+                .iter()
+                .position(|(u, _)| *u == unit)
+                .map(|i| views.swap_remove(i).1)
+                .unwrap_or_default();
+            let policy = self.p.policy.unit_status(unit, now);
+            view.explain = self.p.policy.explain(unit, now, SystemTime::now());
+            view.stalls = self
+                .stall
+                .in_progress(unit, now)
+                .into_iter()
+                .map(|s| StallView { kind: ProblemKind::Stall(s.kind).name().to_owned(), age_seconds: s.age.as_secs_f64(), reported: s.reported })
+                .collect();
+            view.probes = self
+                .p
+                .probes
+                .probe_status(unit)
+                .into_iter()
+                .filter_map(|p| serde_json::to_value(p).ok())
+                .collect();
+            let mut state = self.p.state.lock();
+            let Some(u) = state.units.get_mut(unit as usize) else { continue };
+            let name = u.name.clone();
+            let healthy = u.systemd.active_state == "active"
+                && view.stalls.iter().all(|s| !s.reported)
+                && policy.as_ref().is_none_or(|p| p.escalated.is_none() && p.incident.is_none());
+            if let Some(p) = &policy {
+                self.p.metrics.set_consecutive_failures(&name, p.consecutive_failures);
+                self.p.metrics.set_circuit(&name, match p.circuit {
+                    crate::policy::CircuitState::Closed => CircuitState::Closed,
+                    crate::policy::CircuitState::HalfOpen => CircuitState::HalfOpen,
+                    crate::policy::CircuitState::Open => CircuitState::Open,
+                });
+            }
+            for stall in self.stall.in_progress(unit, now) {
+                if stall.reported {
+                    self.p.metrics.set_stall(&name, stall.kind, stall.age);
+                }
+            }
+            self.p.metrics.set_unit_healthy(&name, healthy);
+            view.policy = policy.and_then(|p| serde_json::to_value(p).ok());
+            u.view = view;
+        }
+    }
+}
+
+fn leak_name(kind: LeakKind) -> &'static str {
+    match kind {
+        LeakKind::Fd => "fd",
+        LeakKind::Socket => "socket",
+        LeakKind::Connection => "connection",
+        LeakKind::Thread => "thread",
+        LeakKind::Memory => "memory",
+    }
+}
+
+fn sched_view(sample: &SchedSample) -> SchedView {
+    let window = sample.window.as_secs_f64().max(1e-3);
+    let oncpu: f64 = sample.tasks.iter().map(|t| t.on_cpu.as_secs_f64()).sum();
+    let mut states: Vec<(String, usize)> = Vec::new();
+    for task in &sample.tasks {
+        let name = match task.state {
+            TaskState::Running => "running",
+            TaskState::Runnable => "runnable",
+            TaskState::Sleeping => "sleeping",
+            TaskState::DiskSleep => "disk_sleep",
+            TaskState::Stopped => "stopped",
+            TaskState::Traced => "traced",
+        };
+        match states.iter_mut().find(|(n, _)| n == name) {
+            Some((_, n)) => *n += 1,
+            None => states.push((name.to_owned(), 1)),
+        }
+    }
+    SchedView {
+        oncpu_percent: 100.0 * oncpu / window,
+        runq_p99_ms: sample.contention.runq_p99.map(|d| d.as_secs_f64() * 1000.0),
+        psi_cpu_some_avg10: sample.contention.psi_some_avg10,
+        nr_throttled: sample.contention.nr_throttled,
+        tasks: sample.tasks.len(),
+        states,
+        idle_seconds: sample.idle_for.map(|d| d.as_secs_f64()),
+    }
+}

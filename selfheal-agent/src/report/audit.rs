@@ -1,0 +1,110 @@
+//! The audit log: one JSON line per decision and per action outcome, appended to
+//! `/var/log/selfheal/actions.jsonl` (configurable), so that every action can be explained
+//! after the fact: the problem, its evidence, the decision and why, the action, its outcome and
+//! how long it took.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use log::warn;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditRecord<'a> {
+    Decision {
+        unit: &'a str,
+        problem: &'a str,
+        evidence: &'a str,
+        actions: &'a str,
+        reason: &'a str,
+        dry_run: bool,
+    },
+    Action {
+        unit: &'a str,
+        action: &'a str,
+        outcome: &'a str,
+        detail: &'a str,
+        duration_ms: u64,
+    },
+}
+
+pub struct Audit {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Audit {
+    /// Opens (creating directories as needed) the log for appending. A log that cannot be
+    /// opened is reported once; the agent keeps working without it.
+    pub fn open(path: &Path) -> Audit {
+        let file = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
+        let file = match file {
+            Ok(file) => Some(file),
+            Err(e) => {
+                warn!("cannot open the audit log {}: {e}; decisions are only logged", path.display());
+                None
+            }
+        };
+        Audit { path: path.to_path_buf(), file }
+    }
+
+    pub fn record(&mut self, record: &AuditRecord<'_>) {
+        let Some(file) = self.file.as_mut() else { return };
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut line = match serde_json::to_value(record) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.insert("at_ms".into(), at_ms.into());
+                serde_json::Value::Object(map).to_string()
+            }
+            _ => return,
+        };
+        line.push('\n');
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            warn!("cannot write the audit log {}: {e}", self.path.display());
+            self.file = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_record_is_one_json_line_with_its_time() {
+        let dir = std::env::temp_dir().join(format!("selfheal-audit-{}", std::process::id()));
+        let path = dir.join("actions.jsonl");
+        let mut audit = Audit::open(&path);
+        audit.record(&AuditRecord::Action {
+            unit: "web.service",
+            action: "restart",
+            outcome: "done",
+            detail: "active",
+            duration_ms: 12,
+        });
+        audit.record(&AuditRecord::Decision {
+            unit: "web.service",
+            problem: "crash",
+            evidence: "killed by SIGKILL",
+            actions: "restart",
+            reason: "first failure",
+            dry_run: false,
+        });
+        let text = std::fs::read_to_string(&path).expect("log written");
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["event"], "action");
+        assert_eq!(lines[1]["problem"], "crash");
+        assert!(lines[1]["at_ms"].as_u64().is_some_and(|t| t > 0));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,416 @@
+//! The agent's Prometheus metrics: one registry, every family, and typed update functions that
+//! the engine calls. `/metrics` renders [`Metrics::render`].
+//!
+//! Names follow Prometheus conventions (`_total` counters, base units such as `_seconds`). Two
+//! families keep the `selfhealing_` prefix of the original setup, because dashboards and alert
+//! rules already use them: `selfhealing_restarts_total` and `selfhealing_consecutive_failures`.
+//! Everything else is `selfheal_`. `deploy/selfhealing_rules.yml` and
+//! `deploy/grafana-dashboard.json` use only the names in [`FAMILIES`] (a test checks).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::detect::{ProblemKind, StallKind};
+
+/// Every metric family the agent exports.
+pub const FAMILIES: [&str; 22] = [
+    RESTARTS,
+    CONSECUTIVE_FAILURES,
+    PROBLEMS,
+    ACTIONS,
+    RECOVERY_DURATION,
+    ESCALATIONS,
+    CIRCUIT_STATE,
+    QUARANTINES,
+    QUARANTINED,
+    UNIT_HEALTHY,
+    STALL_SECONDS,
+    KERNEL_EVENTS,
+    KERNEL_EVENTS_LOST,
+    KERNEL_HOOK_ATTACHED,
+    ONCPU_RATIO,
+    RUNQ_P99,
+    RESOURCE,
+    RESOURCE_LIMIT,
+    EXHAUSTION,
+    PROBE_UP,
+    PROBE_DURATION,
+    BUILD_INFO,
+];
+
+const RESTARTS: &str = "selfhealing_restarts_total";
+const CONSECUTIVE_FAILURES: &str = "selfhealing_consecutive_failures";
+const PROBLEMS: &str = "selfheal_problems_total";
+const ACTIONS: &str = "selfheal_actions_total";
+const RECOVERY_DURATION: &str = "selfheal_recovery_duration_seconds";
+const ESCALATIONS: &str = "selfheal_escalations_total";
+const CIRCUIT_STATE: &str = "selfheal_circuit_state";
+const QUARANTINES: &str = "selfheal_quarantines_total";
+const QUARANTINED: &str = "selfheal_quarantined";
+const UNIT_HEALTHY: &str = "selfheal_unit_healthy";
+const STALL_SECONDS: &str = "selfheal_stall_seconds";
+const KERNEL_EVENTS: &str = "selfheal_kernel_events_total";
+const KERNEL_EVENTS_LOST: &str = "selfheal_kernel_events_lost_total";
+const KERNEL_HOOK_ATTACHED: &str = "selfheal_kernel_hook_attached";
+const ONCPU_RATIO: &str = "selfheal_unit_oncpu_ratio";
+const RUNQ_P99: &str = "selfheal_unit_runq_p99_seconds";
+const RESOURCE: &str = "selfheal_unit_resource";
+const RESOURCE_LIMIT: &str = "selfheal_unit_resource_limit";
+const EXHAUSTION: &str = "selfheal_unit_exhaustion_seconds";
+const PROBE_UP: &str = "selfheal_probe_up";
+const PROBE_DURATION: &str = "selfheal_probe_duration_seconds";
+const BUILD_INFO: &str = "selfheal_build_info";
+
+/// The kernel counter that becomes `selfheal_kernel_events_lost_total` rather than a label of
+/// `selfheal_kernel_events_total` (see `selfheal_common::counters::Counter::EventsLost`).
+const EVENTS_LOST_COUNTER: &str = "events_lost";
+
+/// From a fast restart (tens of ms) to a slow ladder of actions (minutes).
+const RECOVERY_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+const STALL_KINDS: [StallKind; 5] = [
+    StallKind::Stopped,
+    StallKind::Hung,
+    StallKind::Spinning,
+    StallKind::Wedged,
+    StallKind::Starved,
+];
+
+/// A unit's circuit breaker, as `selfheal_circuit_state` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed = 0,
+    HalfOpen = 1,
+    Open = 2,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    restarts: IntCounterVec,
+    consecutive_failures: IntGaugeVec,
+    problems: IntCounterVec,
+    actions: IntCounterVec,
+    recovery_duration: HistogramVec,
+    escalations: IntCounterVec,
+    circuit_state: IntGaugeVec,
+    quarantines: IntCounterVec,
+    quarantined: IntGaugeVec,
+    unit_healthy: IntGaugeVec,
+    stall_seconds: GaugeVec,
+    kernel_events: IntCounterVec,
+    kernel_events_lost: IntCounter,
+    kernel_hook_attached: IntGaugeVec,
+    oncpu_ratio: GaugeVec,
+    runq_p99: GaugeVec,
+    resource: GaugeVec,
+    resource_limit: GaugeVec,
+    exhaustion: GaugeVec,
+    probe_up: IntGaugeVec,
+    probe_duration: GaugeVec,
+}
+
+/// Registers `collector`; the definitions are constants, so a failure is a bug caught by tests.
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are valid and unique (see the tests)");
+    collector
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            register(r, vec)
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            register(r, vec)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let vec = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            register(r, vec)
+        };
+        let recovery_opts = HistogramOpts::new(
+            RECOVERY_DURATION,
+            "Time from a problem's detection until its unit was healthy again.",
+        )
+        .buckets(RECOVERY_BUCKETS.to_vec());
+        let build_info = int_gauge(BUILD_INFO, "The agent's version; always 1.", &["version"]);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            restarts: counter(RESTARTS, "Restarts of a unit done by the agent.", &["unit"]),
+            consecutive_failures: int_gauge(
+                CONSECUTIVE_FAILURES,
+                "Healing actions on a unit that failed in a row since the last success.",
+                &["unit"],
+            ),
+            problems: counter(PROBLEMS, "Problems detected, by kind.", &["unit", "kind"]),
+            actions: counter(
+                ACTIONS,
+                "Healing actions finished, by action and outcome (done, failed, skipped).",
+                &["unit", "action", "outcome"],
+            ),
+            recovery_duration: register(
+                r,
+                HistogramVec::new(recovery_opts, &["unit"]).expect("valid histogram"),
+            ),
+            escalations: counter(
+                ESCALATIONS,
+                "Problems the agent gave up healing and handed to an operator.",
+                &["unit", "kind"],
+            ),
+            circuit_state: int_gauge(
+                CIRCUIT_STATE,
+                "A unit's circuit breaker: 0 closed, 1 half-open, 2 open (healing suspended).",
+                &["unit"],
+            ),
+            quarantines: counter(QUARANTINES, "Times a unit was quarantined.", &["unit"]),
+            quarantined: int_gauge(QUARANTINED, "1 while a unit is quarantined.", &["unit"]),
+            unit_healthy: int_gauge(
+                UNIT_HEALTHY,
+                "1 when the unit is active with no problem in progress, else 0.",
+                &["unit"],
+            ),
+            stall_seconds: gauge(
+                STALL_SECONDS,
+                "Age of the unit's current stall of this kind; 0 when there is none.",
+                &["unit", "kind"],
+            ),
+            kernel_events: counter(
+                KERNEL_EVENTS,
+                "Events counted by the kernel programs in monitored units.",
+                &["event"],
+            ),
+            kernel_events_lost: register(
+                r,
+                IntCounter::new(
+                    KERNEL_EVENTS_LOST,
+                    "Kernel records lost because the ring buffer was full.",
+                )
+                .expect("valid counter"),
+            ),
+            kernel_hook_attached: int_gauge(
+                KERNEL_HOOK_ATTACHED,
+                "1 when the kernel hook is attached, 0 when it is missing.",
+                &["hook"],
+            ),
+            oncpu_ratio: gauge(
+                ONCPU_RATIO,
+                "Share of the last interval the unit's tasks spent on a CPU.",
+                &["unit"],
+            ),
+            runq_p99: gauge(
+                RUNQ_P99,
+                "99th percentile of the unit's tasks' run-queue wait.",
+                &["unit"],
+            ),
+            resource: gauge(
+                RESOURCE,
+                "A resource the unit holds.",
+                &["unit", "resource"],
+            ),
+            resource_limit: gauge(
+                RESOURCE_LIMIT,
+                "The limit of a resource the unit holds.",
+                &["unit", "resource"],
+            ),
+            exhaustion: gauge(
+                EXHAUSTION,
+                "Forecast time until the resource reaches its limit at the current trend.",
+                &["unit", "resource"],
+            ),
+            probe_up: int_gauge(
+                PROBE_UP,
+                "1 when the unit's last health probe succeeded, else 0.",
+                &["unit", "probe"],
+            ),
+            probe_duration: gauge(
+                PROBE_DURATION,
+                "How long the unit's last health probe took.",
+                &["unit", "probe"],
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition format (`text/plain; version=0.0.4`), as served on `/metrics`.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("the text encoder writes to memory");
+        String::from_utf8(out).expect("the text encoder writes UTF-8")
+    }
+
+    /// Gives a newly monitored unit its zero series, so rates and `max by (unit)` see it
+    /// before anything happens to it.
+    pub fn watch_unit(&self, unit: &str) {
+        self.restarts.with_label_values(&[unit]);
+        self.consecutive_failures.with_label_values(&[unit]).set(0);
+        self.circuit_state.with_label_values(&[unit]).set(0);
+        self.quarantines.with_label_values(&[unit]);
+        self.quarantined.with_label_values(&[unit]).set(0);
+        for kind in STALL_KINDS {
+            self.clear_stall(unit, kind);
+        }
+    }
+
+    pub fn problem_detected(&self, unit: &str, kind: &ProblemKind) {
+        self.problems.with_label_values(&[unit, kind.name()]).inc();
+    }
+
+    /// An action ended; `outcome` is the actuator's "done", "failed" or "skipped". A restart
+    /// that was done also counts in `selfhealing_restarts_total` (the status's "restarts").
+    pub fn action_finished(&self, unit: &str, action: &str, outcome: &str) {
+        self.actions
+            .with_label_values(&[unit, action, outcome])
+            .inc();
+        if action == "restart" && outcome == "done" {
+            self.restarts.with_label_values(&[unit]).inc();
+        }
+    }
+
+    /// The policy's count of failed actions in a row for the unit.
+    pub fn set_consecutive_failures(&self, unit: &str, failures: u32) {
+        self.consecutive_failures
+            .with_label_values(&[unit])
+            .set(i64::from(failures));
+    }
+
+    /// A problem ended with the unit healthy again, `took` after it was detected.
+    pub fn recovered(&self, unit: &str, took: Duration) {
+        self.recovery_duration
+            .with_label_values(&[unit])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn escalated(&self, unit: &str, kind: &ProblemKind) {
+        self.escalations
+            .with_label_values(&[unit, kind.name()])
+            .inc();
+    }
+
+    pub fn set_circuit(&self, unit: &str, state: CircuitState) {
+        self.circuit_state
+            .with_label_values(&[unit])
+            .set(state as i64);
+    }
+
+    /// The unit entered (`true`) or left quarantine.
+    pub fn set_quarantined(&self, unit: &str, quarantined: bool) {
+        let gauge = self.quarantined.with_label_values(&[unit]);
+        if quarantined && gauge.get() == 0 {
+            self.quarantines.with_label_values(&[unit]).inc();
+        }
+        gauge.set(i64::from(quarantined));
+    }
+
+    pub fn set_unit_healthy(&self, unit: &str, healthy: bool) {
+        self.unit_healthy
+            .with_label_values(&[unit])
+            .set(i64::from(healthy));
+    }
+
+    /// A stall of `kind` has lasted `age` so far.
+    pub fn set_stall(&self, unit: &str, kind: StallKind, age: Duration) {
+        let name = ProblemKind::Stall(kind).name().to_owned();
+        self.stall_seconds
+            .with_label_values(&[unit, &name])
+            .set(age.as_secs_f64());
+    }
+
+    pub fn clear_stall(&self, unit: &str, kind: StallKind) {
+        self.set_stall(unit, kind, Duration::ZERO);
+    }
+
+    /// The kernel programs' counters, summed over CPUs, as `KernelCounters::snapshot` returns
+    /// them. The kernel keeps the totals; the Prometheus counters catch up with them.
+    pub fn set_kernel_counters(&self, snapshot: &[(&str, u64)]) {
+        for &(name, total) in snapshot {
+            let counter = if name == EVENTS_LOST_COUNTER {
+                self.kernel_events_lost.clone()
+            } else {
+                self.kernel_events.with_label_values(&[name])
+            };
+            // The kernel counts only up while the programs stay loaded, which is as long
+            // as this process lives.
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    pub fn set_hook_attached(&self, hook: &str, attached: bool) {
+        self.kernel_hook_attached
+            .with_label_values(&[hook])
+            .set(i64::from(attached));
+    }
+
+    /// The scheduler's view of the unit over the last interval.
+    pub fn set_scheduler(&self, unit: &str, oncpu_ratio: f64, runq_p99: Duration) {
+        self.oncpu_ratio.with_label_values(&[unit]).set(oncpu_ratio);
+        self.runq_p99
+            .with_label_values(&[unit])
+            .set(runq_p99.as_secs_f64());
+    }
+
+    /// One resource of the unit (`resource` is e.g. "memory_bytes", "fds", "threads"): its
+    /// use, its limit when it has one, and when it will run out when a trend says so. A `None`
+    /// removes that series rather than exporting a made-up value.
+    pub fn set_resource(
+        &self,
+        unit: &str,
+        resource: &str,
+        used: f64,
+        limit: Option<f64>,
+        exhaustion: Option<Duration>,
+    ) {
+        let labels = [unit, resource];
+        self.resource.with_label_values(&labels).set(used);
+        match limit {
+            Some(limit) => self.resource_limit.with_label_values(&labels).set(limit),
+            None => {
+                // Absent already is fine: there is nothing to remove.
+                let _ = self.resource_limit.remove_label_values(&labels);
+            }
+        }
+        match exhaustion {
+            Some(left) => self
+                .exhaustion
+                .with_label_values(&labels)
+                .set(left.as_secs_f64()),
+            None => {
+                let _ = self.exhaustion.remove_label_values(&labels);
+            }
+        }
+    }
+
+    pub fn probe_finished(&self, unit: &str, probe: &str, up: bool, took: Duration) {
+        let labels = [unit, probe];
+        self.probe_up.with_label_values(&labels).set(i64::from(up));
+        self.probe_duration
+            .with_label_values(&labels)
+            .set(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! Reads the kernel's scheduler maps (`TASKS`, `UNIT_SCHED`) and seeds `TASKS` with tasks that
+//! were already in a unit's cgroup before the probes saw them run.
+
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use selfheal_common::sched::{RUNQ_BUCKETS, TaskStat, UnitSched};
+
+pub struct SchedMaps {
+    tasks: HashMap<MapData, u32, TaskStat>,
+    units: PerCpuArray<MapData, UnitSched>,
+}
+
+/// One unit's scheduler aggregate, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnitAggregate {
+    pub last_ran_ns: u64,
+    pub runq_hist: [u64; RUNQ_BUCKETS],
+}
+
+impl SchedMaps {
+    pub fn new(
+        tasks: HashMap<MapData, u32, TaskStat>,
+        units: PerCpuArray<MapData, UnitSched>,
+    ) -> Self {
+        Self { tasks, units }
+    }
+
+    /// Every task the kernel tracks, by pid (tasks of monitored units only).
+    pub fn tasks(&self) -> Vec<(u32, TaskStat)> {
+        self.tasks.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Starts tracking a task the probes have not seen yet (it has not left a CPU since the
+    /// agent started watching its cgroup). Never overwrites what the kernel recorded.
+    pub fn seed(&mut self, pid: u32, stat: &TaskStat) -> Result<(), MapError> {
+        // BPF_NOEXIST: the kernel's own entry, if it raced us, wins.
+        match self.tasks.insert(pid, *stat, 1) {
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    pub fn forget(&mut self, pid: u32) {
+        let _ = self.tasks.remove(&pid);
+    }
+
+    pub fn unit(&self, unit: u32) -> UnitAggregate {
+        let mut total = UnitAggregate::default();
+        if let Ok(per_cpu) = self.units.get(&unit, 0) {
+            for cpu in per_cpu.iter() {
+                total.last_ran_ns = total.last_ran_ns.max(cpu.last_ran_ns);
+                for (sum, n) in total.runq_hist.iter_mut().zip(cpu.runq_hist.iter()) {
+                    *sum += n;
+                }
+            }
+        }
+        total
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

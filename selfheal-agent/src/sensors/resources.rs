@@ -1,0 +1,289 @@
+//! Resource usage of a unit against its limits: fds, sockets, TCP connections, threads and
+//! memory, read each tick from procfs and cgroupfs (plus the kernel's live socket count).
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use serde::Serialize;
+
+use super::sockets;
+use crate::detect::{LeakKind, leak::ResourceSample};
+
+/// Limits systemd knows for the unit (`u64::MAX` or 0 = none).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemdLimits {
+    pub memory_max: u64,
+    pub memory_high: u64,
+    pub tasks_max: u64,
+}
+
+/// What to read for one unit.
+#[derive(Clone, Debug)]
+pub struct UnitResourcesInput {
+    pub unit: u32,
+    pub dir: PathBuf,
+    pub limits: SystemdLimits,
+    /// Live inet sockets from the kernel's cgroup_sock programs, when attached.
+    pub live_sockets: Option<u64>,
+}
+
+/// One process's share, for status.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ProcessResources {
+    pub pid: u32,
+    pub comm: String,
+    pub fds: u64,
+    pub fd_limit: Option<u64>,
+    pub threads: u64,
+}
+
+/// Everything read about one unit in one tick.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitResources {
+    pub processes: Vec<ProcessResources>,
+    pub threads: u64,
+    pub memory_bytes: Option<u64>,
+    pub memory_limit: Option<u64>,
+    pub memory_psi_some_avg10: Option<f64>,
+    pub sockets: Option<u64>,
+    pub connections: Vec<(&'static str, u64)>,
+}
+
+impl UnitResources {
+    /// The samples the leak detector takes, one per resource kind.
+    pub fn samples(&self, at: Instant, tasks_max: Option<u64>) -> Vec<ResourceSample> {
+        let as_f = |v: u64| v as f64;
+        // fds run into a per-process limit: follow the process closest to its own.
+        let top = self
+            .processes
+            .iter()
+            .max_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+        let top_process = top.map(|p| (p.pid, p.comm.clone()));
+        let fd_limit = top.and_then(|p| p.fd_limit).map(as_f);
+        let mut samples = Vec::new();
+        if let Some(top) = top {
+            samples.push(sample(
+                at,
+                LeakKind::Fd,
+                as_f(top.fds),
+                fd_limit,
+                &top_process,
+            ));
+        }
+        if let Some(sockets) = self.sockets {
+            samples.push(sample(
+                at,
+                LeakKind::Socket,
+                as_f(sockets),
+                fd_limit,
+                &top_process,
+            ));
+        }
+        let connections: u64 = self.connections.iter().map(|(_, n)| n).sum();
+        samples.push(sample(
+            at,
+            LeakKind::Connection,
+            as_f(connections),
+            fd_limit,
+            &top_process,
+        ));
+        samples.push(sample(
+            at,
+            LeakKind::Thread,
+            as_f(self.threads),
+            tasks_max.map(as_f),
+            &top_process,
+        ));
+        if let Some(memory) = self.memory_bytes {
+            samples.push(sample(
+                at,
+                LeakKind::Memory,
+                as_f(memory),
+                self.memory_limit.map(as_f),
+                &top_process,
+            ));
+        }
+        samples
+    }
+}
+
+fn ratio(p: &ProcessResources) -> f64 {
+    p.fds as f64 / p.fd_limit.unwrap_or(u64::MAX) as f64
+}
+
+fn sample(
+    at: Instant,
+    kind: LeakKind,
+    value: f64,
+    limit: Option<f64>,
+    top: &Option<(u32, String)>,
+) -> ResourceSample {
+    ResourceSample {
+        at,
+        kind,
+        value,
+        limit,
+        top_process: top.clone(),
+    }
+}
+
+/// A real limit: systemd and cgroupfs say "infinity" with huge numbers or 0.
+fn finite(v: u64) -> Option<u64> {
+    (v != 0 && v < (1 << 62)).then_some(v)
+}
+
+pub fn read(input: &UnitResourcesInput) -> UnitResources {
+    let tgids = procs_in_tree(&input.dir);
+    let processes: Vec<ProcessResources> = tgids.iter().filter_map(|&pid| process(pid)).collect();
+    let threads = processes.iter().map(|p| p.threads).sum();
+    let (memory_bytes, cgroup_limit) = memory(&input.dir, tgids.first().copied());
+    let memory_limit = finite(input.limits.memory_max)
+        .or(finite(input.limits.memory_high))
+        .or(cgroup_limit);
+    UnitResources {
+        processes,
+        threads,
+        memory_bytes,
+        memory_limit,
+        memory_psi_some_avg10: super::cgroup_stats::psi_some_avg10(&input.dir, "memory"),
+        sockets: input.live_sockets,
+        connections: sockets::connections_by_state(&tgids),
+    }
+}
+
+/// The unit's TasksMax, or the v2 `pids.max` of its cgroup.
+pub fn tasks_limit(dir: &Path, limits: &SystemdLimits) -> Option<u64> {
+    finite(limits.tasks_max).or_else(|| {
+        std::fs::read_to_string(dir.join("pids.max"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .and_then(finite)
+    })
+}
+
+fn procs_in_tree(dir: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    pids
+}
+
+fn process(pid: u32) -> Option<ProcessResources> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    Some(ProcessResources {
+        pid,
+        comm: field("Name:").unwrap_or_default().to_owned(),
+        fds: fd_count(pid)?,
+        fd_limit: fd_limit(pid),
+        threads: field("Threads:").and_then(|v| v.parse().ok()).unwrap_or(1),
+    })
+}
+
+/// Open fds of `pid`. Since Linux 6.2 the size of /proc/PID/fd is the count (O(1)); older
+/// kernels report 0 there, and we count the entries.
+pub fn fd_count(pid: u32) -> Option<u64> {
+    let dir = format!("/proc/{pid}/fd");
+    let size = std::fs::metadata(&dir).ok()?.size();
+    if size > 0 {
+        return Some(size);
+    }
+    Some(std::fs::read_dir(&dir).ok()?.count() as u64)
+}
+
+/// The soft RLIMIT_NOFILE of `pid`.
+fn fd_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// (usage, limit) of the unit's memory: v2 memory.current/memory.max, or on hybrid hosts the
+/// v1 memory controller's cgroup of one of its processes.
+fn memory(v2_dir: &Path, pid: Option<u32>) -> (Option<u64>, Option<u64>) {
+    let read =
+        |path: PathBuf| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    if let Some(current) = read(v2_dir.join("memory.current")) {
+        return (
+            Some(current),
+            read(v2_dir.join("memory.max")).and_then(finite),
+        );
+    }
+    let Some(dir) = pid.and_then(v1_memory_dir) else {
+        return (None, None);
+    };
+    (
+        read(dir.join("memory.usage_in_bytes")),
+        read(dir.join("memory.limit_in_bytes")).and_then(finite),
+    )
+}
+
+fn v1_memory_dir(pid: u32) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    })?;
+    let dir = Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+    dir.join("memory.usage_in_bytes").exists().then_some(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_fd_count_matches_the_entries_of_proc_self_fd() {
+        let me = std::process::id();
+        let _extra = std::fs::File::open("/proc/self/status").expect("open");
+        let listed = std::fs::read_dir(format!("/proc/{me}/fd"))
+            .expect("fd dir")
+            .count() as u64;
+        // read_dir itself holds one fd while listing.
+        let counted = fd_count(me).expect("count");
+        assert!(
+            counted == listed || counted + 1 == listed,
+            "{counted} vs {listed}"
+        );
+    }
+
+    #[test]
+    fn our_process_reads_with_its_fd_limit_and_threads() {
+        let p = process(std::process::id()).expect("self");
+        assert!(p.fd_limit.is_some_and(|l| l >= p.fds), "{p:?}");
+        assert!(p.threads >= 1);
+    }
+
+    #[test]
+    fn infinite_limits_are_no_limits() {
+        assert_eq!(finite(u64::MAX), None);
+        assert_eq!(finite(0), None);
+        assert_eq!(finite(1 << 30), Some(1 << 30));
+    }
+}

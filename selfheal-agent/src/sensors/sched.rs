@@ -1,0 +1,326 @@
+//! Turns the kernel's scheduler maps plus procfs and cgroupfs into one [`SchedSample`] per
+//! unit per tick: task states and how long they have held them, CPU time and context switches
+//! over the window, how long the unit has been off-CPU, work waiting in its sockets, and CPU
+//! contention (run-queue p99, PSI, throttling).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use selfheal_common::sched::{
+    RUNQ_BUCKETS, TASK_INTERRUPTIBLE, TASK_NOLOAD, TASK_RUNNING, TASK_STOPPED, TASK_TRACED,
+    TASK_UNINTERRUPTIBLE, TaskStat,
+};
+
+use super::{
+    cgroup_stats,
+    ebpf::{SchedMaps, monotonic_ns},
+    procfs, sockets,
+};
+use crate::detect::stall::{CpuContention, PendingWork, SchedSample, TaskSample, TaskState};
+
+/// `__TASK_STOPPED`: set alone or with TASK_WAKEKILL.
+const STOPPED_BIT: u32 = TASK_STOPPED;
+/// Frozen by the cgroup freezer (6.1+): reported as stopped.
+const FROZEN_BIT: u32 = 0x8000;
+/// Below this idle time the unit's sockets are not inspected (cheap ticks while it works).
+const PENDING_CHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// A unit to sample: its index and its cgroup directory on the v2 tree.
+#[derive(Clone, Debug)]
+pub struct UnitCgroup {
+    pub unit: u32,
+    pub dir: PathBuf,
+    pub main_pid: Option<u32>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    oncpu_ns: u64,
+    voluntary: u64,
+    involuntary: u64,
+}
+
+pub struct SchedSensor {
+    maps: SchedMaps,
+    last_at: Option<Instant>,
+    prev_tasks: HashMap<u32, Totals>,
+    prev_hist: HashMap<u32, [u64; RUNQ_BUCKETS]>,
+    prev_throttle: HashMap<u32, (u64, u64)>,
+    prev_pending: HashMap<u32, PendingWork>,
+    /// When the agent first sampled each unit: the floor for "idle since".
+    watched_since_ns: HashMap<u32, u64>,
+}
+
+impl SchedSensor {
+    pub fn new(maps: SchedMaps) -> Self {
+        Self {
+            maps,
+            last_at: None,
+            prev_tasks: HashMap::new(),
+            prev_hist: HashMap::new(),
+            prev_throttle: HashMap::new(),
+            prev_pending: HashMap::new(),
+            watched_since_ns: HashMap::new(),
+        }
+    }
+
+    pub fn sample(&mut self, units: &[UnitCgroup], now: Instant) -> Vec<(u32, SchedSample)> {
+        let now_ns = monotonic_ns();
+        let window = self.last_at.map_or(Duration::from_secs(1), |last| {
+            now.saturating_duration_since(last)
+        });
+        self.last_at = Some(now);
+
+        let mut tracked: HashMap<u32, TaskStat> = self.maps.tasks().into_iter().collect();
+        let mut alive = HashSet::new();
+        for unit in units {
+            self.watched_since_ns.entry(unit.unit).or_insert(now_ns);
+            for tid in procfs::threads_in_tree(&unit.dir) {
+                alive.insert(tid);
+                if tracked.get(&tid).is_some_and(|t| t.unit == unit.unit) {
+                    continue;
+                }
+                if let Some(stat) = seed_stat(tid, unit.unit, now_ns) {
+                    let _ = self.maps.seed(tid, &stat);
+                    tracked.insert(tid, stat);
+                }
+            }
+        }
+        // Tasks that left every monitored cgroup, or whose exit we did not see.
+        for (tid, _) in tracked.iter().filter(|(tid, _)| !alive.contains(tid)) {
+            self.maps.forget(*tid);
+            self.prev_tasks.remove(tid);
+        }
+        tracked.retain(|tid, _| alive.contains(tid));
+
+        units
+            .iter()
+            .map(|unit| {
+                let tasks: Vec<(u32, TaskStat)> = tracked
+                    .iter()
+                    .filter(|(_, t)| t.unit == unit.unit)
+                    .map(|(p, t)| (*p, *t))
+                    .collect();
+                (
+                    unit.unit,
+                    self.unit_sample(unit, &tasks, now, now_ns, window),
+                )
+            })
+            .collect()
+    }
+
+    fn unit_sample(
+        &mut self,
+        unit: &UnitCgroup,
+        tasks: &[(u32, TaskStat)],
+        now: Instant,
+        now_ns: u64,
+        window: Duration,
+    ) -> SchedSample {
+        let window_ns = window.as_nanos() as u64;
+        let mut samples = Vec::with_capacity(tasks.len());
+        for (tid, stat) in tasks {
+            let running_for = if stat.on_cpu != 0 {
+                now_ns.saturating_sub(stat.since_ns)
+            } else {
+                0
+            };
+            let totals = Totals {
+                oncpu_ns: stat.oncpu_ns + running_for,
+                voluntary: stat.voluntary,
+                involuntary: stat.involuntary,
+            };
+            let prev = self.prev_tasks.insert(*tid, totals);
+            let delta = |now: u64, before: Option<u64>| before.map_or(0, |b| now.saturating_sub(b));
+            let on_cpu_ns = match prev {
+                Some(p) => totals.oncpu_ns.saturating_sub(p.oncpu_ns),
+                None => totals.oncpu_ns.min(window_ns),
+            };
+            let state = task_state(stat);
+            let interesting = matches!(
+                state,
+                TaskState::DiskSleep | TaskState::Stopped | TaskState::Traced
+            ) || on_cpu_ns * 2 > window_ns;
+            let hung = state == TaskState::DiskSleep;
+            samples.push(TaskSample {
+                pid: *tid,
+                tgid: stat.tgid,
+                comm: if interesting {
+                    procfs::comm(*tid).unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                state,
+                state_for: Duration::from_nanos(now_ns.saturating_sub(stat.since_ns)),
+                on_cpu: Duration::from_nanos(on_cpu_ns),
+                voluntary_switches: delta(totals.voluntary, prev.map(|p| p.voluntary)),
+                involuntary_switches: delta(totals.involuntary, prev.map(|p| p.involuntary)),
+                wchan: if hung { procfs::wchan(*tid) } else { None },
+                kernel_stack: if hung {
+                    procfs::kernel_stack(*tid)
+                } else {
+                    None
+                },
+            });
+        }
+
+        let aggregate = self.maps.unit(unit.unit);
+        let any_on_cpu = tasks.iter().any(|(_, t)| t.on_cpu != 0);
+        let floor = self
+            .watched_since_ns
+            .get(&unit.unit)
+            .copied()
+            .unwrap_or(now_ns);
+        let last_ran = aggregate.last_ran_ns.max(floor);
+        let idle_ns = now_ns.saturating_sub(last_ran);
+        let idle_for = (!any_on_cpu && idle_ns >= window_ns).then(|| Duration::from_nanos(idle_ns));
+
+        let pending = if idle_for.is_some_and(|idle| idle >= PENDING_CHECK_AFTER) {
+            let mut tgids: Vec<u32> = tasks.iter().map(|(_, t)| t.tgid).collect();
+            tgids.sort_unstable();
+            tgids.dedup();
+            let work = sockets::pending_work(&tgids, self.prev_pending.get(&unit.unit).copied());
+            self.prev_pending.insert(unit.unit, work);
+            work
+        } else {
+            self.prev_pending.remove(&unit.unit);
+            PendingWork::default()
+        };
+
+        let hist_delta = {
+            let prev = self.prev_hist.insert(unit.unit, aggregate.runq_hist);
+            let mut d = aggregate.runq_hist;
+            if let Some(prev) = prev {
+                for (d, p) in d.iter_mut().zip(prev.iter()) {
+                    *d = d.saturating_sub(*p);
+                }
+            }
+            d
+        };
+        let throttle = cgroup_stats::cpu_throttling(&unit.dir, unit.main_pid);
+        let (nr_throttled, throttled_ns) = match (throttle, self.prev_throttle.get(&unit.unit)) {
+            (Some(now), Some(before)) => (
+                now.0.saturating_sub(before.0),
+                now.1.saturating_sub(before.1),
+            ),
+            _ => (0, 0),
+        };
+        if let Some(t) = throttle {
+            self.prev_throttle.insert(unit.unit, t);
+        }
+
+        SchedSample {
+            at: now,
+            window,
+            tasks: samples,
+            idle_for,
+            pending,
+            contention: CpuContention {
+                runq_p99: runq_percentile(&hist_delta, 0.99),
+                psi_some_avg10: cgroup_stats::psi_some_avg10(&unit.dir, "cpu"),
+                nr_throttled,
+                throttled_time: Duration::from_nanos(throttled_ns),
+            },
+        }
+    }
+}
+
+fn task_state(stat: &TaskStat) -> TaskState {
+    let s = stat.state;
+    if stat.on_cpu != 0 {
+        TaskState::Running
+    } else if s == TASK_RUNNING {
+        TaskState::Runnable
+    } else if s & (STOPPED_BIT | FROZEN_BIT) != 0 {
+        TaskState::Stopped
+    } else if s & TASK_TRACED != 0 {
+        TaskState::Traced
+    } else if s & TASK_UNINTERRUPTIBLE != 0 && s & TASK_NOLOAD == 0 {
+        TaskState::DiskSleep
+    } else {
+        TaskState::Sleeping
+    }
+}
+
+/// A task found in a unit's cgroup that the probes have not tracked yet, with its state as
+/// /proc reports it. Its time in that state counts from now.
+fn seed_stat(tid: u32, unit: u32, now_ns: u64) -> Option<TaskStat> {
+    let line = procfs::task_stat(tid)?;
+    let (state, on_cpu) = match line.state {
+        'R' => (TASK_RUNNING, 1),
+        'D' => (TASK_UNINTERRUPTIBLE, 0),
+        'T' => (TASK_STOPPED, 0),
+        't' => (TASK_TRACED, 0),
+        'Z' | 'X' => return None,
+        _ => (TASK_INTERRUPTIBLE, 0),
+    };
+    Some(TaskStat {
+        tgid: line.tgid,
+        unit,
+        state,
+        on_cpu,
+        since_ns: now_ns,
+        ..TaskStat::default()
+    })
+}
+
+/// Upper bound of the bucket holding the `q` quantile of run-queue waits (bucket i holds waits
+/// in [2^i, 2^(i+1)) µs); None without waits.
+fn runq_percentile(hist: &[u64; RUNQ_BUCKETS], q: f64) -> Option<Duration> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (total as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    for (i, count) in hist.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(Duration::from_micros(1 << (i + 1)));
+        }
+    }
+    Some(Duration::from_micros(1 << RUNQ_BUCKETS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runq_p99_is_the_upper_bound_of_the_bucket_holding_the_99th_percentile() {
+        let mut hist = [0u64; RUNQ_BUCKETS];
+        hist[3] = 98; // 8–16 µs
+        hist[10] = 2; // 1–2 ms
+        assert_eq!(
+            runq_percentile(&hist, 0.99),
+            Some(Duration::from_micros(2048))
+        );
+        assert_eq!(runq_percentile(&hist, 0.5), Some(Duration::from_micros(16)));
+        assert_eq!(runq_percentile(&[0; RUNQ_BUCKETS], 0.99), None);
+    }
+
+    #[test]
+    fn kernel_states_map_to_task_states() {
+        let stat = |state, on_cpu| TaskStat {
+            state,
+            on_cpu,
+            ..TaskStat::default()
+        };
+        assert_eq!(task_state(&stat(TASK_RUNNING, 1)), TaskState::Running);
+        assert_eq!(task_state(&stat(TASK_RUNNING, 0)), TaskState::Runnable);
+        assert_eq!(task_state(&stat(0x104, 0)), TaskState::Stopped);
+        assert_eq!(task_state(&stat(TASK_TRACED, 0)), TaskState::Traced);
+        assert_eq!(task_state(&stat(0x102, 0)), TaskState::DiskSleep);
+        assert_eq!(
+            task_state(&stat(TASK_UNINTERRUPTIBLE | TASK_NOLOAD, 0)),
+            TaskState::Sleeping
+        );
+        assert_eq!(
+            task_state(&stat(TASK_INTERRUPTIBLE, 0)),
+            TaskState::Sleeping
+        );
+    }
+}
