@@ -95,6 +95,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let last_tick = Arc::new(AtomicU64::new(now_secs()));
     let http_listener = http::bind(&config.http).await?;
+    state.lock().http_address = http_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let http_state = HttpState { metrics: metrics.clone(), health: health_source(state.clone()), webhook };
     tasks.spawn(http::serve(http_listener, http_state, shutdown.clone()));
 
@@ -186,7 +187,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         },
         if opts.dry_run { ", dry run" } else { "" },
         socket.display(),
-        config.http.listen,
+        state.lock().http_address,
     );
     let _ = notifier.ready();
     let _ = notifier.status(&format!("watching {} unit(s)", config.units.len()));

@@ -20,6 +20,10 @@ pub struct AgentState {
     pub units: Vec<MonitoredUnit>,
     pub hooks: Vec<HookStatus>,
     pub kernel_counters: Option<KernelCounters>,
+    /// Where /metrics, /health and the webhook listen (the bound address).
+    pub http_address: String,
+    /// Thread ids the kernel tracks in its scheduler map (monitored units' tasks only).
+    pub tracked_tasks: Vec<u32>,
 }
 
 impl AgentState {
@@ -36,6 +40,8 @@ impl AgentState {
                 .collect(),
             hooks,
             kernel_counters: None,
+            http_address: String::new(),
+            tracked_tasks: Vec::new(),
         }
     }
 }

@@ -67,6 +67,9 @@ impl Engine {
         })
         .await;
         let Ok((sched, sockets, samples, resources)) = joined else { return };
+        if let Some(sched) = &sched {
+            self.p.state.lock().tracked_tasks = sched.tracked().to_vec();
+        }
         self.p.sched = sched;
         self.p.sockets = sockets;
 

@@ -41,6 +41,9 @@ pub struct AgentInfo {
     /// "system" or "user".
     pub bus: String,
     pub dry_run: bool,
+    /// Address of /metrics, /health and the webhook.
+    #[serde(default)]
+    pub http: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +51,9 @@ pub struct KernelInfo {
     pub hooks: Vec<HookInfo>,
     /// The kernel programs' counters (see `selfheal_common::counters`), summed over CPUs.
     pub counters: BTreeMap<String, u64>,
+    /// Thread ids in the kernel's scheduler map: tasks of monitored units, nothing else.
+    #[serde(default)]
+    pub tracked_tasks: Vec<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -96,6 +102,7 @@ fn document(state: &Shared) -> StatusDoc {
             }
             .to_owned(),
             dry_run: state.dry_run,
+            http: state.http_address.clone(),
         },
         kernel: KernelInfo {
             hooks: state
@@ -117,6 +124,7 @@ fn document(state: &Shared) -> StatusDoc {
                         .collect()
                 })
                 .unwrap_or_default(),
+            tracked_tasks: state.tracked_tasks.clone(),
         },
         units: state
             .units

@@ -52,6 +52,8 @@ pub struct SchedSensor {
     prev_pending: HashMap<u32, PendingWork>,
     /// When the agent first sampled each unit: the floor for "idle since".
     watched_since_ns: HashMap<u32, u64>,
+    /// Thread ids in the kernel map at the last sample.
+    tracked: Vec<u32>,
 }
 
 impl SchedSensor {
@@ -64,7 +66,13 @@ impl SchedSensor {
             prev_throttle: HashMap::new(),
             prev_pending: HashMap::new(),
             watched_since_ns: HashMap::new(),
+            tracked: Vec::new(),
         }
+    }
+
+    /// Thread ids in the kernel's map at the start of the last sample.
+    pub fn tracked(&self) -> &[u32] {
+        &self.tracked
     }
 
     pub fn sample(&mut self, units: &[UnitCgroup], now: Instant) -> Vec<(u32, SchedSample)> {
@@ -75,6 +83,9 @@ impl SchedSensor {
         self.last_at = Some(now);
 
         let mut tracked: HashMap<u32, TaskStat> = self.maps.tasks().into_iter().collect();
+        // What the kernel itself put in the map, before we seed or prune anything.
+        self.tracked = tracked.keys().copied().collect();
+        self.tracked.sort_unstable();
         let mut alive = HashSet::new();
         for unit in units {
             self.watched_since_ns.entry(unit.unit).or_insert(now_ns);
