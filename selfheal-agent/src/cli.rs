@@ -36,11 +36,46 @@ pub enum Command {
         /// Print the full status as JSON.
         #[arg(long)]
         json: bool,
-        /// The agent's status socket [default: agent.status_socket of --config, else /run/selfheal/agent.sock]
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Read the socket path from this config file.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        agent: AgentSocket,
     },
+    /// Every recorded event (exits, decisions, actions) of one unit, or of all of them.
+    History {
+        /// Only this unit.
+        unit: Option<String>,
+        /// Print the records as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Why a unit is in its current state: incident, budget, circuit, escalation, isolation.
+    Explain {
+        unit: String,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Clear a unit's escalation, failures, backoff and restart budget, and close its circuit.
+    Reset {
+        unit: String,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// End a unit's freeze or network quarantine now.
+    Release {
+        unit: String,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+}
+
+/// Where to reach the running agent.
+#[derive(Debug, clap::Args)]
+pub struct AgentSocket {
+    /// The agent's status socket [default: agent.status_socket of --config, else /run/selfheal/agent.sock]
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Read the socket path from this config file.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
 }

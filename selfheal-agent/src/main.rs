@@ -2,14 +2,20 @@
 
 mod cli;
 
-use std::{path::Path, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
+use anyhow::Context as _;
 use clap::Parser as _;
-use cli::{Cli, Command};
+use cli::{AgentSocket, Cli, Command};
 use log::warn;
 use selfheal_agent::{
     config::{Config, ConfigError},
-    daemon, report, systemd,
+    daemon,
+    report::{self, history::Record},
+    systemd,
 };
 
 fn main() -> ExitCode {
@@ -74,17 +80,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             }
         }),
-        Command::Status {
-            json,
-            socket,
-            config,
-        } => {
-            let socket = match (socket, config) {
-                (Some(socket), _) => socket,
-                (None, Some(config)) => Config::load(&config)?.agent.status_socket,
-                (None, None) => Config::default().agent.status_socket,
-            };
-            let doc = report::status::query(&socket).await?;
+        Command::Status { json, agent } => {
+            let doc = report::status::query(&agent.path()?).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -92,7 +89,80 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::History { unit, json, agent } => {
+            let answer = report::status::request(&agent.path()?, "history", unit.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print_history(&answer)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { unit, agent } => text_answer(&agent, "explain", &unit).await,
+        Command::Reset { unit, agent } => text_answer(&agent, "reset", &unit).await,
+        Command::Release { unit, agent } => text_answer(&agent, "release", &unit).await,
     }
+}
+
+impl AgentSocket {
+    /// --socket, else the config's status socket, else the default one.
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        Ok(match (&self.socket, &self.config) {
+            (Some(socket), _) => socket.clone(),
+            (None, Some(config)) => Config::load(config)?.agent.status_socket,
+            (None, None) => Config::default().agent.status_socket,
+        })
+    }
+}
+
+/// explain, reset, release: the agent answers in words.
+async fn text_answer(agent: &AgentSocket, command: &str, unit: &str) -> anyhow::Result<ExitCode> {
+    let answer = report::status::request(&agent.path()?, command, Some(unit)).await?;
+    match answer["text"].as_str() {
+        Some(text) => println!("{unit}: {}", text.trim_end()),
+        None => println!("{answer}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per record: "2026-11-25 21:03:04.120Z web.service: restart done after 27 ms: ...".
+fn print_history(answer: &serde_json::Value) -> anyhow::Result<()> {
+    let units = answer["units"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for unit in units {
+        let name = unit["name"].as_str().unwrap_or("?");
+        let records: Vec<Record> = serde_json::from_value(unit["history"].clone())
+            .context("the agent's history has an unexpected shape (agent and CLI versions differ?)")?;
+        if records.is_empty() {
+            println!("{name}: nothing recorded yet");
+        }
+        for record in records {
+            println!("{} {name}: {}", utc(record.at_ms), record.event.summary());
+        }
+    }
+    Ok(())
+}
+
+/// "2026-11-25 21:03:04.120Z" from milliseconds since the epoch (civil date from days, Howard
+/// Hinnant's algorithm: no time crate for one line).
+fn utc(at_ms: u64) -> String {
+    let (days, ms) = ((at_ms / 86_400_000) as i64, at_ms % 86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = ms / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        ms % 1000
+    )
 }
 
 /// The config for `run`: the given file, else the default path, else an empty config.

@@ -24,6 +24,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "debootstrap",
         "`cargo xtask vm-test` builds the guest's image",
     ),
+    (
+        "prometheus",
+        "promtool checks the rules and metrics; the end-to-end tests run a real Prometheus",
+    ),
+    (
+        "prometheus-alertmanager",
+        "amtool checks the example config; the end-to-end tests run a real Alertmanager",
+    ),
 ];
 
 const NIGHTLY: &str = "nightly";

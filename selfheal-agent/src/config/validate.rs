@@ -11,11 +11,11 @@ use crate::report::alert_out::{AlertError, alerts_endpoint};
 use crate::sensors::probes;
 
 impl Config {
-    /// Checks every table in file order; the first problem found is the error.
+    /// Checks the tables in schema order; the first problem found is the error.
     pub(super) fn validate(&self, source: &Source<'_>) -> Result<(), ConfigError> {
         self.validate_agent(source)?;
         // The defaults alone first, so a bad `[defaults.remediation]` is blamed on that table
-        // rather than on the first unit that inherits it.
+        // rather than on the first unit that inherits it (no unit name: no unit-only checks).
         Remediation::resolve(
             "",
             &self.defaults.remediation,

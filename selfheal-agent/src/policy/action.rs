@@ -68,7 +68,7 @@ pub enum Action {
     /// Freeze the unit's processes (`FreezeUnit` or the cgroup freezer).
     Freeze,
     Thaw,
-    /// Network quarantine: drop the unit's traffic except loopback.
+    /// Network quarantine: drop the unit's traffic (loopback too, unless [agent] quarantine_allow_loopback).
     Quarantine,
     /// End the network quarantine.
     Release,

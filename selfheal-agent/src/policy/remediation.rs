@@ -77,7 +77,7 @@ impl Ladder {
 pub enum IsolationKind {
     /// Freeze its processes.
     Freeze,
-    /// Drop its network traffic except loopback.
+    /// Drop its network traffic (loopback too, unless [agent] quarantine_allow_loopback).
     Network,
 }
 

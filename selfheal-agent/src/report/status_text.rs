@@ -112,10 +112,12 @@ mod tests {
                 uptime_seconds: 75,
                 bus: "user".into(),
                 dry_run: false,
+                http: String::new(),
             },
             kernel: KernelInfo {
                 hooks: vec![],
                 counters: Default::default(),
+                tracked_tasks: vec![],
             },
             units: vec![UnitStatus {
                 name: "web.service".into(),
