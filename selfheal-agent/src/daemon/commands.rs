@@ -11,21 +11,36 @@ use crate::report::history::Event;
 #[derive(Debug)]
 pub enum Command {
     /// Why the unit is in its current state, in plain words.
-    Explain { unit: String, reply: oneshot::Sender<Result<String, String>> },
+    Explain {
+        unit: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     /// Clears escalation, budgets and the circuit breaker of the unit.
-    Reset { unit: String, reply: oneshot::Sender<Result<String, String>> },
+    Reset {
+        unit: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     /// Ends a freeze or network quarantine now.
-    Release { unit: String, reply: oneshot::Sender<Result<String, String>> },
+    Release {
+        unit: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 impl Engine {
     pub(super) fn on_command(&mut self, command: Command) {
         let unit_name = match &command {
-            Command::Explain { unit, .. } | Command::Reset { unit, .. } | Command::Release { unit, .. } => {
-                unit.clone()
-            }
+            Command::Explain { unit, .. }
+            | Command::Reset { unit, .. }
+            | Command::Release { unit, .. } => unit.clone(),
         };
-        let index = self.p.state.lock().units.iter().position(|u| u.name == unit_name);
+        let index = self
+            .p
+            .state
+            .lock()
+            .units
+            .iter()
+            .position(|u| u.name == unit_name);
         let now = Instant::now();
         let answer = |index: Option<usize>| {
             index.map(|i| i as u32).ok_or_else(|| {

@@ -36,7 +36,11 @@ use crate::{
         metrics::Metrics,
         webhook::AlertObservation,
     },
-    sensors::{ebpf::UnitSockets, probes::ProbeReport, sched::SchedSensor},
+    sensors::{
+        ebpf::{UnitSockets, monotonic_ns},
+        probes::ProbeReport,
+        sched::SchedSensor,
+    },
     systemd::read_snapshot,
     units::ProcessRole,
 };
@@ -78,6 +82,8 @@ pub struct Engine {
     pub(super) acting: HashMap<u32, usize>,
     /// Main pid last seen per unit, to notice (re)starts for the probes' grace period.
     pub(super) main_pids: HashMap<u32, u32>,
+    /// When each unit's open incident began, for `selfheal_recovery_duration_seconds`.
+    pub(super) incidents: HashMap<u32, Instant>,
     finished_tx: mpsc::Sender<Finished>,
     finished_rx: Option<mpsc::Receiver<Finished>>,
     dirty: bool,
@@ -92,6 +98,7 @@ impl Engine {
             leak: LeakDetector::new(),
             acting: HashMap::new(),
             main_pids: HashMap::new(),
+            incidents: HashMap::new(),
             finished_tx,
             finished_rx: Some(finished_rx),
             dirty: false,
@@ -99,7 +106,9 @@ impl Engine {
     }
 
     pub async fn run(mut self, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
-        let Some(mut finished) = self.finished_rx.take() else { return };
+        let Some(mut finished) = self.finished_rx.take() else {
+            return;
+        };
         let mut tick = tokio::time::interval(self.p.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -127,8 +136,12 @@ impl Engine {
     }
 
     async fn on_exit(&mut self, event: ExitEvent) {
+        // Both clocks are CLOCK_MONOTONIC; taken first, before any D-Bus round trip below.
+        let kernel_to_agent_us = monotonic_ns().saturating_sub(event.ktime_ns) / 1000;
         let index = event.unit as usize;
-        let Some(role) = self.role(index, &event).await else { return };
+        let Some(role) = self.role(index, &event).await else {
+            return;
+        };
         let signal = event.signal();
         let record = Event::Exit {
             pid: event.tgid,
@@ -139,6 +152,7 @@ impl Engine {
             signal_name: signal.map(signal_name),
             oom_killed: event.oom_killed(),
             core_dumped: event.core_dumped(),
+            kernel_to_agent_us: Some(kernel_to_agent_us),
         };
         let evidence = record.summary();
         let facts = ExitFacts {
@@ -151,12 +165,16 @@ impl Engine {
         let ours = self.acting.get(&event.unit).is_some_and(|n| *n > 0);
         let (name, context) = {
             let mut state = self.p.state.lock();
-            let Some(unit) = state.units.get_mut(index) else { return };
+            let Some(unit) = state.units.get_mut(index) else {
+                return;
+            };
             info!("{}: {evidence}", unit.name);
             unit.history.push(SystemTime::now(), record);
             (unit.name.clone(), context_of(unit, ours))
         };
-        let Some(problem) = judge(event.unit, &facts, evidence, Instant::now()) else { return };
+        let Some(problem) = judge(event.unit, &facts, evidence, Instant::now()) else {
+            return;
+        };
         if ours {
             info!("{name}: exit caused by the agent's own action; not a problem");
             return;
@@ -169,20 +187,36 @@ impl Engine {
         if let Some(name) = self.unit_name(problem.unit) {
             self.p.metrics.problem_detected(&name, &problem.kind);
         }
-        let decision = self.p.policy.decide(&problem, &context, Instant::now());
+        let now = Instant::now();
+        let decision = self.p.policy.decide(&problem, &context, now);
+        if self
+            .p
+            .policy
+            .unit_status(problem.unit, now)
+            .is_some_and(|s| s.incident.is_some())
+        {
+            self.incidents
+                .entry(problem.unit)
+                .or_insert(problem.detected_at);
+        }
         self.apply(decision, Some(&problem));
     }
 
     /// Records a decision and starts its actions.
     pub(super) fn apply(&mut self, decision: Decision, problem: Option<&Problem>) {
         self.dirty = true;
-        let Some(name) = self.unit_name(decision.unit) else { return };
+        let Some(name) = self.unit_name(decision.unit) else {
+            return;
+        };
         let mut summary = decision.actions_summary();
         if self.p.dry_run && !decision.actions.is_empty() {
             summary.push_str(" (dry run: not acting)");
         }
         let evidence = problem.map(|p| p.evidence.as_str()).unwrap_or_default();
-        info!("{name}: {}: {summary} ({})", decision.cause, decision.reason);
+        info!(
+            "{name}: {}: {summary} ({})",
+            decision.cause, decision.reason
+        );
         self.p.audit.record(&AuditRecord::Decision {
             unit: &name,
             problem: &decision.cause,
@@ -193,7 +227,9 @@ impl Engine {
         });
         let target = {
             let mut state = self.p.state.lock();
-            let Some(unit) = state.units.get_mut(decision.unit as usize) else { return };
+            let Some(unit) = state.units.get_mut(decision.unit as usize) else {
+                return;
+            };
             unit.history.push(
                 SystemTime::now(),
                 Event::Decision {
@@ -231,12 +267,17 @@ impl Engine {
         }
         match &action {
             Action::Quarantine | Action::Release => {
-                let outcome = self.isolate_network(unit, matches!(action, Action::Quarantine), cgroup);
-                self.p.metrics.set_quarantined(name, matches!(action, Action::Quarantine) && outcome == ActionOutcome::Done);
+                let outcome =
+                    self.isolate_network(unit, matches!(action, Action::Quarantine), cgroup);
+                self.p.metrics.set_quarantined(
+                    name,
+                    matches!(action, Action::Quarantine) && outcome == ActionOutcome::Done,
+                );
                 self.on_finished(finish(outcome));
             }
             Action::Escalate { reason } => {
-                let kind = problem.map_or(ProblemKind::Custom("escalation".into()), |p| p.kind.clone());
+                let kind =
+                    problem.map_or(ProblemKind::Custom("escalation".into()), |p| p.kind.clone());
                 self.p.metrics.escalated(name, &kind);
                 warn!("{name}: ESCALATED to an operator: {reason}");
                 if let Some(pusher) = self.p.pusher.clone() {
@@ -253,7 +294,11 @@ impl Engine {
                 *self.acting.entry(unit).or_default() += 1;
                 let conn = self.p.conn.clone();
                 let tx = self.finished_tx.clone();
-                let target = Target { unit, name: name.to_owned(), object_path };
+                let target = Target {
+                    unit,
+                    name: name.to_owned(),
+                    object_path,
+                };
                 tokio::spawn(async move {
                     let done = execute(conn, target, action).await;
                     let _ = tx.send(done).await;
@@ -265,7 +310,9 @@ impl Engine {
 
     fn isolate_network(&mut self, unit: u32, on: bool, cgroup: Option<String>) -> ActionOutcome {
         let Some(quarantine) = self.p.quarantine.as_mut() else {
-            return ActionOutcome::NotExecuted("network quarantine is not available on this kernel".into());
+            return ActionOutcome::NotExecuted(
+                "network quarantine is not available on this kernel".into(),
+            );
         };
         if !on {
             quarantine.release(unit);
@@ -283,15 +330,23 @@ impl Engine {
 
     fn on_finished(&mut self, done: Finished) {
         self.dirty = true;
-        if !matches!(done.action, Action::Quarantine | Action::Release | Action::Escalate { .. })
-            && let Some(n) = self.acting.get_mut(&done.unit)
+        if !matches!(
+            done.action,
+            Action::Quarantine | Action::Release | Action::Escalate { .. }
+        ) && let Some(n) = self.acting.get_mut(&done.unit)
         {
             *n = n.saturating_sub(1);
         }
-        self.p.policy.on_outcome(done.unit, &done.action, &done.outcome, Instant::now());
-        let Some(name) = self.unit_name(done.unit) else { return };
+        self.p
+            .policy
+            .on_outcome(done.unit, &done.action, &done.outcome, Instant::now());
+        let Some(name) = self.unit_name(done.unit) else {
+            return;
+        };
         let (result, detail) = (done.result(), done.detail());
-        self.p.metrics.action_finished(&name, done.action.name(), result);
+        self.p
+            .metrics
+            .action_finished(&name, done.action.name(), result);
         self.p.audit.record(&AuditRecord::Action {
             unit: &name,
             action: &done.action.describe(),
@@ -323,7 +378,9 @@ impl Engine {
         let events = match &report {
             ProbeReport::Result(result) => {
                 if let Some(name) = self.unit_name(result.unit) {
-                    self.p.metrics.probe_finished(&name, &result.probe, result.ok, result.latency);
+                    self.p
+                        .metrics
+                        .probe_finished(&name, &result.probe, result.ok, result.latency);
                 }
                 self.p.probes.on_result(result)
             }
@@ -335,13 +392,24 @@ impl Engine {
                     let context = self.context(problem.unit);
                     self.raise(problem, context);
                 }
-                ProbeEvent::Cleared { unit, kind, evidence, .. } => self.cleared(unit, &kind, &evidence),
+                ProbeEvent::Cleared {
+                    unit,
+                    kind,
+                    evidence,
+                    ..
+                } => self.cleared(unit, &kind, &evidence),
             }
         }
     }
 
     fn on_alert(&mut self, alert: AlertObservation) {
-        let index = self.p.state.lock().units.iter().position(|u| u.name == alert.unit_name);
+        let index = self
+            .p
+            .state
+            .lock()
+            .units
+            .iter()
+            .position(|u| u.name == alert.unit_name);
         let Some(index) = index else { return };
         let unit = index as u32;
         if alert.firing {
@@ -356,7 +424,11 @@ impl Engine {
             let context = self.context(unit);
             self.raise(problem, context);
         } else {
-            self.cleared(unit, &alert.kind, &format!("Alertmanager: {} resolved", alert.summary));
+            self.cleared(
+                unit,
+                &alert.kind,
+                &format!("Alertmanager: {} resolved", alert.summary),
+            );
         }
     }
 
@@ -366,17 +438,33 @@ impl Engine {
         self.p.policy.on_cleared(unit, kind, Instant::now());
         if let Some(u) = self.p.state.lock().units.get_mut(unit as usize) {
             info!("{}: {} cleared: {evidence}", u.name, kind.name());
-            u.history.push(SystemTime::now(), Event::Unit { message: format!("{} cleared: {evidence}", kind.name()) });
+            u.history.push(
+                SystemTime::now(),
+                Event::Unit {
+                    message: format!("{} cleared: {evidence}", kind.name()),
+                },
+            );
         }
     }
 
     pub(super) fn context(&self, unit: u32) -> UnitContext {
         let ours = self.acting.get(&unit).is_some_and(|n| *n > 0);
-        self.p.state.lock().units.get(unit as usize).map(|u| context_of(u, ours)).unwrap_or_default()
+        self.p
+            .state
+            .lock()
+            .units
+            .get(unit as usize)
+            .map(|u| context_of(u, ours))
+            .unwrap_or_default()
     }
 
     pub(super) fn unit_name(&self, unit: u32) -> Option<String> {
-        self.p.state.lock().units.get(unit as usize).map(|u| u.name.clone())
+        self.p
+            .state
+            .lock()
+            .units
+            .get(unit as usize)
+            .map(|u| u.name.clone())
     }
 
     /// Main or child: from what the unit table knows, else from a fresh look at systemd.
@@ -384,7 +472,11 @@ impl Engine {
         let (known, name, path) = {
             let state = self.p.state.lock();
             let unit = state.units.get(index)?;
-            (unit.role_of(event.tgid, event.ppid, self.p.manager_pid), unit.name.clone(), unit.object_path.clone())
+            (
+                unit.role_of(event.tgid, event.ppid, self.p.manager_pid),
+                unit.name.clone(),
+                unit.object_path.clone(),
+            )
         };
         if let Some(role) = known {
             return Some(role);
@@ -394,10 +486,15 @@ impl Engine {
             None => None,
         };
         Some(match fresh {
-            Some(s) if s.exec_main_pid == event.tgid || s.main_pid == event.tgid => ProcessRole::Main,
+            Some(s) if s.exec_main_pid == event.tgid || s.main_pid == event.tgid => {
+                ProcessRole::Main
+            }
             Some(_) => ProcessRole::Child,
             None => {
-                warn!("{name}: cannot ask systemd about exited pid {}; treating it as a child", event.tgid);
+                warn!(
+                    "{name}: cannot ask systemd about exited pid {}; treating it as a child",
+                    event.tgid
+                );
                 ProcessRole::Child
             }
         })
@@ -417,10 +514,38 @@ fn context_of(unit: &crate::units::MonitoredUnit, acting: bool) -> UnitContext {
 /// "SIGKILL" for 9, and so on; "signal N" for numbers without a name.
 pub fn signal_name(sig: u32) -> String {
     const NAMES: [&str; 32] = [
-        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     match NAMES.get(sig as usize) {
         Some(name) if !name.is_empty() => (*name).to_owned(),

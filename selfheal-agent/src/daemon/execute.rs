@@ -56,16 +56,27 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
     let started = Instant::now();
     let job = |result: Result<String, String>| match result {
         Ok(r) if r == "done" => (ActionOutcome::Done, String::new()),
-        Ok(r) => (ActionOutcome::Failed(format!("job ended with \"{r}\"")), String::new()),
+        Ok(r) => (
+            ActionOutcome::Failed(format!("job ended with \"{r}\"")),
+            String::new(),
+        ),
         Err(e) => (ActionOutcome::Failed(e), String::new()),
     };
     let (outcome, note) = match &action {
         Action::Restart => match target.object_path.clone() {
-            None => (ActionOutcome::NotExecuted("the unit is not loaded in systemd".into()), String::new()),
+            None => (
+                ActionOutcome::NotExecuted("the unit is not loaded in systemd".into()),
+                String::new(),
+            ),
             Some(object_path) => {
                 let out = restart(
                     &conn,
-                    RestartRequest { unit: target.unit, name: target.name.clone(), object_path, delay: Duration::ZERO },
+                    RestartRequest {
+                        unit: target.unit,
+                        name: target.name.clone(),
+                        object_path,
+                        delay: Duration::ZERO,
+                    },
                 )
                 .await;
                 let outcome = match out.result {
@@ -100,9 +111,16 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
                 Err(e) => (ActionOutcome::Failed(e), String::new()),
             }
         }
-        Action::Quarantine | Action::Release | Action::Escalate { .. } => {
-            (ActionOutcome::NotExecuted("handled by the engine".into()), String::new())
-        }
+        Action::Quarantine | Action::Release | Action::Escalate { .. } => (
+            ActionOutcome::NotExecuted("handled by the engine".into()),
+            String::new(),
+        ),
     };
-    Finished { unit: target.unit, action, outcome, note, took: started.elapsed() }
+    Finished {
+        unit: target.unit,
+        action,
+        outcome,
+        note,
+        took: started.elapsed(),
+    }
 }

@@ -61,7 +61,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config = &opts.config;
     let conn = systemd::connect(opts.bus).await?;
     let manager_pid = systemd::manager_pid(&conn).await;
-    let load = LoadOptions { quarantine_allow_loopback: config.agent.quarantine_allow_loopback };
+    let load = LoadOptions {
+        quarantine_allow_loopback: config.agent.quarantine_allow_loopback,
+    };
     let mut kernel = tokio::task::spawn_blocking(move || KernelSensors::load(load))
         .await
         .context("loading the eBPF programs panicked")??;
@@ -81,22 +83,40 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (command_tx, commands) = mpsc::channel(16);
     let socket = config.agent.status_socket.clone();
     let listener = status::bind(&socket)?;
-    tasks.spawn(status::serve(listener, state.clone(), command_tx, shutdown.clone()));
+    tasks.spawn(status::serve(
+        listener,
+        state.clone(),
+        command_tx,
+        shutdown.clone(),
+    ));
 
     let (alert_tx, alerts) = mpsc::channel(256);
     let webhook = match &config.webhook.token_file {
         Some(path) => {
             let token = BearerToken::load(path)?;
             let names = state.clone();
-            let is_monitored = Arc::new(move |unit: &str| names.lock().units.iter().any(|u| u.name == unit));
-            Some(Arc::new(Webhook::new(token, config.webhook.max_body, is_monitored, alert_tx)))
+            let is_monitored =
+                Arc::new(move |unit: &str| names.lock().units.iter().any(|u| u.name == unit));
+            Some(Arc::new(Webhook::new(
+                token,
+                config.webhook.max_body,
+                is_monitored,
+                alert_tx,
+            )))
         }
         None => None,
     };
     let last_tick = Arc::new(AtomicU64::new(now_secs()));
     let http_listener = http::bind(&config.http).await?;
-    state.lock().http_address = http_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let http_state = HttpState { metrics: metrics.clone(), health: health_source(state.clone()), webhook };
+    state.lock().http_address = http_listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        health: health_source(state.clone()),
+        webhook,
+    };
     tasks.spawn(http::serve(http_listener, http_state, shutdown.clone()));
 
     let (exit_tx, exits) = mpsc::channel(4096);
@@ -120,7 +140,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Err(e) => warn!("{}: probes not started: {e}", unit.name),
         }
     }
-    tasks.spawn(run_probes(probe_specs.0, probe_specs.1, probe_tx, shutdown.clone()));
+    tasks.spawn(run_probes(
+        probe_specs.0,
+        probe_specs.1,
+        probe_tx,
+        shutdown.clone(),
+    ));
 
     let tracker = Tracker {
         conn: conn.clone(),
@@ -138,9 +163,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let specs: Vec<UnitSpec> = config
         .unit_policies()
         .into_iter()
-        .map(|u| UnitSpec { name: u.name, restart: u.restart, restart_delay: u.restart_delay, remediation: u.remediation })
+        .map(|u| UnitSpec {
+            name: u.name,
+            restart: u.restart,
+            restart_delay: u.restart_delay,
+            remediation: u.remediation,
+        })
         .collect();
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id());
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
     let mut policy = Policy::new(config.policy.clone(), specs, seed);
     let state_file = persist::path(&config.agent.state_dir);
     persist::restore(&mut policy, &state_file);
@@ -164,7 +197,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         v2_root: crate::cgroupfs::v2_root(),
         last_tick: last_tick.clone(),
     });
-    let inputs = engine::Inputs { exits, probes: probe_reports, alerts, commands };
+    let inputs = engine::Inputs {
+        exits,
+        probes: probe_reports,
+        alerts,
+        commands,
+    };
     tasks.spawn(engine.run(inputs, shutdown.clone()));
 
     let notifier = Arc::new(Notifier::from_env().unwrap_or_else(|e| {
@@ -173,10 +211,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }));
     if let Some(interval) = watchdog::ping_interval_from_env() {
         let stale_after = (config.agent.tick * 5).max(interval * 2).as_secs().max(1);
-        let alive = move || now_secs().saturating_sub(last_tick.load(Ordering::Relaxed)) <= stale_after;
+        let alive =
+            move || now_secs().saturating_sub(last_tick.load(Ordering::Relaxed)) <= stale_after;
         let notifier = notifier.clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(async move { watchdog::keep_alive(&notifier, interval, alive, shutdown).await });
+        tasks
+            .spawn(async move { watchdog::keep_alive(&notifier, interval, alive, shutdown).await });
     }
     info!(
         "selfheal agent running: {} unit(s), {} bus{}, status at {}, metrics at http://{}/metrics",
@@ -208,44 +248,66 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 pub(crate) fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The facts `/health` is computed from, read from the shared state when it is asked.
 fn health_source(state: Shared) -> http::HealthSource {
-    Arc::new(move || {
-        let state = state.lock();
-        HealthInput {
-            units: state
-                .units
-                .iter()
-                .map(|u| {
-                    let policy = u.view.policy.as_ref();
-                    let field = |k: &str| policy.and_then(|p| p.get(k)).cloned();
-                    UnitHealth {
-                        name: u.name.clone(),
-                        active_state: if u.exists() { u.systemd.active_state.clone() } else { "not-found".into() },
-                        problem: field("incident").and_then(|v| v.as_str().map(str::to_owned)).or_else(|| {
-                            u.view.stalls.iter().find(|s| s.reported).map(|s| s.kind.clone())
+    Arc::new(move || health_input(&state.lock()))
+}
+
+/// What health is judged on: each unit's state, problem, escalation, circuit and recovery, and
+/// the kernel hooks.
+pub fn health_input(state: &AgentState) -> HealthInput {
+    HealthInput {
+        units: state
+            .units
+            .iter()
+            .map(|u| {
+                let policy = u.view.policy.as_ref();
+                let field = |k: &str| policy.and_then(|p| p.get(k)).cloned();
+                UnitHealth {
+                    name: u.name.clone(),
+                    active_state: if u.exists() {
+                        u.systemd.active_state.clone()
+                    } else {
+                        "not-found".into()
+                    },
+                    problem: field("incident")
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .or_else(|| {
+                            u.view
+                                .stalls
+                                .iter()
+                                .find(|s| s.reported)
+                                .map(|s| s.kind.clone())
                         }),
-                        escalated: field("escalated").is_some_and(|v| !v.is_null()),
-                        circuit: match field("circuit").and_then(|v| v.as_str().map(str::to_owned)).as_deref() {
-                            Some("open") => CircuitState::Open,
-                            Some("half_open") => CircuitState::HalfOpen,
-                            _ => CircuitState::Closed,
-                        },
-                        recovering: field("next_action").is_some_and(|v| !v.is_null()),
-                    }
-                })
-                .collect(),
-            hooks: state
-                .hooks
-                .iter()
-                .map(|h| HookHealth { name: h.hook.to_owned(), attached: h.attached, detail: h.detail.clone() })
-                .collect(),
-            uptime: state.started.elapsed(),
-        }
-    })
+                    escalated: field("escalated").is_some_and(|v| !v.is_null()),
+                    circuit: match field("circuit")
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .as_deref()
+                    {
+                        Some("open") => CircuitState::Open,
+                        Some("half_open") => CircuitState::HalfOpen,
+                        _ => CircuitState::Closed,
+                    },
+                    recovering: field("next_action").is_some_and(|v| !v.is_null()),
+                }
+            })
+            .collect(),
+        hooks: state
+            .hooks
+            .iter()
+            .map(|h| HookHealth {
+                name: h.hook.to_owned(),
+                attached: h.attached,
+                detail: h.detail.clone(),
+            })
+            .collect(),
+        uptime: state.started.elapsed(),
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

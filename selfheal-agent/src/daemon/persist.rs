@@ -24,18 +24,26 @@ pub fn restore(policy: &mut Policy, file: &Path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
-            warn!("cannot read the saved state {}: {e}; starting fresh", file.display());
+            warn!(
+                "cannot read the saved state {}: {e}; starting fresh",
+                file.display()
+            );
             return;
         }
     };
     let restored = serde_json::from_str::<PolicyState>(&text)
         .map_err(|e| e.to_string())
         .and_then(|state| {
-            policy.restore(state, Instant::now(), SystemTime::now()).map_err(|e| e.to_string())
+            policy
+                .restore(state, Instant::now(), SystemTime::now())
+                .map_err(|e| e.to_string())
         });
     match restored {
         Ok(gone) => {
-            info!("restored budgets, breakers and timers from {}", file.display());
+            info!(
+                "restored budgets, breakers and timers from {}",
+                file.display()
+            );
             for name in gone {
                 info!("saved state of {name} dropped: the unit is no longer configured");
             }
@@ -43,13 +51,19 @@ pub fn restore(policy: &mut Policy, file: &Path) {
         Err(e) => {
             let aside = file.with_extension(format!(
                 "corrupt-{}",
-                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
             ));
             let kept = std::fs::rename(file, &aside).is_ok();
             warn!(
                 "the saved state {} is unreadable ({e}); {}starting with fresh budgets and breakers",
                 file.display(),
-                if kept { format!("kept it as {}, ", aside.display()) } else { String::new() }
+                if kept {
+                    format!("kept it as {}, ", aside.display())
+                } else {
+                    String::new()
+                }
             );
         }
     }

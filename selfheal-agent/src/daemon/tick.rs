@@ -3,6 +3,7 @@
 //! publish views and metrics.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     time::{Instant, SystemTime},
 };
@@ -14,7 +15,8 @@ use crate::{
         leak::{LeakConfig, LeakEvent},
         stall::{SchedSample, StallConfig, StallEvent, TaskState},
     },
-    report::metrics::CircuitState,
+    policy::UnitPolicyStatus,
+    report::metrics::{CircuitState, Metrics},
     sensors::{
         resources::{self, SystemdLimits, UnitResources, UnitResourcesInput},
         sched::UnitCgroup,
@@ -38,7 +40,9 @@ struct Sampled {
 impl Engine {
     pub(super) async fn on_tick(&mut self) {
         let now = Instant::now();
-        self.p.last_tick.store(super::now_secs(), std::sync::atomic::Ordering::Relaxed);
+        self.p
+            .last_tick
+            .store(super::now_secs(), std::sync::atomic::Ordering::Relaxed);
         let sampled = self.units_to_sample(now);
 
         // Blocking reads (bpf map syscalls, procfs, cgroupfs) run off the async threads.
@@ -48,14 +52,26 @@ impl Engine {
             .iter()
             .map(|s| {
                 (
-                    UnitCgroup { unit: s.unit, dir: s.dir.clone(), main_pid: (s.main_pid != 0).then_some(s.main_pid) },
-                    UnitResourcesInput { unit: s.unit, dir: s.dir.clone(), limits: s.limits, live_sockets: None },
+                    UnitCgroup {
+                        unit: s.unit,
+                        dir: s.dir.clone(),
+                        main_pid: (s.main_pid != 0).then_some(s.main_pid),
+                    },
+                    UnitResourcesInput {
+                        unit: s.unit,
+                        dir: s.dir.clone(),
+                        limits: s.limits,
+                        live_sockets: None,
+                    },
                 )
             })
             .collect();
         let joined = tokio::task::spawn_blocking(move || {
             let cgroups: Vec<UnitCgroup> = work.iter().map(|(c, _)| c.clone()).collect();
-            let samples = sched.as_mut().map(|s| s.sample(&cgroups, now)).unwrap_or_default();
+            let samples = sched
+                .as_mut()
+                .map(|s| s.sample(&cgroups, now))
+                .unwrap_or_default();
             let resources: Vec<(u32, UnitResources)> = work
                 .into_iter()
                 .map(|(_, mut input)| {
@@ -66,7 +82,9 @@ impl Engine {
             (sched, sockets, samples, resources)
         })
         .await;
-        let Ok((sched, sockets, samples, resources)) = joined else { return };
+        let Ok((sched, sockets, samples, resources)) = joined else {
+            return;
+        };
         if let Some(sched) = &sched {
             self.p.state.lock().tracked_tasks = sched.tracked().to_vec();
         }
@@ -99,7 +117,10 @@ impl Engine {
                     if s.quiet {
                         continue;
                     }
-                    match self.leak.observe(s.unit, &s.leak, &sample, SystemTime::now()) {
+                    match self
+                        .leak
+                        .observe(s.unit, &s.leak, &sample, SystemTime::now())
+                    {
                         Some(LeakEvent::Detected(problem)) => {
                             let context = self.context(problem.unit);
                             self.raise(problem, context);
@@ -110,12 +131,18 @@ impl Engine {
                         None => {}
                     }
                 }
-                view.connections = res.connections.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
+                view.connections = res
+                    .connections
+                    .iter()
+                    .map(|(k, n)| ((*k).to_owned(), *n))
+                    .collect();
             }
             for trend in self.leak.trends(s.unit, now) {
                 let kind = leak_name(trend.kind);
                 let exhaustion = trend.exhaustion_in;
-                self.p.metrics.set_resource(&s.name, kind, trend.value, trend.limit, exhaustion);
+                self.p
+                    .metrics
+                    .set_resource(&s.name, kind, trend.value, trend.limit, exhaustion);
                 view.resources.push(ResourceView {
                     kind: kind.to_owned(),
                     value: trend.value,
@@ -144,7 +171,9 @@ impl Engine {
                 .units
                 .iter()
                 .enumerate()
-                .filter(|(_, u)| u.exists() && matches!(u.systemd.active_state.as_str(), "active" | "reloading"))
+                .filter(|(_, u)| {
+                    u.exists() && matches!(u.systemd.active_state.as_str(), "active" | "reloading")
+                })
                 .filter_map(|(i, u)| {
                     let cgroup = u.watched_cgroup.as_ref()?;
                     let unit = i as u32;
@@ -190,7 +219,11 @@ impl Engine {
                 if let Some(name) = self.unit_name(unit) {
                     self.p.metrics.clear_stall(&name, kind);
                 }
-                self.cleared(unit, &ProblemKind::Stall(kind), &format!("activity resumed after {lasted:.0?}"));
+                self.cleared(
+                    unit,
+                    &ProblemKind::Stall(kind),
+                    &format!("activity resumed after {lasted:.0?}"),
+                );
             }
         }
     }
@@ -213,7 +246,11 @@ impl Engine {
                 .stall
                 .in_progress(unit, now)
                 .into_iter()
-                .map(|s| StallView { kind: ProblemKind::Stall(s.kind).name().to_owned(), age_seconds: s.age.as_secs_f64(), reported: s.reported })
+                .map(|s| StallView {
+                    kind: ProblemKind::Stall(s.kind).name().to_owned(),
+                    age_seconds: s.age.as_secs_f64(),
+                    reported: s.reported,
+                })
                 .collect();
             view.probes = self
                 .p
@@ -223,18 +260,27 @@ impl Engine {
                 .filter_map(|p| serde_json::to_value(p).ok())
                 .collect();
             let mut state = self.p.state.lock();
-            let Some(u) = state.units.get_mut(unit as usize) else { continue };
+            let Some(u) = state.units.get_mut(unit as usize) else {
+                continue;
+            };
             let name = u.name.clone();
             let healthy = u.systemd.active_state == "active"
                 && view.stalls.iter().all(|s| !s.reported)
-                && policy.as_ref().is_none_or(|p| p.escalated.is_none() && p.incident.is_none());
+                && policy
+                    .as_ref()
+                    .is_none_or(|p| p.escalated.is_none() && p.incident.is_none());
             if let Some(p) = &policy {
-                self.p.metrics.set_consecutive_failures(&name, p.consecutive_failures);
-                self.p.metrics.set_circuit(&name, match p.circuit {
-                    crate::policy::CircuitState::Closed => CircuitState::Closed,
-                    crate::policy::CircuitState::HalfOpen => CircuitState::HalfOpen,
-                    crate::policy::CircuitState::Open => CircuitState::Open,
-                });
+                self.p
+                    .metrics
+                    .set_consecutive_failures(&name, p.consecutive_failures);
+                self.p.metrics.set_circuit(
+                    &name,
+                    match p.circuit {
+                        crate::policy::CircuitState::Closed => CircuitState::Closed,
+                        crate::policy::CircuitState::HalfOpen => CircuitState::HalfOpen,
+                        crate::policy::CircuitState::Open => CircuitState::Open,
+                    },
+                );
             }
             for stall in self.stall.in_progress(unit, now) {
                 if stall.reported {
@@ -242,9 +288,43 @@ impl Engine {
                 }
             }
             self.p.metrics.set_unit_healthy(&name, healthy);
+            track_recovery(
+                &mut self.incidents,
+                &self.p.metrics,
+                (unit, &name),
+                policy.as_ref(),
+                healthy,
+                now,
+            );
             view.policy = policy.and_then(|p| serde_json::to_value(p).ok());
             u.view = view;
         }
+    }
+}
+
+/// An incident that ended with the unit healthy is a recovery, timed from the problem's
+/// detection (`incidents` holds when each open one began). One handed to an operator or merely
+/// contained (frozen, quarantined) is not.
+fn track_recovery(
+    incidents: &mut HashMap<u32, Instant>,
+    metrics: &Metrics,
+    (unit, name): (u32, &str),
+    policy: Option<&UnitPolicyStatus>,
+    healthy: bool,
+    now: Instant,
+) {
+    let Some(policy) = policy else { return };
+    if policy.escalated.is_some() {
+        incidents.remove(&unit);
+    } else if policy.incident.is_some() {
+        // Opened without a problem of ours to time it from (a held one admitted later).
+        incidents.entry(unit).or_insert(now);
+    } else if let Some(since) = incidents.remove(&unit)
+        && healthy
+        && !policy.frozen
+        && !policy.quarantined
+    {
+        metrics.recovered(name, now.saturating_duration_since(since));
     }
 }
 

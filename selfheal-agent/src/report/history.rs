@@ -27,6 +27,10 @@ pub enum Event {
         signal_name: Option<String>,
         oom_killed: bool,
         core_dumped: bool,
+        /// From the kernel's exit (its `bpf_ktime_get_ns()`) to the engine receiving the record,
+        /// in microseconds: what `cargo xtask bench` reports as detection latency.
+        #[serde(default)]
+        kernel_to_agent_us: Option<u64>,
     },
     /// What the policy decided about a problem, and why.
     Decision {
@@ -94,6 +98,7 @@ impl Event {
                 signal,
                 oom_killed,
                 core_dumped,
+                ..
             } => {
                 let who = match role {
                     ProcessRole::Main => "main process",

@@ -16,7 +16,7 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
 };
 
-use super::history::Record;
+use super::{health::HealthReport, history::Record};
 use crate::{
     daemon::{Shared, commands::Command},
     systemd::Bus,
@@ -28,6 +28,8 @@ const MAX_REQUEST: usize = 4096;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatusDoc {
+    /// The `/health` document: overall healthy/degraded/critical and its checks.
+    pub health: HealthReport,
     pub agent: AgentInfo,
     pub kernel: KernelInfo,
     pub units: Vec<UnitStatus>,
@@ -92,6 +94,7 @@ struct Request {
 fn document(state: &Shared) -> StatusDoc {
     let state = state.lock();
     StatusDoc {
+        health: super::health::assess(&crate::daemon::health_input(&state)),
         agent: AgentInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -205,7 +208,11 @@ async fn answer(stream: UnixStream, state: Shared, commands: mpsc::Sender<Comman
     let _ = write.write_all(text.as_bytes()).await;
 }
 
-async fn handle(req: Request, state: &Shared, commands: &mpsc::Sender<Command>) -> serde_json::Value {
+async fn handle(
+    req: Request,
+    state: &Shared,
+    commands: &mpsc::Sender<Command>,
+) -> serde_json::Value {
     let unit = req.unit.clone().unwrap_or_default();
     let engine = |make: fn(String, oneshot::Sender<Result<String, String>>) -> Command| async move {
         let (tx, rx) = oneshot::channel();
@@ -234,9 +241,13 @@ async fn handle(req: Request, state: &Shared, commands: &mpsc::Sender<Command>) 
                 serde_json::json!({ "units": units })
             }
         }
-        "explain" if req.unit.is_some() => engine(|unit, reply| Command::Explain { unit, reply }).await,
+        "explain" if req.unit.is_some() => {
+            engine(|unit, reply| Command::Explain { unit, reply }).await
+        }
         "reset" if req.unit.is_some() => engine(|unit, reply| Command::Reset { unit, reply }).await,
-        "release" if req.unit.is_some() => engine(|unit, reply| Command::Release { unit, reply }).await,
+        "release" if req.unit.is_some() => {
+            engine(|unit, reply| Command::Release { unit, reply }).await
+        }
         "explain" | "reset" | "release" => {
             serde_json::json!({ "error": format!("\"{}\" needs a unit", req.command) })
         }
@@ -247,7 +258,11 @@ async fn handle(req: Request, state: &Shared, commands: &mpsc::Sender<Command>) 
 }
 
 /// Sends one request to the agent at `path` and returns its JSON answer.
-pub async fn request(path: &PathBuf, command: &str, unit: Option<&str>) -> anyhow::Result<serde_json::Value> {
+pub async fn request(
+    path: &PathBuf,
+    command: &str,
+    unit: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
     let stream = connect(path).await?;
     let (read, mut write) = stream.into_split();
     let mut body = serde_json::json!({ "command": command, "unit": unit }).to_string();
@@ -258,7 +273,10 @@ pub async fn request(path: &PathBuf, command: &str, unit: Option<&str>) -> anyho
     let value: serde_json::Value = serde_json::from_str(&line)
         .with_context(|| format!("the agent at {} sent malformed JSON", path.display()))?;
     if let Some(err) = value.get("error") {
-        bail!("{}", err.as_str().map_or_else(|| err.to_string(), str::to_owned));
+        bail!(
+            "{}",
+            err.as_str().map_or_else(|| err.to_string(), str::to_owned)
+        );
     }
     Ok(value)
 }
@@ -266,13 +284,23 @@ pub async fn request(path: &PathBuf, command: &str, unit: Option<&str>) -> anyho
 async fn connect(path: &PathBuf) -> anyhow::Result<UnixStream> {
     match UnixStream::connect(path).await {
         Ok(stream) => Ok(stream),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => bail!(
-            "no selfheal agent is running: nothing answers at {} ({e}). Start it with `selfheal-agent run` \
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            bail!(
+                "no selfheal agent is running: nothing answers at {} ({e}). Start it with `selfheal-agent run` \
              (or `systemctl start selfheal`), or pass --socket if it uses another path",
-            path.display()
-        ),
+                path.display()
+            )
+        }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            bail!("cannot open {}: permission denied; the status socket is root-only, run as root", path.display())
+            bail!(
+                "cannot open {}: permission denied; the status socket is root-only, run as root",
+                path.display()
+            )
         }
         Err(e) => Err(e).with_context(|| format!("connecting to {}", path.display())),
     }
@@ -281,5 +309,6 @@ async fn connect(path: &PathBuf) -> anyhow::Result<UnixStream> {
 /// Asks the agent listening on `path` for its status.
 pub async fn query(path: &PathBuf) -> anyhow::Result<StatusDoc> {
     let value = request(path, "status", None).await?;
-    serde_json::from_value(value).context("the agent's status has an unexpected shape (agent and CLI versions differ?)")
+    serde_json::from_value(value)
+        .context("the agent's status has an unexpected shape (agent and CLI versions differ?)")
 }

@@ -13,9 +13,13 @@ const RECENT: usize = 5;
 pub fn render(doc: &StatusDoc) -> String {
     let mut out = String::new();
     let attached = doc.kernel.hooks.iter().filter(|h| h.attached).count();
+    let overall = serde_json::to_value(doc.health.overall)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_uppercase))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "selfheal {} — pid {}, up {}, {} manager{}, kernel hooks {attached}/{} attached",
+        "System Health: {overall} — selfheal {}, pid {}, up {}, {} manager{}, kernel hooks {attached}/{} attached",
         doc.agent.version,
         doc.agent.pid,
         human(Duration::from_secs(doc.agent.uptime_seconds)),
@@ -26,6 +30,17 @@ pub fn render(doc: &StatusDoc) -> String {
     for hook in doc.kernel.hooks.iter().filter(|h| !h.attached) {
         let _ = writeln!(out, "  ! {} not attached: {}", hook.hook, hook.detail);
     }
+    let breakers = &doc.health.circuit_breakers;
+    let _ = writeln!(
+        out,
+        "├── Circuit Breakers: {} closed, {} half-open, {} open",
+        breakers.closed, breakers.half_open, breakers.open
+    );
+    let _ = writeln!(
+        out,
+        "├── Active Recoveries: {}",
+        doc.health.active_recoveries
+    );
     if doc.units.is_empty() {
         let _ = writeln!(out, "└── no units configured");
     }
@@ -53,22 +68,114 @@ pub fn render(doc: &StatusDoc) -> String {
             "{branch} {}: {state}{pid}, restart={}, restarts {}",
             unit.name, unit.restart, unit.restarts
         );
+        let mut lines = details(unit);
         let recent: Vec<_> = unit.history.iter().rev().take(RECENT).rev().collect();
-        for (j, record) in recent.iter().enumerate() {
-            let twig = if j + 1 == recent.len() {
+        lines.extend(
+            recent
+                .iter()
+                .map(|r| format!("{} {}", clock(r.at_ms), r.event.summary())),
+        );
+        for (j, line) in lines.iter().enumerate() {
+            let twig = if j + 1 == lines.len() {
                 "└──"
             } else {
                 "├──"
             };
-            let _ = writeln!(
-                out,
-                "{indent}{twig} {} {}",
-                clock(record.at_ms),
-                record.event.summary()
-            );
+            let _ = writeln!(out, "{indent}{twig} {line}");
         }
     }
     out
+}
+
+/// The engine's picture of a unit: policy, stalls, scheduler, resources, probes.
+fn details(unit: &super::status::UnitStatus) -> Vec<String> {
+    let view = &unit.view;
+    let mut lines = Vec::new();
+    if !view.explain.is_empty() && view.policy.is_some() {
+        lines.push(format!(
+            "Policy: {}",
+            view.explain.trim_start_matches(&format!("{}: ", unit.name))
+        ));
+    }
+    for stall in &view.stalls {
+        let what = if stall.reported {
+            "STALL"
+        } else {
+            "suspected stall"
+        };
+        lines.push(format!(
+            "{what}: {} for {}",
+            stall.kind,
+            human(Duration::from_secs_f64(stall.age_seconds))
+        ));
+    }
+    if let Some(sched) = &view.sched {
+        let p99 = sched
+            .runq_p99_ms
+            .map_or(String::new(), |ms| format!(", run-queue p99 {ms:.1} ms"));
+        let states: Vec<String> = sched
+            .states
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        lines.push(format!(
+            "Scheduler: {:.1}% CPU{p99}, {} task(s) ({})",
+            sched.oncpu_percent,
+            sched.tasks,
+            states.join(", ")
+        ));
+    }
+    let resources: Vec<String> = view.resources.iter().map(resource).collect();
+    if !resources.is_empty() {
+        lines.push(format!("Resources: {}", resources.join("; ")));
+    }
+    for probe in &view.probes {
+        let name = probe["name"].as_str().unwrap_or("?");
+        let up = match probe["up"].as_bool() {
+            Some(true) => "up",
+            Some(false) => "DOWN",
+            None => "no result yet",
+        };
+        let latency = probe["latency_ms"]
+            .as_f64()
+            .map_or(String::new(), |ms| format!(", {ms:.0} ms"));
+        let baseline = probe["baseline_ms"]
+            .as_f64()
+            .map_or(String::new(), |ms| format!(" (baseline {ms:.0} ms)"));
+        lines.push(format!("Probe {name}: {up}{latency}{baseline}"));
+    }
+    lines
+}
+
+fn resource(r: &crate::units::view::ResourceView) -> String {
+    let arrow = match r.shape.as_str() {
+        "leak" => "↗ leak",
+        "plateau" => "→ plateau",
+        "sawtooth" => "↕",
+        "shrinking" => "↘",
+        "burst" => "↑ burst",
+        _ => "→",
+    };
+    let value = if r.kind == "memory" {
+        mib(r.value)
+    } else {
+        format!("{:.0}", r.value)
+    };
+    let limit = r.limit.map_or(String::new(), |l| {
+        if r.kind == "memory" {
+            format!("/{}", mib(l))
+        } else {
+            format!("/{l:.0}")
+        }
+    });
+    let exhaustion = r.exhaustion_in_seconds.map_or(String::new(), |s| {
+        format!(", exhausted in ~{}", human(Duration::from_secs_f64(s)))
+    });
+    format!("{} {value}{limit} {arrow}{exhaustion}", r.kind)
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
 }
 
 fn human(d: Duration) -> String {
@@ -106,6 +213,11 @@ mod tests {
     #[test]
     fn the_tree_shows_each_unit_with_its_last_events() {
         let doc = StatusDoc {
+            health: crate::report::health::assess(&crate::report::health::HealthInput {
+                units: vec![],
+                hooks: vec![],
+                uptime: Duration::from_secs(75),
+            }),
             agent: AgentInfo {
                 version: "0.1.0".into(),
                 pid: 1,
@@ -136,11 +248,31 @@ mod tests {
                         message: "unit found".into(),
                     },
                 }],
-                view: Default::default(),
+                view: crate::units::view::UnitView {
+                    resources: vec![crate::units::view::ResourceView {
+                        kind: "fd".into(),
+                        value: 480.0,
+                        limit: Some(1024.0),
+                        shape: "leak".into(),
+                        slope_per_minute: 60.0,
+                        exhaustion_in_seconds: Some(540.0),
+                        reported: true,
+                    }],
+                    ..Default::default()
+                },
             }],
         };
         let text = render(&doc);
+        assert!(text.starts_with("System Health: HEALTHY"), "{text}");
         assert!(text.contains("up 1m15s"), "{text}");
+        assert!(
+            text.contains("├── Circuit Breakers: 0 closed, 0 half-open, 0 open"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    ├── Resources: fd 480/1024 ↗ leak, exhausted in ~9m00s"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "└── web.service: active (running), main pid 42, restart=on-failure, restarts 1"

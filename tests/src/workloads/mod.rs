@@ -4,11 +4,17 @@
 
 use std::process::ExitCode;
 
+mod remediation;
+
 /// Usage of the modes below, one line each.
-pub const USAGE: &str = "";
+pub const USAGE: &str = "\
+  fail-first COUNTFILE N AFTER_MS   runs 1..=N sleep AFTER_MS then exit 3; later runs stay up (COUNTFILE counts runs)\n\
+  connect-loop ADDR OUTFILE        every 200 ms connect to ADDR; OUTFILE holds \"ok N\" or \"fail N\" (N counts tries)\n\
+  vfork-hang                       wait in uninterruptible sleep (D) for a vfork child that never execs\n\
+";
 
 /// Runs `mode` if one of the families knows it.
 pub fn run(mode: &str, args: &[String]) -> Option<Result<ExitCode, String>> {
-    let families: [fn(&str, &[String]) -> Option<Result<ExitCode, String>>; 0] = [];
+    let families: [fn(&str, &[String]) -> Option<Result<ExitCode, String>>; 1] = [remediation::run];
     families.iter().find_map(|family| family(mode, args))
 }

@@ -1,0 +1,124 @@
+//! Issue 6 end to end: what an operator and their tools see of a running agent. Its live
+//! `/metrics` pass `promtool`, a real Prometheus and Alertmanager drive it through its webhook,
+//! the webhook refuses what it must, `status` and `/health` tell healthy, recovering and
+//! escalated units apart, and systemd's notify socket hears READY=1 and watchdog pings.
+//!
+//! Needs root (like every agent test), Debian's `prometheus` and `prometheus-alertmanager`
+//! (`cargo xtask setup` installs them), and the agent and workload binaries.
+
+#[path = "operator/alerting.rs"]
+mod alerting;
+#[path = "operator/health.rs"]
+mod health;
+#[path = "operator/http.rs"]
+mod http;
+#[path = "operator/metrics.rs"]
+mod metrics;
+#[path = "operator/servers.rs"]
+mod servers;
+#[path = "operator/watchdog.rs"]
+mod watchdog;
+#[path = "operator/webhook.rs"]
+mod webhook;
+
+use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use selfheal_tests::{Sandbox, agent::Agent, workload_bin};
+use serde_json::{Value, json};
+
+/// Generous: these run in parallel on a 2-core CI machine.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The token the agent's webhook expects in these tests.
+const TOKEN: &str = "e2e-operator-token";
+
+fn workload(args: &str) -> String {
+    format!("{} {args}", workload_bin().display())
+}
+
+/// Writes [`TOKEN`] into the sandbox with mode 0600 (the agent refuses a token others may
+/// read) and returns its path.
+fn token_file(sandbox: &Sandbox) -> anyhow::Result<PathBuf> {
+    let path = sandbox.runtime_dir().join("webhook.token");
+    std::fs::write(&path, format!("{TOKEN}\n")).context("writing the webhook token")?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(path)
+}
+
+/// Where the agent serves /metrics, /health and the webhook (status `agent.http`).
+fn http_address(agent: &Agent) -> anyhow::Result<String> {
+    let status = agent.status()?;
+    status["agent"]["http"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .with_context(|| format!("no agent.http in the status: {status:#}"))
+}
+
+/// Waits until the agent has resolved the unit and pushed its cgroup into the kernel filter.
+fn wait_watching(agent: &Agent, unit: &str) -> anyhow::Result<()> {
+    Sandbox::wait_until(&format!("the agent to watch {unit}"), WAIT, || {
+        Ok(agent.unit(unit)?["cgroup_id"].is_u64())
+    })
+}
+
+fn wait_for_record(
+    agent: &Agent,
+    unit: &str,
+    kind: &str,
+    what: &str,
+    timeout: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    let mut found = None;
+    Sandbox::wait_until(what, timeout, || {
+        found = agent.records(unit, kind)?.into_iter().find(|r| matches(r));
+        Ok(found.is_some())
+    })
+    .with_context(|| format!("agent log:\n{}", agent.log_text()))?;
+    Ok(found.expect("found"))
+}
+
+fn restart_done(r: &Value) -> bool {
+    r["action"] == "restart" && r["outcome"] == "done"
+}
+
+/// Sends SIGKILL to the unit's main process and returns its pid.
+fn kill_main(sandbox: &Sandbox, unit: &str) -> anyhow::Result<u32> {
+    let pid = sandbox.main_pid(unit)?;
+    // SAFETY: kill(2) on the main process of a unit this test started.
+    let killed = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    anyhow::ensure!(killed == 0, "kill({pid}, SIGKILL) failed");
+    Ok(pid)
+}
+
+/// One alert as Alertmanager's webhook (payload version "4") carries it.
+fn alert(status: &str, name: &str, unit: &str, kind: &str, fingerprint: &str) -> Value {
+    json!({
+        "status": status,
+        "labels": { "alertname": name, "unit": unit, "kind": kind, "severity": "critical" },
+        "annotations": { "summary": format!("{name} on {unit}") },
+        "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.example/graph",
+        "fingerprint": fingerprint,
+    })
+}
+
+/// A whole webhook body around `alerts`, as Alertmanager posts it.
+fn payload(alerts: Vec<Value>) -> String {
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"test\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "selfheal",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example",
+        "alerts": alerts,
+    })
+    .to_string()
+}
