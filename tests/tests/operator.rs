@@ -56,6 +56,22 @@ fn http_address(agent: &Agent) -> anyhow::Result<String> {
         .with_context(|| format!("no agent.http in the status: {status:#}"))
 }
 
+/// `selfheal-agent status --json` from the agent at `socket`, once it answers.
+fn wait_until_status(sandbox: &Sandbox, socket: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let mut status = None;
+    Sandbox::wait_until(&format!("the agent to answer on {socket}"), timeout, || {
+        let out = std::process::Command::new(selfheal_tests::agent::agent_bin())
+            .args(["status", "--json", "--socket", socket])
+            .envs(sandbox.env())
+            .output()?;
+        if out.status.success() {
+            status = Some(serde_json::from_slice(&out.stdout)?);
+        }
+        Ok(status.is_some())
+    })?;
+    Ok(status.expect("a status"))
+}
+
 /// Waits until the agent has resolved the unit and pushed its cgroup into the kernel filter.
 fn wait_watching(agent: &Agent, unit: &str) -> anyhow::Result<()> {
     Sandbox::wait_until(&format!("the agent to watch {unit}"), WAIT, || {

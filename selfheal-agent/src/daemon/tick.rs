@@ -147,7 +147,7 @@ impl Engine {
                     kind: kind.to_owned(),
                     value: trend.value,
                     limit: trend.limit,
-                    shape: format!("{:?}", trend.shape).to_lowercase(),
+                    shape: trend.shape.name().to_owned(),
                     slope_per_minute: trend.slope_per_minute,
                     exhaustion_in_seconds: exhaustion.map(|d| d.as_secs_f64()),
                     reported: trend.reported,

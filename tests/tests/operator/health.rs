@@ -56,9 +56,11 @@ fn status_text(agent: &Agent) -> anyhow::Result<String> {
 
 /// Every kernel hook attached: otherwise the agent is degraded whatever its units do.
 fn hooks_attached(report: &Value) -> bool {
-    report["checks"]
-        .as_array()
-        .is_some_and(|c| c.iter().filter(|c| c["kind"] == "kernel_hook").all(|c| c["status"] == "healthy"))
+    report["checks"].as_array().is_some_and(|c| {
+        c.iter()
+            .filter(|c| c["kind"] == "kernel_hook")
+            .all(|c| c["status"] == "healthy")
+    })
 }
 
 #[test]
@@ -89,69 +91,122 @@ fn status_and_health_tell_healthy_recovering_and_escalated_units_apart() -> anyh
 
     // All well.
     let (_, report) = health(&address)?;
-    anyhow::ensure!(hooks_attached(&report), "a kernel hook is missing here: {report:#}");
+    anyhow::ensure!(
+        hooks_attached(&report),
+        "a kernel hook is missing here: {report:#}"
+    );
     let (code, report) = wait_health(&agent, &address, "healthy", |_| true)?;
     assert_eq!(code, 200, "{report:#}");
     for unit in UNITS {
-        assert_eq!(check(&report, unit), ("healthy".into(), "active".into()), "{report:#}");
+        assert_eq!(
+            check(&report, unit),
+            ("healthy".into(), "active".into()),
+            "{report:#}"
+        );
     }
     assert_eq!(report["active_recoveries"], 0, "{report:#}");
     assert_eq!(report["circuit_breakers"]["closed"], 3, "{report:#}");
     let text = status_text(&agent)?;
     for unit in UNITS {
-        assert!(text.contains(&format!("{unit}: active (running)")), "{text}");
+        assert!(
+            text.contains(&format!("{unit}: active (running)")),
+            "{text}"
+        );
     }
 
     // crashy crashes and is restarted: active again, but the incident stays open until the
     // restart is verified.
     kill_main(&sandbox, "crashy.service")?;
-    wait_for_record(&agent, "crashy.service", "action", "crashy's restart", WAIT, restart_done)?;
+    wait_for_record(
+        &agent,
+        "crashy.service",
+        "action",
+        "crashy's restart",
+        WAIT,
+        restart_done,
+    )?;
     let (code, report) = wait_health(&agent, &address, "degraded", |r| {
         check(r, "crashy.service").1.starts_with("active;")
     })?;
     assert_eq!(code, 200, "degraded still serves: {report:#}");
     let (status, detail) = check(&report, "crashy.service");
     assert_eq!(status, "degraded", "{report:#}");
-    assert!(detail.starts_with("active;") && detail.contains("crash"), "{report:#}");
+    assert!(
+        detail.starts_with("active;") && detail.contains("crash"),
+        "{report:#}"
+    );
     assert_eq!(check(&report, "calm.service").0, "healthy", "{report:#}");
     assert_eq!(check(&report, "doomed.service").0, "healthy", "{report:#}");
     let crashy = agent.unit("crashy.service")?;
     assert_eq!(crashy["view"]["policy"]["incident"], "crash", "{crashy:#}");
-    assert_eq!(crashy["view"]["policy"]["escalated"], Value::Null, "{crashy:#}");
+    assert_eq!(
+        crashy["view"]["policy"]["escalated"],
+        Value::Null,
+        "{crashy:#}"
+    );
     assert_eq!(crashy["restarts"], 1, "{crashy:#}");
-    assert_eq!(agent.unit("calm.service")?["view"]["policy"]["incident"], Value::Null);
+    assert_eq!(
+        agent.unit("calm.service")?["view"]["policy"]["incident"],
+        Value::Null
+    );
     let text = status_text(&agent)?;
     assert!(text.contains("crashy.service: active (running)"), "{text}");
     assert!(text.contains("restart done"), "{text}");
 
     // An operator's page for doomed escalates at once: the agent stops acting on it.
-    let body = payload(vec![alert("firing", "OperatorPage", "doomed.service", "operator_page", "fp-doomed")]);
+    let body = payload(vec![alert(
+        "firing",
+        "OperatorPage",
+        "doomed.service",
+        "operator_page",
+        "fp-doomed",
+    )]);
     let bearer = format!("Bearer {TOKEN}");
     let response = http::request(
         &address,
         "POST",
         "/selfheal/trigger",
-        &[("Authorization", &bearer), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
         body.as_bytes(),
     )?;
     assert_eq!(response.status, 202, "{response:?}");
-    wait_for_record(&agent, "doomed.service", "action", "the escalation", WAIT, |r| {
-        r["action"] == "escalate" && r["outcome"] == "done"
-    })?;
+    wait_for_record(
+        &agent,
+        "doomed.service",
+        "action",
+        "the escalation",
+        WAIT,
+        |r| r["action"] == "escalate" && r["outcome"] == "done",
+    )?;
     let (code, report) = wait_health(&agent, &address, "critical", |r| {
         check(r, "doomed.service").0 == "critical"
     })?;
-    assert_eq!(code, 503, "critical answers 503 for load balancers: {report:#}");
+    assert_eq!(
+        code, 503,
+        "critical answers 503 for load balancers: {report:#}"
+    );
     assert_eq!(
         check(&report, "doomed.service"),
-        ("critical".into(), "escalated: operator_page needs an operator".into()),
+        (
+            "critical".into(),
+            "escalated: operator_page needs an operator".into()
+        ),
         "{report:#}"
     );
     assert_eq!(check(&report, "crashy.service").0, "degraded", "{report:#}");
     assert_eq!(check(&report, "calm.service").0, "healthy", "{report:#}");
     let doomed = agent.unit("doomed.service")?;
-    assert!(doomed["view"]["policy"]["escalated"].is_string(), "{doomed:#}");
-    assert_eq!(doomed["restarts"], 0, "escalating restarts nothing: {doomed:#}");
+    assert!(
+        doomed["view"]["policy"]["escalated"].is_string(),
+        "{doomed:#}"
+    );
+    assert_eq!(
+        doomed["restarts"], 0,
+        "escalating restarts nothing: {doomed:#}"
+    );
     let json = agent.status()?;
     let escalated: Vec<&str> = json["units"]
         .as_array()
@@ -167,13 +222,21 @@ fn status_and_health_tell_healthy_recovering_and_escalated_units_apart() -> anyh
     assert!(text.contains("doomed.service: active (running)"), "{text}");
 
     // The operator takes it back: healthy again, the agent degraded only by crashy.
-    let out = agent.cli(&["reset", "doomed.service", "--socket", &agent.socket().to_string_lossy()])?;
+    let out = agent.cli(&[
+        "reset",
+        "doomed.service",
+        "--socket",
+        &agent.socket().to_string_lossy(),
+    ])?;
     assert!(out.status.success(), "reset failed: {out:?}");
     let (code, report) = wait_health(&agent, &address, "degraded", |r| {
         check(r, "doomed.service").0 == "healthy"
     })?;
     assert_eq!(code, 200, "{report:#}");
     assert_eq!(check(&report, "doomed.service").0, "healthy", "{report:#}");
-    assert_eq!(agent.unit("doomed.service")?["view"]["policy"]["escalated"], Value::Null);
+    assert_eq!(
+        agent.unit("doomed.service")?["view"]["policy"]["escalated"],
+        Value::Null
+    );
     Ok(())
 }

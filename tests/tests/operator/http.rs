@@ -100,11 +100,18 @@ pub fn read_response(stream: &mut TcpStream) -> anyhow::Result<Response> {
         Some(response) => Ok(response),
         None => {
             let Some(end) = find(&raw, b"\r\n\r\n") else {
-                bail!("the connection closed mid-head: {:?}", String::from_utf8_lossy(&raw));
+                bail!(
+                    "the connection closed mid-head: {:?}",
+                    String::from_utf8_lossy(&raw)
+                );
             };
             let (status, headers) = head(&raw[..end])?;
             let body = String::from_utf8_lossy(&raw[end + 4..]).into_owned();
-            Ok(Response { status, headers, body })
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
         }
     }
 }
@@ -116,7 +123,12 @@ fn parse(raw: &[u8]) -> anyhow::Result<Option<Response>> {
     };
     let (status, headers) = head(&raw[..end])?;
     let rest = &raw[end + 4..];
-    let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
     let body = if let Some(length) = value("content-length") {
         let length: usize = length.parse().context("Content-Length")?;
         if rest.len() < length {
@@ -132,7 +144,11 @@ fn parse(raw: &[u8]) -> anyhow::Result<Option<Response>> {
         return Ok(None);
     };
     let body = String::from_utf8(body).context("a body that is not UTF-8")?;
-    Ok(Some(Response { status, headers, body }))
+    Ok(Some(Response {
+        status,
+        headers,
+        body,
+    }))
 }
 
 fn head(head: &[u8]) -> anyhow::Result<(u16, Vec<(String, String)>)> {
@@ -205,7 +221,10 @@ fn parse_labels(text: &str) -> Vec<(String, String)> {
         let Some((value, tail)) = after.split_once('"') else {
             break;
         };
-        pairs.push((key.trim_start_matches(',').trim().to_owned(), value.to_owned()));
+        pairs.push((
+            key.trim_start_matches(',').trim().to_owned(),
+            value.to_owned(),
+        ));
         rest = tail;
     }
     pairs

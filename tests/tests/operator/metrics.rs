@@ -33,7 +33,10 @@ fn promtool_findings(text: &str) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    anyhow::ensure!(out.status.success(), "promtool check metrics failed: {findings}");
+    anyhow::ensure!(
+        out.status.success(),
+        "promtool check metrics failed: {findings}"
+    );
     Ok(findings.trim().to_owned())
 }
 
@@ -70,14 +73,22 @@ fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> an
     let text = response.body;
     assert_eq!(promtool_findings(&text)?, "", "in:\n{text}");
     // The seed's names, there from the start so rates and alerts see the unit at once.
-    assert_eq!(http::sample(&text, "selfhealing_restarts_total", &unit), Some(0.0), "{text}");
+    assert_eq!(
+        http::sample(&text, "selfhealing_restarts_total", &unit),
+        Some(0.0),
+        "{text}"
+    );
     assert_eq!(
         http::sample(&text, "selfhealing_consecutive_failures", &unit),
         Some(0.0),
         "{text}"
     );
     assert_eq!(
-        http::sample(&text, "selfheal_kernel_hook_attached", &[("hook", "sched_process_exit")]),
+        http::sample(
+            &text,
+            "selfheal_kernel_hook_attached",
+            &[("hook", "sched_process_exit")]
+        ),
         Some(1.0),
         "{text}"
     );
@@ -86,11 +97,23 @@ fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> an
     })?;
 
     let pid = kill_main(&sandbox, "victim.service")?;
-    wait_for_record(&agent, "victim.service", "action", "the restart", WAIT, restart_done)?;
+    wait_for_record(
+        &agent,
+        "victim.service",
+        "action",
+        "the restart",
+        WAIT,
+        restart_done,
+    )?;
     // Verified once the unit stayed up for the cooldown: the incident is over.
-    wait_for_record(&agent, "victim.service", "decision", "the verification", WAIT, |r| {
-        r["problem"] == "verified"
-    })?;
+    wait_for_record(
+        &agent,
+        "victim.service",
+        "decision",
+        "the verification",
+        WAIT,
+        |r| r["problem"] == "verified",
+    )?;
     let mut text = String::new();
     Sandbox::wait_until("the recovery to be timed in /metrics", WAIT, || {
         text = scrape(&address)?;
@@ -98,14 +121,22 @@ fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> an
     })
     .with_context(|| format!("last /metrics:\n{text}"))?;
 
-    assert_eq!(http::sample(&text, "selfhealing_restarts_total", &unit), Some(1.0), "{text}");
+    assert_eq!(
+        http::sample(&text, "selfhealing_restarts_total", &unit),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         http::sample(&text, "selfhealing_consecutive_failures", &unit),
         Some(0.0),
         "{text}"
     );
     assert_eq!(
-        http::sample(&text, "selfheal_problems_total", &[unit[0], ("kind", "crash")]),
+        http::sample(
+            &text,
+            "selfheal_problems_total",
+            &[unit[0], ("kind", "crash")]
+        ),
         Some(1.0),
         "{text}"
     );
@@ -115,21 +146,38 @@ fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> an
         Some(1.0),
         "{text}"
     );
-    assert_eq!(http::sample(&text, "selfheal_unit_healthy", &unit), Some(1.0), "{text}");
+    assert_eq!(
+        http::sample(&text, "selfheal_unit_healthy", &unit),
+        Some(1.0),
+        "{text}"
+    );
     // From the kill to the verdict: at least the cooldown, well under the test's patience.
     let took = http::sample(&text, "selfheal_recovery_duration_seconds_sum", &unit)
         .context("no recovery duration sum")?;
-    assert!((2.0..WAIT.as_secs_f64()).contains(&took), "recovery took {took} s:\n{text}");
-    let exits = http::sample(&text, "selfheal_kernel_events_total", &[("event", "process_exits")])
-        .context("no process_exits counter")?;
-    assert!(exits >= 1.0, "the kernel's exit of {pid} is not counted:\n{text}");
+    assert!(
+        (2.0..WAIT.as_secs_f64()).contains(&took),
+        "recovery took {took} s:\n{text}"
+    );
+    let exits = http::sample(
+        &text,
+        "selfheal_kernel_events_total",
+        &[("event", "process_exits")],
+    )
+    .context("no process_exits counter")?;
+    assert!(
+        exits >= 1.0,
+        "the kernel's exit of {pid} is not counted:\n{text}"
+    );
     // With every family now holding samples, the exposition is still clean.
     assert_eq!(promtool_findings(&text)?, "", "in:\n{text}");
 
     // The operator's text view agrees with the counters.
     let status = agent.cli(&["status", "--socket", &agent.socket().to_string_lossy()])?;
     let status = String::from_utf8_lossy(&status.stdout);
-    assert!(status.contains("victim.service: active (running)"), "{status}");
+    assert!(
+        status.contains("victim.service: active (running)"),
+        "{status}"
+    );
     assert!(status.contains("restarts 1"), "{status}");
     Ok(())
 }

@@ -24,7 +24,13 @@ fn post(address: &str, authorization: Option<&str>, body: &str) -> anyhow::Resul
 }
 
 fn firing_web(fingerprint: &str) -> Value {
-    alert("firing", "WebhookTest", "web.service", "webhook_test", fingerprint)
+    alert(
+        "firing",
+        "WebhookTest",
+        "web.service",
+        "webhook_test",
+        fingerprint,
+    )
 }
 
 /// Names in one list of the 202 answer ("accepted", "duplicated", "cleared").
@@ -33,7 +39,14 @@ fn listed(answer: &Value, list: &str) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|a| format!("{} {} {}", a["unit"].as_str().unwrap_or("?"), a["kind"].as_str().unwrap_or("?"), a["fingerprint"].as_str().unwrap_or("?")))
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["unit"].as_str().unwrap_or("?"),
+                a["kind"].as_str().unwrap_or("?"),
+                a["fingerprint"].as_str().unwrap_or("?")
+            )
+        })
         .collect()
 }
 
@@ -76,7 +89,11 @@ fn the_webhook_refuses_bad_requests_changing_nothing_and_acts_once_per_firing_al
 
     let response = post(&address, None, &good)?;
     assert_eq!(response.status, 401, "no token: {response:?}");
-    assert_eq!(response.header("www-authenticate"), Some("Bearer"), "{response:?}");
+    assert_eq!(
+        response.header("www-authenticate"),
+        Some("Bearer"),
+        "{response:?}"
+    );
     assert!(response.error().contains("missing"), "{response:?}");
     let response = post(&address, Some("Bearer not-the-token"), &good)?;
     assert_eq!(response.status, 401, "wrong token: {response:?}");
@@ -84,32 +101,74 @@ fn the_webhook_refuses_bad_requests_changing_nothing_and_acts_once_per_firing_al
     let response = post(&address, Some(&format!("Basic {TOKEN}")), &good)?;
     assert_eq!(response.status, 401, "not a bearer token: {response:?}");
 
-    let response = post(&address, Some(&bearer), "{\"version\": \"4\", \"alerts\": [")?;
+    let response = post(
+        &address,
+        Some(&bearer),
+        "{\"version\": \"4\", \"alerts\": [",
+    )?;
     assert_eq!(response.status, 400, "truncated JSON: {response:?}");
-    assert!(response.error().starts_with("malformed Alertmanager payload: "), "{response:?}");
-    let response = post(&address, Some(&bearer), &good.replace("\"version\":\"4\"", "\"version\":\"3\""))?;
+    assert!(
+        response
+            .error()
+            .starts_with("malformed Alertmanager payload: "),
+        "{response:?}"
+    );
+    let response = post(
+        &address,
+        Some(&bearer),
+        &good.replace("\"version\":\"4\"", "\"version\":\"3\""),
+    )?;
     assert_eq!(response.status, 400, "payload version 3: {response:?}");
-    assert!(response.error().contains("unsupported payload version \"3\""), "{response:?}");
+    assert!(
+        response
+            .error()
+            .contains("unsupported payload version \"3\""),
+        "{response:?}"
+    );
 
     let mut padded = firing_web("fp-web");
     padded["annotations"]["description"] = json!("x".repeat(MAX_BODY));
     let response = post(&address, Some(&bearer), &payload(vec![padded]))?;
     assert_eq!(response.status, 413, "oversized body: {response:?}");
-    assert!(response.error().contains(&format!("larger than {MAX_BODY} bytes")), "{response:?}");
+    assert!(
+        response
+            .error()
+            .contains(&format!("larger than {MAX_BODY} bytes")),
+        "{response:?}"
+    );
     let response = post_chunked_oversized(&address, &bearer)?;
     assert_eq!(response.status, 413, "oversized chunked body: {response:?}");
 
     // One alert for a unit the agent does not monitor rejects the whole request, the good
     // alert beside it included.
-    let ghost = alert("firing", "WebhookTest", "ghost.service", "webhook_test", "fp-ghost");
-    let response = post(&address, Some(&bearer), &payload(vec![firing_web("fp-web"), ghost]))?;
+    let ghost = alert(
+        "firing",
+        "WebhookTest",
+        "ghost.service",
+        "webhook_test",
+        "fp-ghost",
+    );
+    let response = post(
+        &address,
+        Some(&bearer),
+        &payload(vec![firing_web("fp-web"), ghost]),
+    )?;
     assert_eq!(response.status, 422, "unknown unit: {response:?}");
-    assert!(response.error().contains("\"ghost.service\""), "{response:?}");
+    assert!(
+        response.error().contains("\"ghost.service\""),
+        "{response:?}"
+    );
     let mut unlabelled = firing_web("fp-nolabel");
-    unlabelled["labels"].as_object_mut().expect("labels").remove("unit");
+    unlabelled["labels"]
+        .as_object_mut()
+        .expect("labels")
+        .remove("unit");
     let response = post(&address, Some(&bearer), &payload(vec![unlabelled]))?;
     assert_eq!(response.status, 422, "no unit label: {response:?}");
-    assert!(response.error().contains("no \"unit\" label"), "{response:?}");
+    assert!(
+        response.error().contains("no \"unit\" label"),
+        "{response:?}"
+    );
     let response = http::get(&address, TRIGGER)?;
     assert_eq!(response.status, 405, "{response:?}");
     assert_eq!(response.header("allow"), Some("POST"), "{response:?}");
@@ -118,16 +177,31 @@ fn the_webhook_refuses_bad_requests_changing_nothing_and_acts_once_per_firing_al
     let response = post(&address, Some(&bearer), &good)?;
     assert_eq!(response.status, 202, "{response:?}");
     let answer = response.json()?;
-    assert_eq!(listed(&answer, "accepted"), ["web.service webhook_test fp-web"], "{answer:#}");
+    assert_eq!(
+        listed(&answer, "accepted"),
+        ["web.service webhook_test fp-web"],
+        "{answer:#}"
+    );
     assert!(listed(&answer, "duplicated").is_empty(), "{answer:#}");
-    wait_for_record(&agent, "web.service", "action", "the alert's restart", WAIT, restart_done)?;
+    wait_for_record(
+        &agent,
+        "web.service",
+        "action",
+        "the alert's restart",
+        WAIT,
+        restart_done,
+    )?;
 
     // Alertmanager repeats a firing alert every group interval: taken, not acted on again.
     let response = post(&address, Some(&bearer), &good)?;
     assert_eq!(response.status, 202, "{response:?}");
     let answer = response.json()?;
     assert!(listed(&answer, "accepted").is_empty(), "{answer:#}");
-    assert_eq!(listed(&answer, "duplicated"), ["web.service webhook_test fp-web"], "{answer:#}");
+    assert_eq!(
+        listed(&answer, "duplicated"),
+        ["web.service webhook_test fp-web"],
+        "{answer:#}"
+    );
 
     // Resolved: the problem is cleared. The engine takes alerts in order, so once this shows,
     // anything the requests above had raised would show too.
@@ -135,20 +209,41 @@ fn the_webhook_refuses_bad_requests_changing_nothing_and_acts_once_per_firing_al
     resolved["status"] = json!("resolved");
     let response = post(&address, Some(&bearer), &payload(vec![resolved]))?;
     assert_eq!(response.status, 202, "{response:?}");
-    assert_eq!(listed(&response.json()?, "cleared"), ["web.service webhook_test fp-web"]);
-    wait_for_record(&agent, "web.service", "unit", "the alert's clearing", WAIT, |r| {
-        r["message"].as_str().is_some_and(|m| m.starts_with("webhook_test cleared: Alertmanager"))
-    })?;
+    assert_eq!(
+        listed(&response.json()?, "cleared"),
+        ["web.service webhook_test fp-web"]
+    );
+    wait_for_record(
+        &agent,
+        "web.service",
+        "unit",
+        "the alert's clearing",
+        WAIT,
+        |r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("webhook_test cleared: Alertmanager"))
+        },
+    )?;
 
     let decisions = agent.records("web.service", "decision")?;
-    let raised: Vec<&Value> = decisions.iter().filter(|d| d["problem"] == "webhook_test").collect();
+    let raised: Vec<&Value> = decisions
+        .iter()
+        .filter(|d| d["problem"] == "webhook_test")
+        .collect();
     assert_eq!(raised.len(), 1, "one problem raised in all: {decisions:#?}");
     assert_eq!(raised[0]["action"], "restart", "{decisions:#?}");
     let restarts = agent.records("web.service", "action")?;
     assert_eq!(restarts.len(), 1, "one action in all: {restarts:#?}");
     let audit = std::fs::read_to_string(sandbox.runtime_dir().join("actions.jsonl"))?;
-    let audited: Vec<&str> = audit.lines().filter(|l| l.contains("webhook_test")).collect();
+    let audited: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("webhook_test"))
+        .collect();
     assert_eq!(audited.len(), 1, "one decision audited: {audit}");
-    assert!(audited[0].contains("Alertmanager: WebhookTest on web.service"), "{audit}");
+    assert!(
+        audited[0].contains("Alertmanager: WebhookTest on web.service"),
+        "{audit}"
+    );
     Ok(())
 }

@@ -1,0 +1,286 @@
+//! Issue 5 end to end, crash loops: backoff between restarts, the restart budget, escalation
+//! and the operator's way out of it (`explain`, `history`, `reset`), the stable period, and the
+//! audit log. A real `systemd --user` (the sandbox), the real agent, real crashing services.
+
+mod remediation_support;
+
+use anyhow::Context as _;
+use remediation_support::{
+    WAIT, audit_lines, cli, history_and_log, kill_main, policy, records_where, sandbox_file, text,
+    wait_for_policy, wait_for_record, wait_for_records, wait_loaded, workload,
+};
+use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use serde_json::Value;
+
+const UNIT: &str = "crashloop.service";
+
+/// Backoff 1 s × 2 with the seeds' 10 % jitter; the budget (3 restarts) runs out before the
+/// attempts (5) or the failures (escalate after more than 5) would stop the restarts.
+const CRASH_LOOP: &str = r#"
+[policy]
+cooldown = "30s"
+escalate_after = 5
+
+[policy.budget]
+max_restarts = 3
+window = "1h"
+
+[policy.backoff]
+initial = "1s"
+multiplier = 2.0
+max = "1m"
+max_attempts = 5
+jitter = 0.1
+
+[[unit]]
+name = "crashloop.service"
+restart = "on-failure"
+"#;
+
+/// How much later than the backoff delay a scheduled restart may start: the engine must wake
+/// for it, not wait for its next tick; the rest is a loaded CI machine.
+const LATE_MS: f64 = 750.0;
+
+/// The delay a scheduling decision states: "... restart attempt 2 of 5 in 2.1 s (backoff)".
+fn stated_delay_ms(reason: &str) -> Option<f64> {
+    let (before, _) = reason.split_once(" s (backoff)")?;
+    let number = before.rsplit(' ').next()?;
+    number.parse::<f64>().ok().map(|s| s * 1000.0)
+}
+
+fn is_restart_done(r: &Value) -> bool {
+    r["action"] == "restart" && r["outcome"] == "done"
+}
+
+#[test]
+fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budget_is_spent()
+-> anyhow::Result<()> {
+    require_root();
+    let sandbox = Sandbox::start("crashloop")?;
+    // Runs 1-4: the loop (3 restarts, then escalation); 5: a crash while escalated; 6: a crash
+    // after the reset, restarted into run 7, which stays up.
+    let runs = sandbox_file(&sandbox, "crashloop.runs");
+    let exec = workload(&format!("fail-first {runs} 6 300"));
+    sandbox.install_unit(UNIT, &service_unit("crashloop", &exec, &[]))?;
+    let agent = Agent::start(&sandbox, CRASH_LOOP, &[])?;
+    wait_loaded(&agent, UNIT)?;
+    sandbox.systemctl(&["start", UNIT])?;
+
+    let escalation = wait_for_record(&agent, UNIT, "decision", "the escalation", |r| {
+        r["action"] == "escalate"
+    })?;
+    assert!(
+        text(&escalation, "reason").contains("3 of 3 restarts used"),
+        "the budget should be what ran out: {escalation:#}"
+    );
+    let decisions = agent.records(UNIT, "decision")?;
+    for (attempt, nominal_ms) in [(1, 1000.0), (2, 2000.0), (3, 4000.0)] {
+        let tag = format!("restart attempt {attempt} of 5");
+        let of_attempt = |action: &str| {
+            decisions
+                .iter()
+                .find(|d| d["action"] == action && text(d, "reason").contains(&tag))
+                .with_context(|| format!("no {action:?} decision for {tag}: {decisions:#}"))
+        };
+        let (scheduled, due) = (of_attempt("none")?, of_attempt("restart")?);
+        let stated = stated_delay_ms(text(scheduled, "reason"))
+            .with_context(|| format!("no backoff delay in {scheduled:#}"))?;
+        // ± 10 % jitter, and the reason rounds to 0.1 s.
+        assert!(
+            (nominal_ms * 0.9 - 50.0..=nominal_ms * 1.1 + 50.0).contains(&stated),
+            "{tag}: backoff {stated} ms, expected {nominal_ms} ms ± 10 %"
+        );
+        let waited = (due["at_ms"].as_u64().unwrap_or(0) as f64)
+            - (scheduled["at_ms"].as_u64().unwrap_or(u64::MAX) as f64);
+        assert!(
+            (stated - 50.0..=stated + LATE_MS).contains(&waited),
+            "{tag}: restarted {waited} ms after the crash, the backoff said {stated} ms\n{}",
+            history_and_log(&agent, UNIT)
+        );
+    }
+    let restarts = records_where(&agent, UNIT, "action", is_restart_done)?;
+    assert_eq!(restarts.len(), 3, "{restarts:#}");
+    Sandbox::wait_until("the unit to stay failed", WAIT, || {
+        Ok(sandbox.property(UNIT, "ActiveState")? == "failed")
+    })?;
+    let explained = cli(&agent, &["explain", UNIT])?;
+    assert!(
+        explained.contains("escalated at") && explained.contains("0 of 3 restarts left"),
+        "{explained}"
+    );
+
+    // Escalated: a new crash is recorded and decided on, and nothing is done.
+    let decided = agent.records(UNIT, "decision")?.len();
+    sandbox.systemctl(&["start", UNIT])?;
+    let ignored = wait_for_records(&agent, UNIT, "decision", "the crash after escalation", decided + 1, |_| true)?;
+    let ignored = &ignored[decided];
+    assert_eq!(ignored["action"], "none", "{ignored:#}");
+    assert!(
+        text(ignored, "reason").contains("nothing is done until an operator resets"),
+        "{ignored:#}"
+    );
+
+    // The operator resets it: the next crash is restarted again, from the first backoff step.
+    let answer = cli(&agent, &["reset", UNIT])?;
+    assert!(answer.contains("escalation cleared"), "{answer}");
+    let view = policy(&agent, UNIT)?;
+    assert!(view["escalated"].is_null(), "{view:#}");
+    assert_eq!(view["restarts_left"], 3, "{view:#}");
+    sandbox.systemctl(&["start", UNIT])?;
+    wait_for_records(&agent, UNIT, "action", "a restart after the reset", 4, is_restart_done)?;
+    let after_reset = records_where(&agent, UNIT, "decision", |d| d["action"] == "restart")?;
+    let last = after_reset.last().context("a restart decision")?;
+    assert!(text(last, "reason").contains("restart attempt 1 of 5"), "{last:#}");
+
+    // `history` prints every record the status holds, one line each; --json gives them raw.
+    let records = agent.unit(UNIT)?["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let json: Value = serde_json::from_str(&cli(&agent, &["history", UNIT, "--json"])?)?;
+    let raw = json["units"][0]["history"].as_array().cloned().unwrap_or_default();
+    assert!(raw.len() >= records.len(), "{json:#}");
+    let lines = cli(&agent, &["history", UNIT])?;
+    assert_eq!(lines.lines().count(), raw.len(), "{lines}");
+    assert!(lines.lines().all(|l| l.contains(&format!(" {UNIT}: "))), "{lines}");
+    assert!(lines.contains("exited with status 3"), "{lines}");
+    assert!(lines.contains("restart done after"), "{lines}");
+    assert!(lines.contains("operator reset"), "{lines}");
+
+    // The audit log has a line for each decision and each action, with everything that
+    // explains it.
+    let audit = audit_lines(&sandbox)?;
+    let of = |event: &str| -> Vec<&Value> {
+        audit
+            .iter()
+            .filter(|l| l["event"] == event && l["unit"] == UNIT)
+            .collect()
+    };
+    let history = agent.unit(UNIT)?["history"].as_array().cloned().unwrap_or_default();
+    let count = |kind: &str| history.iter().filter(|r| r["kind"] == kind).count();
+    assert_eq!(of("decision").len(), count("decision"), "{audit:#?}");
+    assert_eq!(of("action").len(), count("action"), "{audit:#?}");
+    for line in of("decision") {
+        for field in ["problem", "evidence", "actions", "reason"] {
+            assert!(line[field].is_string(), "{field} missing: {line:#}");
+        }
+        assert_eq!(line["dry_run"], false, "{line:#}");
+        assert!(line["at_ms"].is_u64(), "{line:#}");
+    }
+    let crash_decisions: Vec<&&Value> = of("decision")
+        .iter()
+        .filter(|l| l["problem"] == "crash" && l["actions"] == "none")
+        .collect();
+    assert!(
+        crash_decisions
+            .iter()
+            .any(|l| text(l, "evidence").contains("exited with status 3")),
+        "the evidence names the exit: {crash_decisions:#?}"
+    );
+    for line in of("action") {
+        assert!(line["action"].is_string() && line["outcome"].is_string(), "{line:#}");
+        assert!(line["detail"].is_string() && line["duration_ms"].is_u64(), "{line:#}");
+    }
+    let restarted: Vec<&&Value> = of("action").iter().filter(|l| l["action"] == "restart").collect();
+    assert_eq!(restarted.len(), 4, "{restarted:#?}");
+    assert!(restarted.iter().all(|l| l["outcome"] == "done"), "{restarted:#?}");
+    Ok(())
+}
+
+#[test]
+fn the_restart_budget_is_back_after_the_stable_period() -> anyhow::Result<()> {
+    require_root();
+    let sandbox = Sandbox::start("stable")?;
+    let runs = sandbox_file(&sandbox, "flaky.runs");
+    sandbox.install_unit(
+        "flaky.service",
+        &service_unit("flaky", &workload(&format!("fail-first {runs} 2 300")), &[]),
+    )?;
+    let config = r#"
+[policy]
+cooldown = "2s"
+stable_period = "6s"
+
+[policy.budget]
+max_restarts = 2
+window = "1h"
+
+[policy.backoff]
+initial = "200ms"
+
+[[unit]]
+name = "flaky.service"
+"#;
+    let agent = Agent::start(&sandbox, config, &[])?;
+    wait_loaded(&agent, "flaky.service")?;
+    sandbox.systemctl(&["start", "flaky.service"])?;
+
+    // Two crashes, two restarts: the third run stays up, and the budget is spent.
+    wait_for_records(&agent, "flaky.service", "action", "two restarts", 2, is_restart_done)?;
+    let spent = policy(&agent, "flaky.service")?;
+    assert_eq!(spent["restarts_left"], 0, "{spent:#}");
+    let stable = wait_for_record(&agent, "flaky.service", "decision", "the stable period", |d| {
+        d["problem"] == "stable"
+    })?;
+    assert!(text(&stable, "reason").contains("restart budget"), "{stable:#}");
+    let view = policy(&agent, "flaky.service")?;
+    assert_eq!(view["restarts_left"], 2, "{view:#}");
+    assert_eq!(view["consecutive_failures"], 0, "{view:#}");
+
+    // A crash now is restarted at the first step of the backoff again.
+    kill_main(&sandbox, "flaky.service", libc::SIGKILL)?;
+    wait_for_records(&agent, "flaky.service", "action", "a third restart", 3, is_restart_done)?;
+    let decisions = records_where(&agent, "flaky.service", "decision", |d| d["action"] == "restart")?;
+    let last = decisions.last().context("a restart decision")?;
+    assert!(text(last, "reason").contains("restart attempt 1 of 3"), "{last:#}");
+    let delay = stated_delay_ms(text(last, "reason")).context("a backoff delay")?;
+    assert!((150.0..=250.0).contains(&delay), "backoff {delay} ms after the stable period");
+    assert_eq!(sandbox.property("flaky.service", "ActiveState")?, "active");
+    Ok(())
+}
+
+#[test]
+fn dry_run_records_each_decision_and_touches_nothing() -> anyhow::Result<()> {
+    require_root();
+    let sandbox = Sandbox::start("dryrun")?;
+    sandbox.install_unit(
+        "broken.service",
+        &service_unit("broken", &workload("exit 3 200"), &[]),
+    )?;
+    let config = "[policy.backoff]\ninitial = \"200ms\"\n\n[[unit]]\nname = \"broken.service\"\n";
+    let agent = Agent::start(&sandbox, config, &["--dry-run"])?;
+    assert_eq!(agent.status()?["agent"]["dry_run"], true);
+    wait_loaded(&agent, "broken.service")?;
+    sandbox.systemctl(&["start", "broken.service"])?;
+
+    let decided = wait_for_record(&agent, "broken.service", "decision", "the restart decision", |d| {
+        text(d, "action").starts_with("restart")
+    })?;
+    assert_eq!(decided["action"], "restart (dry run: not acting)", "{decided:#}");
+    let skipped = wait_for_record(&agent, "broken.service", "action", "the skipped restart", |_| true)?;
+    assert_eq!(skipped["outcome"], "skipped", "{skipped:#}");
+    assert_eq!(sandbox.property("broken.service", "ActiveState")?, "failed");
+    assert_eq!(agent.unit("broken.service")?["restarts"], 0);
+
+    // A second crash is decided on again, and again nothing happens.
+    sandbox.systemctl(&["start", "broken.service"])?;
+    wait_for_records(&agent, "broken.service", "decision", "the second decision", 2, |d| {
+        text(d, "action").starts_with("restart")
+    })?;
+    Sandbox::wait_until("broken.service to be failed again", WAIT, || {
+        Ok(sandbox.property("broken.service", "ActiveState")? == "failed")
+    })?;
+    let restarts = records_where(&agent, "broken.service", "action", |a| a["outcome"] != "skipped")?;
+    assert!(restarts.is_empty(), "dry run acted: {restarts:#}");
+
+    let audit = audit_lines(&sandbox)?;
+    let decisions: Vec<&Value> = audit.iter().filter(|l| l["event"] == "decision").collect();
+    assert!(decisions.len() >= 2, "{audit:#?}");
+    assert!(decisions.iter().all(|l| l["dry_run"] == true), "{decisions:#?}");
+    let actions: Vec<&Value> = audit.iter().filter(|l| l["event"] == "action").collect();
+    assert!(
+        actions.iter().all(|l| l["outcome"] == "skipped"),
+        "{actions:#?}"
+    );
+    Ok(())
+}
