@@ -90,7 +90,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::History { unit, json, agent } => {
-            let answer = report::status::request(&agent.path()?, "history", unit.as_deref()).await?;
+            let answer =
+                report::status::request(&agent.path()?, "history", unit.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
@@ -127,11 +128,15 @@ async fn text_answer(agent: &AgentSocket, command: &str, unit: &str) -> anyhow::
 
 /// One line per record: "2026-11-25 21:03:04.120Z web.service: restart done after 27 ms: ...".
 fn print_history(answer: &serde_json::Value) -> anyhow::Result<()> {
-    let units = answer["units"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let units = answer["units"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     for unit in units {
         let name = unit["name"].as_str().unwrap_or("?");
-        let records: Vec<Record> = serde_json::from_value(unit["history"].clone())
-            .context("the agent's history has an unexpected shape (agent and CLI versions differ?)")?;
+        let records: Vec<Record> = serde_json::from_value(unit["history"].clone()).context(
+            "the agent's history has an unexpected shape (agent and CLI versions differ?)",
+        )?;
         if records.is_empty() {
             println!("{name}: nothing recorded yet");
         }

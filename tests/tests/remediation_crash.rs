@@ -2,11 +2,15 @@
 //! and the operator's way out of it (`explain`, `history`, `reset`), the stable period, and the
 //! audit log. A real `systemd --user` (the sandbox), the real agent, real crashing services.
 
+#[expect(
+    dead_code,
+    reason = "each test file uses its own part of the shared helpers"
+)]
 mod remediation_support;
 
 use anyhow::Context as _;
 use remediation_support::{
-    WAIT, audit_lines, cli, history_and_log, kill_main, policy, records_where, sandbox_file, text,
+    WAIT, audit_lines, cli, history_and_log, kill_main, records_where, sandbox_file, text,
     wait_for_policy, wait_for_record, wait_for_records, wait_loaded, workload,
 };
 use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
@@ -37,9 +41,9 @@ name = "crashloop.service"
 restart = "on-failure"
 "#;
 
-/// How much later than the backoff delay a scheduled restart may start: the engine must wake
-/// for it, not wait for its next tick; the rest is a loaded CI machine.
-const LATE_MS: f64 = 750.0;
+/// How much later than its backoff delay a scheduled restart may start: the engine wakes up
+/// for it instead of waiting for its next tick (1 s); the margin is for a loaded CI machine.
+const LATE_MS: f64 = 400.0;
 
 /// The delay a scheduling decision states: "... restart attempt 2 of 5 in 2.1 s (backoff)".
 fn stated_delay_ms(reason: &str) -> Option<f64> {
@@ -80,7 +84,7 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
             decisions
                 .iter()
                 .find(|d| d["action"] == action && text(d, "reason").contains(&tag))
-                .with_context(|| format!("no {action:?} decision for {tag}: {decisions:#}"))
+                .with_context(|| format!("no {action:?} decision for {tag}: {decisions:#?}"))
         };
         let (scheduled, due) = (of_attempt("none")?, of_attempt("restart")?);
         let stated = stated_delay_ms(text(scheduled, "reason"))
@@ -93,13 +97,13 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
         let waited = (due["at_ms"].as_u64().unwrap_or(0) as f64)
             - (scheduled["at_ms"].as_u64().unwrap_or(u64::MAX) as f64);
         assert!(
-            (stated - 50.0..=stated + LATE_MS).contains(&waited),
+            (stated - 100.0..=stated + LATE_MS).contains(&waited),
             "{tag}: restarted {waited} ms after the crash, the backoff said {stated} ms\n{}",
             history_and_log(&agent, UNIT)
         );
     }
     let restarts = records_where(&agent, UNIT, "action", is_restart_done)?;
-    assert_eq!(restarts.len(), 3, "{restarts:#}");
+    assert_eq!(restarts.len(), 3, "{restarts:#?}");
     Sandbox::wait_until("the unit to stay failed", WAIT, || {
         Ok(sandbox.property(UNIT, "ActiveState")? == "failed")
     })?;
@@ -112,7 +116,14 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
     // Escalated: a new crash is recorded and decided on, and nothing is done.
     let decided = agent.records(UNIT, "decision")?.len();
     sandbox.systemctl(&["start", UNIT])?;
-    let ignored = wait_for_records(&agent, UNIT, "decision", "the crash after escalation", decided + 1, |_| true)?;
+    let ignored = wait_for_records(
+        &agent,
+        UNIT,
+        "decision",
+        "the crash after escalation",
+        decided + 1,
+        |_| true,
+    )?;
     let ignored = &ignored[decided];
     assert_eq!(ignored["action"], "none", "{ignored:#}");
     assert!(
@@ -123,14 +134,25 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
     // The operator resets it: the next crash is restarted again, from the first backoff step.
     let answer = cli(&agent, &["reset", UNIT])?;
     assert!(answer.contains("escalation cleared"), "{answer}");
-    let view = policy(&agent, UNIT)?;
-    assert!(view["escalated"].is_null(), "{view:#}");
-    assert_eq!(view["restarts_left"], 3, "{view:#}");
+    // The view is published every tick: wait for one taken after the reset.
+    wait_for_policy(&agent, UNIT, "the escalation cleared", |p| {
+        p["escalated"].is_null() && p["incident"].is_null() && p["restarts_left"] == 3
+    })?;
     sandbox.systemctl(&["start", UNIT])?;
-    wait_for_records(&agent, UNIT, "action", "a restart after the reset", 4, is_restart_done)?;
+    wait_for_records(
+        &agent,
+        UNIT,
+        "action",
+        "a restart after the reset",
+        4,
+        is_restart_done,
+    )?;
     let after_reset = records_where(&agent, UNIT, "decision", |d| d["action"] == "restart")?;
     let last = after_reset.last().context("a restart decision")?;
-    assert!(text(last, "reason").contains("restart attempt 1 of 5"), "{last:#}");
+    assert!(
+        text(last, "reason").contains("restart attempt 1 of 5"),
+        "{last:#}"
+    );
 
     // `history` prints every record the status holds, one line each; --json gives them raw.
     let records = agent.unit(UNIT)?["history"]
@@ -138,11 +160,17 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
         .cloned()
         .unwrap_or_default();
     let json: Value = serde_json::from_str(&cli(&agent, &["history", UNIT, "--json"])?)?;
-    let raw = json["units"][0]["history"].as_array().cloned().unwrap_or_default();
+    let raw = json["units"][0]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(raw.len() >= records.len(), "{json:#}");
     let lines = cli(&agent, &["history", UNIT])?;
     assert_eq!(lines.lines().count(), raw.len(), "{lines}");
-    assert!(lines.lines().all(|l| l.contains(&format!(" {UNIT}: "))), "{lines}");
+    assert!(
+        lines.lines().all(|l| l.contains(&format!(" {UNIT}: "))),
+        "{lines}"
+    );
     assert!(lines.contains("exited with status 3"), "{lines}");
     assert!(lines.contains("restart done after"), "{lines}");
     assert!(lines.contains("operator reset"), "{lines}");
@@ -156,7 +184,10 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
             .filter(|l| l["event"] == event && l["unit"] == UNIT)
             .collect()
     };
-    let history = agent.unit(UNIT)?["history"].as_array().cloned().unwrap_or_default();
+    let history = agent.unit(UNIT)?["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let count = |kind: &str| history.iter().filter(|r| r["kind"] == kind).count();
     assert_eq!(of("decision").len(), count("decision"), "{audit:#?}");
     assert_eq!(of("action").len(), count("action"), "{audit:#?}");
@@ -167,8 +198,8 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
         assert_eq!(line["dry_run"], false, "{line:#}");
         assert!(line["at_ms"].is_u64(), "{line:#}");
     }
-    let crash_decisions: Vec<&&Value> = of("decision")
-        .iter()
+    let crash_decisions: Vec<&Value> = of("decision")
+        .into_iter()
         .filter(|l| l["problem"] == "crash" && l["actions"] == "none")
         .collect();
     assert!(
@@ -178,12 +209,24 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
         "the evidence names the exit: {crash_decisions:#?}"
     );
     for line in of("action") {
-        assert!(line["action"].is_string() && line["outcome"].is_string(), "{line:#}");
-        assert!(line["detail"].is_string() && line["duration_ms"].is_u64(), "{line:#}");
+        assert!(
+            line["action"].is_string() && line["outcome"].is_string(),
+            "{line:#}"
+        );
+        assert!(
+            line["detail"].is_string() && line["duration_ms"].is_u64(),
+            "{line:#}"
+        );
     }
-    let restarted: Vec<&&Value> = of("action").iter().filter(|l| l["action"] == "restart").collect();
+    let restarted: Vec<&Value> = of("action")
+        .into_iter()
+        .filter(|l| l["action"] == "restart")
+        .collect();
     assert_eq!(restarted.len(), 4, "{restarted:#?}");
-    assert!(restarted.iter().all(|l| l["outcome"] == "done"), "{restarted:#?}");
+    assert!(
+        restarted.iter().all(|l| l["outcome"] == "done"),
+        "{restarted:#?}"
+    );
     Ok(())
 }
 
@@ -216,25 +259,56 @@ name = "flaky.service"
     sandbox.systemctl(&["start", "flaky.service"])?;
 
     // Two crashes, two restarts: the third run stays up, and the budget is spent.
-    wait_for_records(&agent, "flaky.service", "action", "two restarts", 2, is_restart_done)?;
-    let spent = policy(&agent, "flaky.service")?;
-    assert_eq!(spent["restarts_left"], 0, "{spent:#}");
-    let stable = wait_for_record(&agent, "flaky.service", "decision", "the stable period", |d| {
-        d["problem"] == "stable"
+    wait_for_records(
+        &agent,
+        "flaky.service",
+        "action",
+        "two restarts",
+        2,
+        is_restart_done,
+    )?;
+    wait_for_policy(&agent, "flaky.service", "the budget spent", |p| {
+        p["restarts_left"] == 0
     })?;
-    assert!(text(&stable, "reason").contains("restart budget"), "{stable:#}");
-    let view = policy(&agent, "flaky.service")?;
-    assert_eq!(view["restarts_left"], 2, "{view:#}");
+    let stable = wait_for_record(
+        &agent,
+        "flaky.service",
+        "decision",
+        "the stable period",
+        |d| d["problem"] == "stable",
+    )?;
+    assert!(
+        text(&stable, "reason").contains("restart budget"),
+        "{stable:#}"
+    );
+    let view = wait_for_policy(&agent, "flaky.service", "the budget back", |p| {
+        p["restarts_left"] == 2
+    })?;
     assert_eq!(view["consecutive_failures"], 0, "{view:#}");
 
     // A crash now is restarted at the first step of the backoff again.
     kill_main(&sandbox, "flaky.service", libc::SIGKILL)?;
-    wait_for_records(&agent, "flaky.service", "action", "a third restart", 3, is_restart_done)?;
-    let decisions = records_where(&agent, "flaky.service", "decision", |d| d["action"] == "restart")?;
+    wait_for_records(
+        &agent,
+        "flaky.service",
+        "action",
+        "a third restart",
+        3,
+        is_restart_done,
+    )?;
+    let decisions = records_where(&agent, "flaky.service", "decision", |d| {
+        d["action"] == "restart"
+    })?;
     let last = decisions.last().context("a restart decision")?;
-    assert!(text(last, "reason").contains("restart attempt 1 of 3"), "{last:#}");
+    assert!(
+        text(last, "reason").contains("restart attempt 1 of 3"),
+        "{last:#}"
+    );
     let delay = stated_delay_ms(text(last, "reason")).context("a backoff delay")?;
-    assert!((150.0..=250.0).contains(&delay), "backoff {delay} ms after the stable period");
+    assert!(
+        (150.0..=250.0).contains(&delay),
+        "backoff {delay} ms after the stable period"
+    );
     assert_eq!(sandbox.property("flaky.service", "ActiveState")?, "active");
     Ok(())
 }
@@ -253,30 +327,53 @@ fn dry_run_records_each_decision_and_touches_nothing() -> anyhow::Result<()> {
     wait_loaded(&agent, "broken.service")?;
     sandbox.systemctl(&["start", "broken.service"])?;
 
-    let decided = wait_for_record(&agent, "broken.service", "decision", "the restart decision", |d| {
-        text(d, "action").starts_with("restart")
-    })?;
-    assert_eq!(decided["action"], "restart (dry run: not acting)", "{decided:#}");
-    let skipped = wait_for_record(&agent, "broken.service", "action", "the skipped restart", |_| true)?;
+    let decided = wait_for_record(
+        &agent,
+        "broken.service",
+        "decision",
+        "the restart decision",
+        |d| text(d, "action").starts_with("restart"),
+    )?;
+    assert_eq!(
+        decided["action"], "restart (dry run: not acting)",
+        "{decided:#}"
+    );
+    let skipped = wait_for_record(
+        &agent,
+        "broken.service",
+        "action",
+        "the skipped restart",
+        |_| true,
+    )?;
     assert_eq!(skipped["outcome"], "skipped", "{skipped:#}");
     assert_eq!(sandbox.property("broken.service", "ActiveState")?, "failed");
     assert_eq!(agent.unit("broken.service")?["restarts"], 0);
 
     // A second crash is decided on again, and again nothing happens.
     sandbox.systemctl(&["start", "broken.service"])?;
-    wait_for_records(&agent, "broken.service", "decision", "the second decision", 2, |d| {
-        text(d, "action").starts_with("restart")
-    })?;
+    wait_for_records(
+        &agent,
+        "broken.service",
+        "decision",
+        "the second decision",
+        2,
+        |d| text(d, "action").starts_with("restart"),
+    )?;
     Sandbox::wait_until("broken.service to be failed again", WAIT, || {
         Ok(sandbox.property("broken.service", "ActiveState")? == "failed")
     })?;
-    let restarts = records_where(&agent, "broken.service", "action", |a| a["outcome"] != "skipped")?;
-    assert!(restarts.is_empty(), "dry run acted: {restarts:#}");
+    let restarts = records_where(&agent, "broken.service", "action", |a| {
+        a["outcome"] != "skipped"
+    })?;
+    assert!(restarts.is_empty(), "dry run acted: {restarts:#?}");
 
     let audit = audit_lines(&sandbox)?;
     let decisions: Vec<&Value> = audit.iter().filter(|l| l["event"] == "decision").collect();
     assert!(decisions.len() >= 2, "{audit:#?}");
-    assert!(decisions.iter().all(|l| l["dry_run"] == true), "{decisions:#?}");
+    assert!(
+        decisions.iter().all(|l| l["dry_run"] == true),
+        "{decisions:#?}"
+    );
     let actions: Vec<&Value> = audit.iter().filter(|l| l["event"] == "action").collect();
     assert!(
         actions.iter().all(|l| l["outcome"] == "skipped"),

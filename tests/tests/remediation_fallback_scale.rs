@@ -2,11 +2,15 @@
 //! and `scale` changing a unit's CPU and memory limits in systemd (and the kernel) and stepping
 //! them back down.
 
+#[expect(
+    dead_code,
+    reason = "each test file uses its own part of the shared helpers"
+)]
 mod remediation_support;
 
 use remediation_support::{
-    WAIT, history_and_log, policy, sandbox_file, text, wait_for_policy, wait_for_record,
-    wait_loaded, wait_watching, workload,
+    WAIT, history_and_log, sandbox_file, text, wait_for_policy, wait_for_record, wait_loaded,
+    wait_watching, workload,
 };
 use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
 
@@ -59,15 +63,19 @@ fallback = "{FALLBACK}"
         a["action"] == format!("start_fallback {FALLBACK}") && a["outcome"] == "done"
     })?;
     assert_eq!(sandbox.property(FALLBACK, "ActiveState")?, "active");
-    let open = policy(&agent, PRIMARY)?;
-    assert_eq!(open["circuit"], "open", "{open:#}");
+    let open = wait_for_policy(&agent, PRIMARY, "the circuit open", |p| {
+        p["circuit"] == "open"
+    })?;
     assert_eq!(open["fallback_running"], true, "{open:#}");
 
     // After open_for: half-open, one trial restart; the primary stays up this time.
     let trial = wait_for_record(&agent, PRIMARY, "decision", "the trial restart", |d| {
         d["problem"] == "breaker" && d["action"] == "restart"
     })?;
-    assert!(text(&trial, "reason").contains("trial restart"), "{trial:#}");
+    assert!(
+        text(&trial, "reason").contains("trial restart"),
+        "{trial:#}"
+    );
     wait_for_record(&agent, PRIMARY, "action", "the trial's restart", |a| {
         a["action"] == "restart" && a["outcome"] == "done"
     })?;
@@ -83,7 +91,12 @@ fallback = "{FALLBACK}"
     assert_eq!(closed["fallback_running"], false, "{closed:#}");
     assert_eq!(sandbox.property(FALLBACK, "ActiveState")?, "inactive");
     assert_eq!(sandbox.property(PRIMARY, "ActiveState")?, "active");
-    assert_eq!(sandbox.main_pid(PRIMARY)?, trial_pid, "{}", history_and_log(&agent, PRIMARY));
+    assert_eq!(
+        sandbox.main_pid(PRIMARY)?,
+        trial_pid,
+        "{}",
+        history_and_log(&agent, PRIMARY)
+    );
     Ok(())
 }
 
@@ -111,9 +124,14 @@ fn limits(sandbox: &Sandbox, unit: &str) -> anyhow::Result<(String, u64)> {
 /// must follow. On the hybrid layout those controllers are v1 and `systemd --user` does not
 /// write them, so there is nothing to read; the VM test covers pure v2.
 fn assert_kernel_limits(sandbox: &Sandbox, unit: &str, quota_us: u64, memory: u64) {
-    let Ok(dir) = sandbox.unit_cgroup(unit) else { return };
+    let Ok(dir) = sandbox.unit_cgroup(unit) else {
+        return;
+    };
     if let Ok(max) = std::fs::read_to_string(dir.join("cpu.max")) {
-        assert!(max.starts_with(&format!("{quota_us} ")), "cpu.max of {unit}: {max}");
+        assert!(
+            max.starts_with(&format!("{quota_us} ")),
+            "cpu.max of {unit}: {max}"
+        );
     }
     if let Ok(max) = std::fs::read_to_string(dir.join("memory.max")) {
         assert_eq!(max.trim(), memory.to_string(), "memory.max of {unit}");
@@ -127,7 +145,11 @@ fn scale_raises_cpu_quota_and_memory_max_and_steps_back_down() -> anyhow::Result
     let flag = sandbox_file(&sandbox, "pressure.flag");
     sandbox.install_unit(
         "hungry.service",
-        &service_unit("hungry", &workload("sleep"), &["CPUQuota=20%", "MemoryMax=64M"]),
+        &service_unit(
+            "hungry",
+            &workload("sleep"),
+            &["CPUQuota=20%", "MemoryMax=64M"],
+        ),
     )?;
     let config = format!(
         r#"
@@ -153,14 +175,24 @@ pressure = ["scale"]
     sandbox.systemctl(&["start", "hungry.service"])?;
     let agent = Agent::start(&sandbox, &config, &[])?;
     wait_watching(&agent, "hungry.service")?;
-    assert_eq!(limits(&sandbox, "hungry.service")?, (BASE_QUOTA.to_owned(), BASE_MEMORY));
+    assert_eq!(
+        limits(&sandbox, "hungry.service")?,
+        (BASE_QUOTA.to_owned(), BASE_MEMORY)
+    );
     let pid = sandbox.main_pid("hungry.service")?;
 
     std::fs::write(&flag, "")?;
-    let decision = wait_for_record(&agent, "hungry.service", "decision", "the scale decision", |d| {
-        d["problem"] == "pressure" && text(d, "action").starts_with("scale")
-    })?;
-    assert!(text(&decision, "reason").contains("scale up to step 1"), "{decision:#}");
+    let decision = wait_for_record(
+        &agent,
+        "hungry.service",
+        "decision",
+        "the scale decision",
+        |d| d["problem"] == "pressure" && text(d, "action").starts_with("scale"),
+    )?;
+    assert!(
+        text(&decision, "reason").contains("scale up to step 1"),
+        "{decision:#}"
+    );
     wait_for_record(&agent, "hungry.service", "action", "the scale step", |a| {
         text(a, "action").starts_with("scale") && a["outcome"] == "done"
     })?;
@@ -168,14 +200,17 @@ pressure = ["scale"]
         Ok(limits(&sandbox, "hungry.service")? == (SCALED_QUOTA.to_owned(), SCALED_MEMORY))
     })?;
     assert_kernel_limits(&sandbox, "hungry.service", 30_000, SCALED_MEMORY);
-    assert_eq!(policy(&agent, "hungry.service")?["scale_step"], 1);
+    wait_for_policy(&agent, "hungry.service", "step 1", |p| p["scale_step"] == 1)?;
 
     // The pressure is gone: after step_down_after without a problem, back to the bases.
     std::fs::remove_file(&flag)?;
     let down = wait_for_record(&agent, "hungry.service", "decision", "the step down", |d| {
         d["problem"] == "scale" && text(d, "action").starts_with("scale")
     })?;
-    assert!(text(&down, "reason").contains("scaling down to step 0"), "{down:#}");
+    assert!(
+        text(&down, "reason").contains("scaling down to step 0"),
+        "{down:#}"
+    );
     Sandbox::wait_until("the limits back at their bases", WAIT, || {
         Ok(limits(&sandbox, "hungry.service")? == (BASE_QUOTA.to_owned(), BASE_MEMORY))
     })?;
@@ -193,7 +228,11 @@ fn scale_without_configured_bases_multiplies_the_limits_systemd_had() -> anyhow:
     let flag = sandbox_file(&sandbox, "pressure.flag");
     sandbox.install_unit(
         "plain.service",
-        &service_unit("plain", &workload("sleep"), &["CPUQuota=20%", "MemoryMax=64M"]),
+        &service_unit(
+            "plain",
+            &workload("sleep"),
+            &["CPUQuota=20%", "MemoryMax=64M"],
+        ),
     )?;
     let config = format!(
         "[[unit]]\nname = \"plain.service\"\n\n[unit.remediation.custom]\npressure = [\"scale\"]\n\n{}",

@@ -1,12 +1,16 @@
 //! Issue 5 end to end, state beyond one unit and one agent: budgets, backoff and circuits
 //! survive the agent being SIGKILLed, and the storm breaker holds when many units fail at once.
 
+#[expect(
+    dead_code,
+    reason = "each test file uses its own part of the shared helpers"
+)]
 mod remediation_support;
 
 use anyhow::Context as _;
 use remediation_support::{
     WAIT, agent_pid, cli, history_and_log, policy, records_where, text, wait_for_policy,
-    wait_for_record, wait_for_records, wait_loaded, wait_watching, workload,
+    wait_for_record, wait_loaded, wait_watching, workload,
 };
 use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
 use serde_json::Value;
@@ -48,12 +52,17 @@ fallback = "gate-fallback.service"
 "#;
 
 #[test]
-fn budgets_backoff_and_circuits_survive_the_agent_being_killed_mid_backoff() -> anyhow::Result<()>
-{
+fn budgets_backoff_and_circuits_survive_the_agent_being_killed_mid_backoff() -> anyhow::Result<()> {
     require_root();
     let sandbox = Sandbox::start("persist")?;
-    sandbox.install_unit("loop.service", &service_unit("loop", &workload("exit 3 300"), &[]))?;
-    sandbox.install_unit("gate.service", &service_unit("gate", &workload("exit 3 300"), &[]))?;
+    sandbox.install_unit(
+        "loop.service",
+        &service_unit("loop", &workload("exit 3 300"), &[]),
+    )?;
+    sandbox.install_unit(
+        "gate.service",
+        &service_unit("gate", &workload("exit 3 300"), &[]),
+    )?;
     sandbox.install_unit(
         "gate-fallback.service",
         &service_unit("gate fallback", &workload("sleep"), &[]),
@@ -66,17 +75,29 @@ fn budgets_backoff_and_circuits_survive_the_agent_being_killed_mid_backoff() -> 
     wait_for_record(&first, "gate.service", "action", "the fallback", |a| {
         a["action"] == "start_fallback gate-fallback.service" && a["outcome"] == "done"
     })?;
-    wait_for_record(&first, "loop.service", "action", "the first restart", is_restart_done)?;
-    wait_for_record(&first, "loop.service", "decision", "the second attempt scheduled", |d| {
-        d["action"] == "none" && text(d, "reason").contains("restart attempt 2 of 5")
-    })?;
+    wait_for_record(
+        &first,
+        "loop.service",
+        "action",
+        "the first restart",
+        is_restart_done,
+    )?;
+    wait_for_record(
+        &first,
+        "loop.service",
+        "decision",
+        "the second attempt scheduled",
+        |d| d["action"] == "none" && text(d, "reason").contains("restart attempt 2 of 5"),
+    )?;
     // The decision is saved before the agent goes on: wait for the file to say so.
     let state_file = sandbox.runtime_dir().join("state/policy.json");
     Sandbox::wait_until("policy.json to hold the scheduled restart", WAIT, || {
         let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state_file)?)?;
         let units = &saved["units"];
-        Ok(units["loop.service"]["incident"]["phase"]["phase"] == "scheduled"
-            && units["gate.service"]["circuit"]["state"] == "open")
+        Ok(
+            units["loop.service"]["incident"]["phase"]["phase"] == "scheduled"
+                && units["gate.service"]["circuit"]["state"] == "open",
+        )
     })?;
     let pid = agent_pid(&first)?;
     // SAFETY: kill(2) on the agent this test started.
@@ -86,11 +107,12 @@ fn budgets_backoff_and_circuits_survive_the_agent_being_killed_mid_backoff() -> 
     })?;
 
     let second = Agent::start(&sandbox, PERSIST, &[])?;
-    let loop_view = policy(&second, "loop.service")?;
+    let loop_view = wait_for_policy(&second, "loop.service", "the restored incident", |p| {
+        p["incident"] == "crash"
+    })?;
     assert_eq!(loop_view["restarts_left"], 2, "{loop_view:#}");
-    assert_eq!(loop_view["incident"], "crash", "{loop_view:#}");
     assert_eq!(loop_view["next_action"], "restart", "{loop_view:#}");
-    let gate_view = policy(&second, "gate.service")?;
+    let gate_view = wait_for_policy(&second, "gate.service", "a policy view", |_| true)?;
     assert_eq!(gate_view["circuit"], "open", "{gate_view:#}");
     assert_eq!(gate_view["fallback_running"], true, "{gate_view:#}");
     let explained = cli(&second, &["explain", "gate.service"])?;
@@ -102,21 +124,40 @@ fn budgets_backoff_and_circuits_survive_the_agent_being_killed_mid_backoff() -> 
 
     // The restart the first agent scheduled runs, as its second attempt: the backoff, the
     // attempt count and the budget went on where they were.
-    let due = wait_for_record(&second, "loop.service", "decision", "the scheduled restart", |d| {
-        d["action"] == "restart"
+    let due = wait_for_record(
+        &second,
+        "loop.service",
+        "decision",
+        "the scheduled restart",
+        |d| d["action"] == "restart",
+    )?;
+    assert!(
+        text(&due, "reason").contains("restart attempt 2 of 5"),
+        "{due:#}"
+    );
+    wait_for_record(
+        &second,
+        "loop.service",
+        "action",
+        "the second restart",
+        is_restart_done,
+    )?;
+    wait_for_policy(&second, "loop.service", "1 restart left", |p| {
+        p["restarts_left"] == 1
     })?;
-    assert!(text(&due, "reason").contains("restart attempt 2 of 5"), "{due:#}");
-    wait_for_record(&second, "loop.service", "action", "the second restart", is_restart_done)?;
-    let loop_view = policy(&second, "loop.service")?;
-    assert_eq!(loop_view["restarts_left"], 1, "{loop_view:#}");
     // The circuit is still open: no trial restart of gate.service, and its fallback serves.
     assert!(
-        records_where(&second, "gate.service", "action", |a| a["action"] == "restart")?.is_empty(),
+        records_where(&second, "gate.service", "action", |a| a["action"]
+            == "restart")?
+        .is_empty(),
         "{}",
         history_and_log(&second, "gate.service")
     );
     assert_eq!(policy(&second, "gate.service")?["circuit"], "open");
-    assert_eq!(sandbox.property("gate-fallback.service", "ActiveState")?, "active");
+    assert_eq!(
+        sandbox.property("gate-fallback.service", "ActiveState")?,
+        "active"
+    );
     Ok(())
 }
 
@@ -166,16 +207,26 @@ fn the_storm_breaker_holds_new_incidents_when_many_units_fail_at_once() -> anyho
         "two units are remediated, two held: {first_decisions:#?}"
     );
     for (unit, decision) in &admitted {
-        assert!(text(decision, "reason").contains("restart attempt 1"), "{unit}: {decision:#}");
+        assert!(
+            text(decision, "reason").contains("restart attempt 1"),
+            "{unit}: {decision:#}"
+        );
     }
     for (unit, _) in &held {
-        let view = policy(&agent, unit)?;
-        assert_eq!(view["held_by_storm"], true, "{unit}: {view:#}");
+        wait_for_policy(&agent, unit, "the unit held", |p| {
+            p["held_by_storm"] == true
+        })?;
     }
 
     // The admitted ones are restarted while the held ones wait.
     for (unit, _) in &admitted {
-        wait_for_record(&agent, unit, "action", "an admitted unit's restart", is_restart_done)?;
+        wait_for_record(
+            &agent,
+            unit,
+            "action",
+            "an admitted unit's restart",
+            is_restart_done,
+        )?;
     }
     for (unit, _) in &held {
         assert!(
@@ -189,12 +240,22 @@ fn the_storm_breaker_holds_new_incidents_when_many_units_fail_at_once() -> anyho
     // Calm again (the restarts verified, no new unit held for 3 s): the held ones get their turn.
     for (unit, _) in &held {
         let released = wait_for_record(&agent, unit, "decision", "the held unit's turn", |d| {
-            text(d, "reason").contains("storm breaker calm again")
-                || text(d, "action") == "restart"
+            text(d, "reason").contains("storm breaker calm again") || text(d, "action") == "restart"
         })?;
-        assert!(!text(&released, "reason").contains("tripped"), "{unit}: {released:#}");
-        wait_for_record(&agent, unit, "action", "the held unit's restart", is_restart_done)?;
-        wait_for_policy(&agent, unit, "the unit no longer held", |p| p["held_by_storm"] == false)?;
+        assert!(
+            !text(&released, "reason").contains("tripped"),
+            "{unit}: {released:#}"
+        );
+        wait_for_record(
+            &agent,
+            unit,
+            "action",
+            "the held unit's restart",
+            is_restart_done,
+        )?;
+        wait_for_policy(&agent, unit, "the unit no longer held", |p| {
+            p["held_by_storm"] == false
+        })?;
     }
     for unit in STORM_UNITS {
         Sandbox::wait_until(&format!("{unit} to be active"), WAIT, || {
@@ -202,6 +263,5 @@ fn the_storm_breaker_holds_new_incidents_when_many_units_fail_at_once() -> anyho
         })
         .with_context(|| history_and_log(&agent, unit))?;
     }
-    let _ = wait_for_records;
     Ok(())
 }

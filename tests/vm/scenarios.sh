@@ -14,19 +14,10 @@
 # after agent-starts needs the installed agent). After the last one, the journal, the agent's
 # status and the units' state are saved to /payload/out for the host's run directory.
 #
-# Scenarios still to write (each needs the agent feature named, then a function here and an
-# entry in xtask/src/vm/scenarios.rs):
-#   stall       SIGSTOP nginx's main pid; the stall detector sees it stopped and the agent heals
-#               the unit (needs the stall detector wired into the engine).
-#   fd-leak     a service that opens files without closing them; the leak detector reports the
-#               growth and the agent restarts it before it hits its LimitNOFILE (needs the leak
-#               detector wired into the engine).
-#   cpu-scale   a CPU-starved unit (CPUQuota= low, a busy workload): the agent raises it with
-#               SetUnitProperties and the test reads cpu.max (and memory.max for the memory
-#               variant) in the unit's cgroup v2 directory, as written by systemd (needs the
-#               scale action).
-#   quarantine  a unit that keeps failing after its restart budget: the agent quarantines it
-#               (needs the quarantine action) and the test checks the unit's cgroup is isolated.
+# The misbehaving services come from /payload/units (tests/vm/units) and run
+# /payload/selfheal-workload (the tests crate's binary) where they need more than sh; the
+# agent's config (tests/vm/selfheal.toml) already names them, so installing one and reloading
+# systemd is all it takes for the agent to watch it. A scenario stops the units it started.
 set -u
 
 PAYLOAD=/payload
@@ -126,6 +117,71 @@ install_agent() {
     systemctl enable --now selfheal.service 2>&1 || return 1
 }
 
+# agent_count UNIT CONDITION: how many of the agent's history records of UNIT meet the jq
+# CONDITION (e.g. '.kind == "decision" and .problem == "stopped"').
+agent_count() {
+    agent_unit "$1" "[.history[] | select($2)] | length"
+}
+
+agent_count_above() {
+    [ "$(agent_count "$1" "$2")" -gt "$3" ] 2> /dev/null
+}
+
+# The agent's last history records of UNIT, for a failure's detail.
+agent_tail() {
+    agent_unit "$1" "[.history[-${2:-4}:][] | \"\(.kind) \(.problem // .action // .message // .pid) \(.outcome // .action // \"\") \(.detail // .reason // \"\")\"] | join(\" | \")"
+}
+
+# The evidence of the agent's last decision about PROBLEM for UNIT, from its audit log (a
+# delayed action's own decision, taken when its backoff ends, carries none).
+audit_evidence() {
+    jq -r --arg u "$1" --arg p "$2" \
+        'select(.event == "decision" and .unit == $u and .problem == $p and .evidence != "") | .evidence' \
+        /var/log/selfheal/actions.jsonl 2> /dev/null | tail -n 1
+}
+
+# Clears what earlier scenarios left in the agent's policy for UNIT (incident, backoff, restart
+# budget), as an operator would with `selfheal-agent reset`: each scenario starts from a unit
+# in good standing.
+agent_reset() {
+    "$AGENT" reset "$1" > /dev/null 2>&1
+}
+
+# install_test_unit NAME: installs /payload/units/NAME (and the workload binary its ExecStart
+# may name) and reloads systemd. On failure prints why and returns 1.
+WORKLOAD=/usr/local/lib/selfheal-vm/selfheal-workload
+install_test_unit() {
+    if [ ! -x "$WORKLOAD" ]; then
+        [ -f "$PAYLOAD/selfheal-workload" ] || {
+            echo "the payload has no selfheal-workload binary (cargo build -p selfheal-tests)"
+            return 1
+        }
+        install -D -m 0755 "$PAYLOAD/selfheal-workload" "$WORKLOAD" || return 1
+    fi
+    mkdir -p /run/selfheal-vm
+    install -m 0644 "$PAYLOAD/units/$1" "/etc/systemd/system/$1" || return 1
+    systemctl daemon-reload 2>&1 || return 1
+}
+
+# start_test_unit NAME: installs and starts NAME, and waits for the agent to watch it running.
+start_test_unit() {
+    install_test_unit "$1" || return 1
+    systemctl start "$1" 2>&1 || return 1
+    wait_until 30 agent_sees_active "$1" || {
+        echo "the agent does not report $1 active 30 s after its start" \
+            "(it says '$(agent_unit "$1" .active_state)')"
+        return 1
+    }
+}
+
+cgroup_file() {
+    cat "/sys/fs/cgroup/system.slice/$1/$2" 2> /dev/null
+}
+
+cgroup_file_is() {
+    [ "$(cgroup_file "$1" "$2")" = "$3" ]
+}
+
 # --- scenarios -------------------------------------------------------------------------------
 
 # The guest is what the agent will live in: systemd as PID 1, a pure cgroup v2 tree, BTF.
@@ -176,9 +232,15 @@ scenario_agent_starts() {
             "'$(agent_unit nginx.service '.active_state + " " + (.history[-1] | tostring)')'"
         return
     fi
-    hooks=$(agent_status | jq -r '"\([.kernel.hooks[] | select(.attached)] | length)/\(.kernel.hooks | length)"
-        + ([.kernel.hooks[] | select(.attached | not) | .hook] | if length > 0 then
-            " (not attached: " + join(", ") + ")" else "" end)')
+    hooks=$(agent_status | jq -r '"\([.kernel.hooks[] | select(.attached)] | length)/\(.kernel.hooks | length)"')
+    # Every kernel hook attaches on the kernel operators run (the verifier's log, if one is
+    # refused, is in the hook's detail and the journal).
+    refused=$(agent_status | jq -r '[.kernel.hooks[] | select(.attached | not)
+        | .hook + ": " + (.detail | split("\n") | if length > 8 then .[0:2] + .[-6:] else . end | join(" / "))] | join("; ")')
+    if [ -n "$refused" ]; then
+        fail "selfheal.service is active but kernel hooks $hooks attached; refused: $(echo "$refused" | cut -c 1-1500)"
+        return
+    fi
     pass "selfheal.service (Type=$type) installed and active in $active_ms ms, enabled," \
         "started in the journal; status answers: kernel hooks attached $hooks, nginx.service active"
 }
@@ -225,6 +287,234 @@ scenario_crash_restart() {
         "unchanged ($systemd_restarts)"
 }
 
+# Every process of nginx.service is stopped with SIGSTOP (the stall detector's `stopped` means
+# the whole unit: a stopped master whose workers still serve is not a stall). With
+# [unit.stall] threshold = "5s" the agent reports it and restarts the unit.
+scenario_sigstop() {
+    unit=nginx.service
+    agent_reset $unit
+    pid=$(main_pid $unit)
+    if [ "$pid" = 0 ] || ! wait_until 30 agent_sees_main_pid $unit "$pid"; then
+        fail "$unit is not running under the agent's eye (main pid $pid, agent says" \
+            "$(agent_unit $unit .main_pid)): $(unit_state $unit)"
+        return
+    fi
+    stalls=$(agent_count $unit '.kind == "decision" and .problem == "stopped"')
+    restarts=$(agent_restarts $unit)
+    stopped=$(now_ms)
+    systemctl kill --signal=SIGSTOP $unit
+    tasks=$(wc -l < /sys/fs/cgroup/system.slice/$unit/cgroup.procs)
+    if ! wait_until 60 agent_count_above $unit '.kind == "decision" and .problem == "stopped"' "$stalls"; then
+        fail "$unit's $tasks processes stopped, but no 'stopped' decision within 60 s; the agent's" \
+            "stalls: $(agent_unit $unit '.view.stalls | tostring'), tasks by state:" \
+            "$(agent_unit $unit '.view.sched.states | tostring'); last records: $(agent_tail $unit)"
+        systemctl kill --signal=SIGCONT $unit
+        return
+    fi
+    detected_ms=$(($(now_ms) - stopped))
+    if ! wait_until 60 restarted_with_new_pid $unit "$pid"; then
+        fail "'stopped' decided after $detected_ms ms, but $unit is not running again with a new" \
+            "main pid 60 s later: $(unit_state $unit); last records: $(agent_tail $unit)"
+        systemctl kill --signal=SIGCONT $unit
+        return
+    fi
+    back_ms=$(($(now_ms) - stopped))
+    if ! wait_until 10 agent_restarts_above $unit "$restarts"; then
+        fail "$unit is back with a new main pid, but the agent reports no restart done:" \
+            "$(agent_tail $unit)"
+        return
+    fi
+    pass "all $tasks processes of $unit stopped (main pid $pid); the agent decided 'stopped' after" \
+        "$detected_ms ms and restarted it: active with main pid $(main_pid $unit) after $back_ms ms"
+}
+
+# A service leaking a file descriptor every 200 ms under LimitNOFILE=512: the leak detector
+# ([unit.leak] window = "20s") reports fd_leak with the time left before exhaustion, and the
+# agent restarts the service before it runs out.
+scenario_fd_leak() {
+    unit=selfheal-vm-fdleak.service
+    rm -f /run/selfheal-vm/fdleak-exhausted
+    if ! why=$(start_test_unit $unit); then
+        fail "cannot start $unit: $why $(unit_state $unit)"
+        return
+    fi
+    pid=$(main_pid $unit)
+    started=$(now_ms)
+    if ! wait_until 120 agent_count_above $unit '.kind == "decision" and .problem == "fd_leak"' 0; then
+        fail "no fd_leak decision for $unit within 120 s: $(ls /proc/"$pid"/fd 2> /dev/null | wc -l)" \
+            "fds open; the agent's resources: $(agent_unit $unit '.view.resources | tostring');" \
+            "last records: $(agent_tail $unit)"
+        systemctl stop $unit
+        return
+    fi
+    detected_ms=$(($(now_ms) - started))
+    evidence=$(audit_evidence $unit fd_leak)
+    if ! wait_until 60 restarted_with_new_pid $unit "$pid"; then
+        fail "fd_leak decided ($evidence) but $unit was not restarted with a new main pid within" \
+            "60 s: $(unit_state $unit); last records: $(agent_tail $unit)"
+        systemctl stop $unit
+        return
+    fi
+    back_ms=$(($(now_ms) - started))
+    systemctl stop $unit
+    if [ -e /run/selfheal-vm/fdleak-exhausted ]; then
+        fail "$unit ran out of file descriptors before the agent restarted it ($evidence)"
+    elif ! echo "$evidence" | grep -q 'limit 512.*exhaustion in'; then
+        fail "fd_leak decided and $unit restarted, but the evidence predicts no exhaustion of its" \
+            "512 fds: '$evidence'"
+    else
+        pass "fd_leak found $detected_ms ms after the start ($evidence); $unit restarted" \
+            "(main pid $pid → $(main_pid $unit)) at $back_ms ms, before exhaustion"
+    fi
+}
+
+# Two busy loops share CPUQuota=10% (cpu.max "10000 100000") with MemoryMax=64M: the stall
+# detector reports the unit starved, and `scale` raises both by 1.5 through systemd
+# (SetUnitProperties); once the loops go idle, the unit steps back down after
+# [policy.scale] step_down_after = "20s".
+scenario_cpu_scale() {
+    unit=selfheal-vm-busy.service
+    base_cpu="10000 100000"
+    base_memory=$((64 << 20))
+    mkdir -p /run/selfheal-vm && touch /run/selfheal-vm/spin
+    if ! why=$(install_test_unit $unit && systemctl start $unit 2>&1); then
+        fail "cannot start $unit: $why $(unit_state $unit)"
+        return
+    fi
+    started=$(now_ms)
+    # Read at once: the agent needs starved_for (5 s) of starvation before it changes anything.
+    if ! cgroup_file_is $unit cpu.max "$base_cpu" || ! cgroup_file_is $unit memory.max $base_memory; then
+        fail "$unit starts with cpu.max '$(cgroup_file $unit cpu.max)' and memory.max" \
+            "'$(cgroup_file $unit memory.max)', not '$base_cpu' and $base_memory"
+        systemctl stop $unit
+        return
+    fi
+    if ! wait_until 90 cgroup_file_is $unit cpu.max "15000 100000"; then
+        fail "cpu.max still '$(cgroup_file $unit cpu.max)' 90 s after the start; the agent's" \
+            "scheduler view: $(agent_unit $unit '.view.sched | tostring'); stalls:" \
+            "$(agent_unit $unit '.view.stalls | tostring'); last records: $(agent_tail $unit)"
+        systemctl stop $unit
+        return
+    fi
+    up_ms=$(($(now_ms) - started))
+    # The work stops: the starvation ends, and the scale step is undone after step_down_after.
+    rm -f /run/selfheal-vm/spin
+    scaled_memory=$(cgroup_file $unit memory.max)
+    starved=$(agent_count $unit '.kind == "decision" and .problem == "starved"')
+    if [ "$scaled_memory" != $((base_memory * 3 / 2)) ]; then
+        fail "cpu.max scaled to 15000 after $up_ms ms but memory.max is $scaled_memory, not" \
+            "$((base_memory * 3 / 2)) (64M × 1.5)"
+        systemctl stop $unit
+        return
+    fi
+    if [ "$starved" -lt 1 ]; then
+        fail "cpu.max scaled, but the agent's history has no 'starved' decision: $(agent_tail $unit)"
+        systemctl stop $unit
+        return
+    fi
+    idle=$(now_ms)
+    if ! wait_until 120 cgroup_file_is $unit cpu.max "$base_cpu"; then
+        fail "scaled up after $up_ms ms, but cpu.max is still '$(cgroup_file $unit cpu.max)' 120 s" \
+            "after the loops went idle; stalls: $(agent_unit $unit '.view.stalls | tostring');" \
+            "last records: $(agent_tail $unit 6)"
+        systemctl stop $unit
+        return
+    fi
+    down_ms=$(($(now_ms) - idle))
+    memory=$(cgroup_file $unit memory.max)
+    systemctl stop $unit
+    if [ "$memory" != $base_memory ]; then
+        fail "cpu.max stepped back down but memory.max is $memory, not $base_memory"
+        return
+    fi
+    pass "starved under CPUQuota=10%: scaled after $up_ms ms to cpu.max '15000 100000' and" \
+        "memory.max $scaled_memory (×1.5); back to '$base_cpu' and $base_memory $down_ms ms after" \
+        "the loops went idle"
+}
+
+# reach HOST PORT: whether a TCP connection from this process (the runner's unit, not
+# quarantined) succeeds.
+reach() {
+    timeout 5 bash -c "exec 3<> /dev/tcp/$1/$2" 2> /dev/null
+}
+
+# The client's last connection attempt: "ok N" or "fail N".
+client_state() {
+    cat /run/selfheal-vm/client.state 2> /dev/null
+}
+
+# client_tries VERDICT AFTER: the client's last try had VERDICT and came after try AFTER.
+client_tries() {
+    set -- "$1" "$2" $(client_state)
+    [ "${3:-}" = "$1" ] && [ "${4:-0}" -gt "$2" ]
+}
+
+client_try() {
+    set -- $(client_state)
+    echo "${2:-0}"
+}
+
+# An operator-written detector ([[unit.detector]], a command reading a flag file) raises the
+# custom kind `compromised`, whose ladder is ["isolate"] with isolation = ["network"]: the
+# client unit loses the network, loopback included (quarantine_allow_loopback = false), while
+# other processes still reach nginx; `selfheal-agent release` gives it back.
+scenario_quarantine() {
+    unit=selfheal-vm-client.service
+    flag=/run/selfheal-vm/compromised
+    rm -f $flag
+    if ! systemctl is-active --quiet nginx.service; then
+        fail "nginx.service, the server the client talks to, is not active: $(unit_state nginx.service)"
+        return
+    fi
+    if ! why=$(start_test_unit $unit); then
+        fail "cannot start $unit: $why $(unit_state $unit)"
+        return
+    fi
+    if ! wait_until 30 client_tries ok 0; then
+        fail "$unit does not reach nginx on 127.0.0.1:80 before any quarantine: '$(client_state)'"
+        systemctl stop $unit
+        return
+    fi
+    flagged=$(now_ms)
+    touch $flag
+    if ! wait_until 60 agent_count_above $unit '.kind == "action" and .action == "quarantine" and .outcome == "done"' 0; then
+        fail "no quarantine done within 60 s of the detector's flag: $(agent_tail $unit 6)"
+        rm -f $flag
+        systemctl stop $unit
+        return
+    fi
+    quarantined_ms=$(($(now_ms) - flagged))
+    try=$(client_try)
+    if ! wait_until 30 client_tries fail "$try"; then
+        fail "quarantined after $quarantined_ms ms, but $unit still reaches 127.0.0.1:80:" \
+            "'$(client_state)'"
+        rm -f $flag
+        systemctl stop $unit
+        return
+    fi
+    if ! reach 127.0.0.1 80; then
+        fail "$unit is cut off, but so is this (unquarantined) process: nginx does not answer"
+        rm -f $flag
+        systemctl stop $unit
+        return
+    fi
+    rm -f $flag
+    released=$(now_ms)
+    answer=$("$AGENT" release $unit 2>&1)
+    try=$(client_try)
+    if ! wait_until 30 client_tries ok "$try"; then
+        fail "after \`selfheal-agent release\` ($answer) $unit still cannot reach nginx:" \
+            "'$(client_state)'; $(agent_tail $unit 6)"
+        systemctl stop $unit
+        return
+    fi
+    back_ms=$(($(now_ms) - released))
+    systemctl stop $unit
+    pass "detector flag → '$unit' quarantined after $quarantined_ms ms: its connections to" \
+        "127.0.0.1:80 fail while this process still connects; release ('$answer') → it connects" \
+        "again after $back_ms ms"
+}
+
 # --- the run ---------------------------------------------------------------------------------
 
 run_scenario() {
@@ -244,7 +534,8 @@ save_artifacts() {
     mkdir -p "$OUT"
     journalctl -b --no-pager > "$OUT/journal.txt" 2>&1
     [ -z "$AGENT" ] || agent_status > "$OUT/status.json"
-    systemctl status --no-pager selfheal.service nginx.service > "$OUT/units.txt" 2>&1
+    systemctl status --no-pager selfheal.service nginx.service 'selfheal-vm-*' > "$OUT/units.txt" 2>&1
+    cp /var/log/selfheal/actions.jsonl "$OUT/audit.jsonl" 2> /dev/null
     systemctl list-units --failed --no-pager > "$OUT/failed-units.txt" 2>&1
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's own commands. It orchestrates cargo, installs prerequisites
 //! and runs things; the eBPF object itself is built by selfheal-agent's build.rs.
 
+mod bench;
 mod cmd;
 mod run;
 mod setup;
@@ -34,6 +35,13 @@ enum Command {
         /// Only run tests whose name contains this string.
         filter: Option<String>,
     },
+    /// Measures overhead, latency, footprint and scale, side by side with systemd and monit,
+    /// and writes target/bench/report.md (and docs/performance.md). Needs root.
+    Bench {
+        /// A short sanity run (~5 minutes) instead of the full one (~30 minutes).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Boots a Debian guest under qemu (systemd as PID 1, cgroup v2), installs the agent with
     /// the shipped unit file and runs scenarios against real services (needs root).
     VmTest {
@@ -53,6 +61,7 @@ fn main() -> ExitCode {
         Command::Run { args } => run::run(&args),
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::VmTest { full, keep } => vm::vm_test(full, keep),
+        Command::Bench { quick } => bench::bench(quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

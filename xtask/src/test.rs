@@ -1,9 +1,11 @@
-//! `cargo xtask test`: formatting and lints, unit tests, then the privileged integration tests
-//! against the real kernel and a real systemd. Needs root; says so plainly when it is missing.
+//! `cargo xtask test`: formatting and lints, unit tests, the privileged integration tests
+//! against the real kernel and a real systemd, then the short form of `cargo xtask vm-test`:
+//! the agent installed with its shipped unit on a real systemd host (a Debian guest under
+//! qemu). Needs root; says so plainly when it is missing.
 
 use anyhow::bail;
 
-use crate::{cmd, setup};
+use crate::{cmd, setup, vm};
 
 pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     if !cmd::is_root() {
@@ -37,5 +39,21 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     if let Some(filter) = filter {
         tests.args(["--", filter]);
     }
-    cmd::run(&mut tests)
+    let tested = cmd::run(&mut tests);
+
+    // The scenarios are not named like tests: a filter picks tests, so it skips the guest.
+    let vm_tested = if filter.is_some() {
+        println!("xtask test: vm-test skipped (a filter was given; run `cargo xtask vm-test`)");
+        Ok(())
+    } else {
+        // Run even when a test above failed: the guest says whether the agent works on a
+        // real systemd host, which is worth knowing in either case.
+        println!("xtask test: vm-test (short form)");
+        vm::vm_test(false, false)
+    };
+    match (tested, vm_tested) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(tests), Err(vm)) => bail!("{tests:#}\n{vm:#}"),
+    }
 }

@@ -1,7 +1,7 @@
 //! The systemd operations behind fallback, scale and freeze: start/stop a unit and wait for its
 //! job, freeze/thaw, and set resource properties at runtime.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use futures_util::StreamExt as _;
 use zbus::zvariant::Value;
@@ -42,19 +42,77 @@ pub async fn run_job(conn: &zbus::Connection, verb: &str, unit: &str) -> Result<
     }
 }
 
-pub async fn freeze(conn: &zbus::Connection, unit: &str, frozen: bool) -> Result<(), String> {
+/// How long the kernel gets to report a cgroup frozen or thawed.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+const NOT_SUPPORTED: &str = "org.freedesktop.DBus.Error.NotSupported";
+
+/// Freezes or thaws `unit` with systemd's FreezeUnit/ThawUnit. Where systemd cannot (its
+/// freezer wants cgroup v2 for every controller, so not on the hybrid layout), the unit's v2
+/// cgroup `cgroup_dir` is frozen directly through `cgroup.freeze`. Returns a note saying so.
+pub async fn freeze(
+    conn: &zbus::Connection,
+    unit: &str,
+    frozen: bool,
+    cgroup_dir: Option<&Path>,
+) -> Result<String, String> {
     let manager = ManagerProxy::new(conn).await.map_err(|e| e.to_string())?;
-    let result = if frozen {
-        manager.freeze_unit(unit).await
+    let (result, verb) = if frozen {
+        (manager.freeze_unit(unit).await, "FreezeUnit")
     } else {
-        manager.thaw_unit(unit).await
+        (manager.thaw_unit(unit).await, "ThawUnit")
     };
-    result.map_err(|e| {
-        format!(
-            "{} {unit}: {e}",
-            if frozen { "FreezeUnit" } else { "ThawUnit" }
-        )
-    })
+    match result {
+        Ok(()) => Ok(String::new()),
+        Err(e) if is_not_supported(&e) => {
+            let Some(dir) = cgroup_dir else {
+                return Err(format!(
+                    "{verb} {unit}: {e}; and the unit has no cgroup to freeze directly"
+                ));
+            };
+            cgroup_freeze(dir, frozen).await?;
+            Ok(format!(
+                "through {}/cgroup.freeze (systemd cannot freeze units on this host)",
+                dir.display()
+            ))
+        }
+        Err(e) => Err(format!("{verb} {unit}: {e}")),
+    }
+}
+
+fn is_not_supported(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => name.as_str() == NOT_SUPPORTED,
+        zbus::Error::FDO(e) => matches!(**e, zbus::fdo::Error::NotSupported(_)),
+        _ => false,
+    }
+}
+
+/// Writes the cgroup v2 freezer and waits until `cgroup.events` confirms it: freezing takes
+/// effect once every task has reached a safe point.
+async fn cgroup_freeze(dir: &Path, frozen: bool) -> Result<(), String> {
+    let control = dir.join("cgroup.freeze");
+    tokio::fs::write(&control, if frozen { "1" } else { "0" })
+        .await
+        .map_err(|e| format!("writing {}: {e}", control.display()))?;
+    let events = dir.join("cgroup.events");
+    let wanted = if frozen { "frozen 1" } else { "frozen 0" };
+    let deadline = tokio::time::Instant::now() + FREEZE_TIMEOUT;
+    loop {
+        let text = tokio::fs::read_to_string(&events)
+            .await
+            .map_err(|e| format!("reading {}: {e}", events.display()))?;
+        if text.lines().any(|line| line == wanted) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{} does not say \"{wanted}\" {FREEZE_TIMEOUT:?} after writing {}",
+                events.display(),
+                control.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Resource limits set at runtime (not persisted in unit files).

@@ -82,6 +82,9 @@ pub struct Engine {
     pub(super) acting: HashMap<u32, usize>,
     /// Main pid last seen per unit, to notice (re)starts for the probes' grace period.
     pub(super) main_pids: HashMap<u32, u32>,
+    /// The problem kind each escalated unit was escalated for (the policy keeps only the
+    /// reason), so /health and status can name it.
+    pub(super) escalated: HashMap<u32, String>,
     /// When each unit's open incident began, for `selfheal_recovery_duration_seconds`.
     pub(super) incidents: HashMap<u32, Instant>,
     finished_tx: mpsc::Sender<Finished>,
@@ -98,6 +101,7 @@ impl Engine {
             leak: LeakDetector::new(),
             acting: HashMap::new(),
             main_pids: HashMap::new(),
+            escalated: HashMap::new(),
             incidents: HashMap::new(),
             finished_tx,
             finished_rx: Some(finished_rx),
@@ -122,6 +126,8 @@ impl Engine {
                 Some(alert) = inputs.alerts.recv() => self.on_alert(alert),
                 Some(command) = inputs.commands.recv() => self.on_command(command),
                 _ = tick.tick() => self.on_tick().await,
+                // A backoff of 1 s must not wait for the next tick as well.
+                _ = wake_at(self.p.policy.next_due()) => self.on_due(),
             }
             if self.dirty {
                 self.dirty = false;
@@ -213,6 +219,10 @@ impl Engine {
             summary.push_str(" (dry run: not acting)");
         }
         let evidence = problem.map(|p| p.evidence.as_str()).unwrap_or_default();
+        if decision.actions.iter().any(|a| matches!(a, Action::Escalate { .. })) {
+            let kind = problem.map_or_else(|| decision.cause.clone(), |p| p.kind.name().to_owned());
+            self.escalated.insert(decision.unit, kind);
+        }
         info!(
             "{name}: {}: {summary} ({})",
             decision.cause, decision.reason
@@ -236,6 +246,7 @@ impl Engine {
                     problem: decision.cause.clone(),
                     action: summary,
                     reason: decision.reason.clone(),
+                    evidence: evidence.to_owned(),
                 },
             );
             (unit.object_path.clone(), unit.watched_cgroup.clone())
@@ -298,6 +309,7 @@ impl Engine {
                     unit,
                     name: name.to_owned(),
                     object_path,
+                    cgroup_dir: cgroup.map(|c| self.p.v2_root.join(c.trim_start_matches('/'))),
                 };
                 tokio::spawn(async move {
                     let done = execute(conn, target, action).await;
@@ -498,6 +510,26 @@ impl Engine {
                 ProcessRole::Child
             }
         })
+    }
+}
+
+impl Engine {
+    /// The policy has work due (a scheduled restart, a verification deadline, a breaker going
+    /// half-open): do it now rather than at the next tick.
+    fn on_due(&mut self) {
+        for decision in self.p.policy.tick(Instant::now()) {
+            self.apply(decision, None);
+        }
+    }
+}
+
+/// Sleeps until `due` when it is still ahead, for ever otherwise: a due time already past is
+/// one the policy could not act on yet (an action in flight, an escalated unit), and waking
+/// for it again and again would spin; the regular tick retries it.
+async fn wake_at(due: Option<Instant>) {
+    match due.filter(|due| *due > Instant::now()) {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Target {
     pub unit: u32,
     pub name: String,
     pub object_path: Option<OwnedObjectPath>,
+    /// The unit's v2 cgroup directory, for freezing it where systemd cannot.
+    pub cgroup_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs a systemd-side action (restart, fallback, instances, scale, freeze). Quarantine and
@@ -106,8 +108,10 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
             }
         }
         Action::Freeze | Action::Thaw => {
-            match unit_ops::freeze(&conn, &target.name, matches!(action, Action::Freeze)).await {
-                Ok(()) => (ActionOutcome::Done, String::new()),
+            let frozen = matches!(action, Action::Freeze);
+            let dir = target.cgroup_dir.as_deref();
+            match unit_ops::freeze(&conn, &target.name, frozen, dir).await {
+                Ok(note) => (ActionOutcome::Done, note),
                 Err(e) => (ActionOutcome::Failed(e), String::new()),
             }
         }

@@ -277,6 +277,7 @@ pub fn health_input(state: &AgentState) -> HealthInput {
                     },
                     problem: field("incident")
                         .and_then(|v| v.as_str().map(str::to_owned))
+                        .or_else(|| u.view.escalated_problem.clone())
                         .or_else(|| {
                             u.view
                                 .stalls

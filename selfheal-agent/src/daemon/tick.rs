@@ -104,6 +104,10 @@ impl Engine {
                     );
                 }
                 if s.quiet {
+                    // Our own action (a restart, say) ends a stall: the policy must hear so.
+                    if self.acting.get(&s.unit).is_some_and(|n| *n > 0) {
+                        self.end_reported_stalls(s.unit, now, "the agent acted on the unit");
+                    }
                     self.stall.forget(s.unit);
                 } else {
                     for event in self.stall.observe(s.unit, &s.stall, sample) {
@@ -203,10 +207,41 @@ impl Engine {
         // the previous incarnation are forgotten.
         for unit in started {
             self.p.probes.unit_started(unit, now);
+            self.end_reported_stalls(unit, now, "the unit restarted");
             self.stall.forget(unit);
+            let leaks: Vec<LeakKind> = self
+                .leak
+                .trends(unit, now)
+                .into_iter()
+                .filter(|trend| trend.reported)
+                .map(|trend| trend.kind)
+                .collect();
+            for kind in leaks {
+                self.cleared(unit, &ProblemKind::Leak(kind), "the unit restarted");
+            }
             self.leak.forget(unit);
         }
         sampled
+    }
+
+    /// Ends the unit's reported stalls before the detector forgets them (their processes are
+    /// gone or going). Forgotten silently, the policy would take the healed unit for a failed
+    /// recovery once `recovery_timeout` passed (and restart it again), and the stall gauge
+    /// would stay up.
+    fn end_reported_stalls(&mut self, unit: u32, now: Instant, why: &str) {
+        let reported: Vec<_> = self
+            .stall
+            .in_progress(unit, now)
+            .into_iter()
+            .filter(|stall| stall.reported)
+            .collect();
+        for stall in reported {
+            if let Some(name) = self.unit_name(unit) {
+                self.p.metrics.clear_stall(&name, stall.kind);
+            }
+            let evidence = format!("{why}, {:.0?} into the stall", stall.age);
+            self.cleared(unit, &ProblemKind::Stall(stall.kind), &evidence);
+        }
     }
 
     fn on_stall(&mut self, event: StallEvent) {
@@ -296,6 +331,11 @@ impl Engine {
                 healthy,
                 now,
             );
+            if policy.as_ref().is_some_and(|p| p.escalated.is_some()) {
+                view.escalated_problem = self.escalated.get(&unit).cloned();
+            } else {
+                self.escalated.remove(&unit);
+            }
             view.policy = policy.and_then(|p| serde_json::to_value(p).ok());
             u.view = view;
         }

@@ -37,6 +37,9 @@ pub enum Event {
         problem: String,
         action: String,
         reason: String,
+        /// What the detector saw (the problem's evidence); empty for the policy's follow-ups.
+        #[serde(default)]
+        evidence: String,
     },
     /// The result of an action on the unit.
     Action {
@@ -121,6 +124,7 @@ impl Event {
                 problem,
                 action,
                 reason,
+                ..
             } => format!("{problem}: {action} ({reason})"),
             Event::Action {
                 action,

@@ -4,10 +4,19 @@ use std::path::Path;
 
 /// Thread ids in `dir` (a v2 cgroup) and every cgroup below it.
 pub fn threads_in_tree(dir: &Path) -> Vec<u32> {
+    ids_in_tree(dir, "cgroup.threads")
+}
+
+/// Process ids in `dir` (a v2 cgroup) and every cgroup below it.
+pub fn procs_in_tree(dir: &Path) -> Vec<u32> {
+    ids_in_tree(dir, "cgroup.procs")
+}
+
+fn ids_in_tree(dir: &Path, file: &str) -> Vec<u32> {
     let mut tids = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.threads")) {
+        if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
             tids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {

@@ -136,7 +136,7 @@ fn finite(v: u64) -> Option<u64> {
 }
 
 pub fn read(input: &UnitResourcesInput) -> UnitResources {
-    let tgids = procs_in_tree(&input.dir);
+    let tgids = super::procfs::procs_in_tree(&input.dir);
     let processes: Vec<ProcessResources> = tgids.iter().filter_map(|&pid| process(pid)).collect();
     let threads = processes.iter().map(|p| p.threads).sum();
     let (memory_bytes, cgroup_limit) = memory(&input.dir, tgids.first().copied());
@@ -154,35 +154,20 @@ pub fn read(input: &UnitResourcesInput) -> UnitResources {
     }
 }
 
-/// The unit's TasksMax, or the v2 `pids.max` of its cgroup.
+/// The tightest of the unit's TasksMax, the v2 `pids.max` of its cgroup and, on hybrid hosts,
+/// the v1 `pids.max` of its processes' pids cgroup when that cgroup is the unit's own (see
+/// [`unit_v1_dir`]).
 pub fn tasks_limit(dir: &Path, limits: &SystemdLimits) -> Option<u64> {
-    finite(limits.tasks_max).or_else(|| {
-        std::fs::read_to_string(dir.join("pids.max"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-            .and_then(finite)
-    })
-}
-
-fn procs_in_tree(dir: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            stack.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    pids
+    let v2 = read_number(&dir.join("pids.max")).and_then(finite);
+    let v1 = super::procfs::procs_in_tree(dir)
+        .first()
+        .and_then(|&pid| unit_v1_dir(pid, "pids", "pids.current"))
+        .and_then(|dir| read_number(&dir.join("pids.max")))
+        .and_then(finite);
+    [finite(limits.tasks_max), v2, v1]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 fn process(pid: u32) -> Option<ProcessResources> {
@@ -221,37 +206,54 @@ fn fd_limit(pid: u32) -> Option<u64> {
 }
 
 /// (usage, limit) of the unit's memory: v2 memory.current/memory.max, or on hybrid hosts the
-/// v1 memory controller's cgroup of one of its processes.
+/// v1 memory controller's cgroup of one of its processes when that cgroup is the unit's own.
 fn memory(v2_dir: &Path, pid: Option<u32>) -> (Option<u64>, Option<u64>) {
-    let read =
-        |path: PathBuf| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-    if let Some(current) = read(v2_dir.join("memory.current")) {
+    if let Some(current) = read_number(&v2_dir.join("memory.current")) {
         return (
             Some(current),
-            read(v2_dir.join("memory.max")).and_then(finite),
+            read_number(&v2_dir.join("memory.max")).and_then(finite),
         );
     }
-    let Some(dir) = pid.and_then(v1_memory_dir) else {
+    let Some(dir) = pid.and_then(|pid| unit_v1_dir(pid, "memory", "memory.usage_in_bytes")) else {
         return (None, None);
     };
     (
-        read(dir.join("memory.usage_in_bytes")),
-        read(dir.join("memory.limit_in_bytes")).and_then(finite),
+        read_number(&dir.join("memory.usage_in_bytes")),
+        read_number(&dir.join("memory.limit_in_bytes")).and_then(finite),
     )
 }
 
-fn v1_memory_dir(pid: u32) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = text.lines().find_map(|l| {
-        let mut parts = l.splitn(3, ':');
+fn read_number(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The v1 `controller` cgroup of `pid` (mounted at /sys/fs/cgroup/<controller>), holding
+/// `probe`, when it is specific to the unit. On hybrid hosts a unit that systemd gave no v1
+/// cgroup of that controller shares one with everything around it, the agent included (the
+/// root, a session's): its usage is the whole host's, its limit nobody's, so it says nothing
+/// about the unit.
+fn unit_v1_dir(pid: u32, controller: &str, probe: &str) -> Option<PathBuf> {
+    let path = v1_cgroup_path(&format!("/proc/{pid}/cgroup"), controller)?;
+    if v1_cgroup_path("/proc/self/cgroup", controller).as_deref() == Some(path.as_str()) {
+        return None;
+    }
+    let dir = Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(path.trim_start_matches('/'));
+    dir.join(probe).exists().then_some(dir)
+}
+
+/// The path of the v1 hierarchy holding `controller` in a /proc/PID/cgroup file.
+fn v1_cgroup_path(file: &str, controller: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         controllers
             .split(',')
-            .any(|c| c == "memory")
-            .then_some(path)
-    })?;
-    let dir = Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
-    dir.join("memory.usage_in_bytes").exists().then_some(dir)
+            .any(|c| c == controller)
+            .then(|| path.to_owned())
+    })
 }
 
 #[cfg(test)]
@@ -278,6 +280,15 @@ mod tests {
         let p = process(std::process::id()).expect("self");
         assert!(p.fd_limit.is_some_and(|l| l >= p.fds), "{p:?}");
         assert!(p.threads >= 1);
+    }
+
+    #[test]
+    fn a_v1_cgroup_shared_with_the_agent_is_not_the_units() {
+        // Whatever the host, our own process shares every cgroup with us.
+        let me = std::process::id();
+        assert_eq!(unit_v1_dir(me, "memory", "memory.usage_in_bytes"), None);
+        assert_eq!(unit_v1_dir(me, "pids", "pids.current"), None);
+        assert_eq!(memory(Path::new("/nonexistent"), Some(me)), (None, None));
     }
 
     #[test]

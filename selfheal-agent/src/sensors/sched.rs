@@ -151,10 +151,15 @@ impl SchedSensor {
                 None => totals.oncpu_ns.min(window_ns),
             };
             let state = task_state(stat);
+            let voluntary = delta(totals.voluntary, prev.map(|p| p.voluntary));
+            // Any task the detector may name needs its comm. A task that ran without blocking
+            // may be spinning at whatever share the unit's `spinning_cpu_percent` asks, which
+            // the sensor does not know: a spinner on a busy host gets a fifth of a CPU.
             let interesting = matches!(
                 state,
                 TaskState::DiskSleep | TaskState::Stopped | TaskState::Traced
-            ) || on_cpu_ns * 2 > window_ns;
+            ) || on_cpu_ns * 2 > window_ns
+                || (voluntary == 0 && on_cpu_ns > 0);
             let hung = state == TaskState::DiskSleep;
             samples.push(TaskSample {
                 pid: *tid,
@@ -167,7 +172,7 @@ impl SchedSensor {
                 state,
                 state_for: Duration::from_nanos(now_ns.saturating_sub(stat.since_ns)),
                 on_cpu: Duration::from_nanos(on_cpu_ns),
-                voluntary_switches: delta(totals.voluntary, prev.map(|p| p.voluntary)),
+                voluntary_switches: voluntary,
                 involuntary_switches: delta(totals.involuntary, prev.map(|p| p.involuntary)),
                 wchan: if hung { procfs::wchan(*tid) } else { None },
                 kernel_stack: if hung {

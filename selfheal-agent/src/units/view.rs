@@ -16,6 +16,9 @@ pub struct UnitView {
     /// TCP connections the unit holds, by state.
     pub connections: Vec<(String, u64)>,
     pub probes: Vec<serde_json::Value>,
+    /// The problem kind the agent escalated to an operator, while escalated.
+    #[serde(default)]
+    pub escalated_problem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use std::{
 ///   bench-switcher RATE              RATE ping-pong round trips per second, forever
 ///   bench-exit-children INTERVAL_MS  a child process exits every INTERVAL_MS, forever
 ///   bench-exit-burst COUNT OUT       COUNT children exit back to back; "COUNT NS" to OUT
-///   bench-spin AFTER_MS OUT          sleep, date the start to OUT, then spin on a CPU forever
+///   bench-spin AFTER_MS OUT          sleep, date the start to OUT, then spin forever (once per OUT)
 ///   bench-fd-leak PER_SECOND OUT     open fds at a steady rate; date running out of them to OUT
 ///   bench-idle TAG                   sleep forever (TAG tells processes apart, e.g. for monit)
 pub fn run(mode: &str, args: &[String]) -> Option<Result<ExitCode, String>> {
@@ -81,7 +81,7 @@ fn ping_pong(n: u64, per_second: Option<u64>) -> Result<Duration, String> {
             .map_err(|e| format!("pong: {e}"))?;
         done += 1;
         if let Some(per_slice) = per_slice
-            && done % per_slice == 0
+            && done.is_multiple_of(per_slice)
         {
             next_slice += slice;
             thread::sleep(next_slice.saturating_duration_since(Instant::now()));
@@ -128,7 +128,7 @@ fn exit_burst(n: &str, out: &str) -> Result<ExitCode, String> {
     for i in 0..n {
         fork_and_exit()?;
         // Reaping as we go keeps the number of zombies (and pids in use) small.
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             reap(false);
         }
     }
@@ -161,7 +161,12 @@ fn reap(all: bool) {
     }
 }
 
+/// Spins once per OUT file: a restarted unit whose OUT already exists only idles, so a fault
+/// injected once is seen once.
 fn spin(ms: &str, out: &str) -> Result<ExitCode, String> {
+    if Path::new(out).exists() {
+        return idle();
+    }
     thread::sleep(Duration::from_millis(parse(ms, "AFTER_MS")?));
     write_result(out, &monotonic_ns().to_string())?;
     let mut x = 0u64;

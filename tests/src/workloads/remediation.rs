@@ -38,7 +38,8 @@ fn fail_first(count_file: &str, n: &str, after_ms: &str) -> Result<ExitCode, Str
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
         Err(err) => return Err(format!("reading {}: {err}", path.display())),
     } + 1;
-    fs::write(path, runs.to_string()).map_err(|err| format!("writing {}: {err}", path.display()))?;
+    fs::write(path, runs.to_string())
+        .map_err(|err| format!("writing {}: {err}", path.display()))?;
     println!("run {runs} of a service that fails its first {n}");
     let _ = std::io::stdout().flush();
     if runs <= n {

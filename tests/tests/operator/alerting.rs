@@ -227,9 +227,19 @@ fn prometheus_and_alertmanager_drive_the_agent_through_its_webhook() -> anyhow::
     let waited = waited.with_context(|| diagnosis(&agent, &prometheus, &alertmanager));
     waited?;
     let decisions = agent.records(HEALED, "decision")?;
-    let raised: Vec<&Value> = decisions.iter().filter(|d| d["problem"] == KIND).collect();
-    assert!(!raised.is_empty(), "{decisions:#?}");
-    assert_eq!(raised[0]["action"], "restart", "{decisions:#?}");
+    let evidence = format!("Alertmanager: {HEALED} is unhealthy");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["problem"] == KIND && d["evidence"] == evidence.as_str()),
+        "the alert raised {KIND} with its summary as evidence: {decisions:#?}"
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["problem"] == KIND && d["action"] == "restart"),
+        "{decisions:#?}"
+    );
     assert_eq!(sandbox.property(HEALED, "ActiveState")?, "active");
     assert_ne!(sandbox.main_pid(HEALED)?, healed_pid);
     let audit = std::fs::read_to_string(sandbox.runtime_dir().join("actions.jsonl"))?;

@@ -144,15 +144,13 @@ fn the_agent_says_ready_then_keeps_pinging_the_watchdog_and_says_stopping() -> a
     let agent = NotifiedAgent::start(&sandbox, &path, None)?;
     let mut messages = Vec::new();
 
-    read_until(&socket, &mut messages, WAIT, "READY=1", |m| {
-        count(m, "READY=1") == 1
+    read_until(&socket, &mut messages, WAIT, "READY=1 and a STATUS", |m| {
+        count(m, "READY=1") == 1 && m.iter().any(|m| m.starts_with("STATUS="))
     })?;
     // Ready means ready: the status socket answers by now.
     wait_until_status(&sandbox, &agent.socket, Duration::from_secs(5))?;
     assert!(
-        messages
-            .iter()
-            .any(|m| m.starts_with("STATUS=watching 1 unit")),
+        messages.contains(&"STATUS=watching 1 unit(s)".to_owned()),
         "{messages:?}"
     );
     // Every half WatchdogSec: three more pings come well within a generous bound.

@@ -226,23 +226,42 @@ fn the_webhook_refuses_bad_requests_changing_nothing_and_acts_once_per_firing_al
         },
     )?;
 
+    // The alert's decision (with the alert as evidence) schedules the restart after the
+    // backoff; the scheduled one carries it out.
     let decisions = agent.records("web.service", "decision")?;
-    let raised: Vec<&Value> = decisions
+    let from_alerts: Vec<&Value> = decisions
         .iter()
-        .filter(|d| d["problem"] == "webhook_test")
+        .filter(|d| {
+            d["evidence"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("Alertmanager:"))
+        })
         .collect();
-    assert_eq!(raised.len(), 1, "one problem raised in all: {decisions:#?}");
-    assert_eq!(raised[0]["action"], "restart", "{decisions:#?}");
+    assert_eq!(
+        from_alerts.len(),
+        1,
+        "one problem raised in all: {decisions:#?}"
+    );
+    assert_eq!(from_alerts[0]["problem"], "webhook_test", "{decisions:#?}");
+    assert_eq!(
+        from_alerts[0]["evidence"], "Alertmanager: WebhookTest on web.service",
+        "{decisions:#?}"
+    );
+    let restarts_decided = decisions
+        .iter()
+        .filter(|d| d["action"] == "restart")
+        .count();
+    assert_eq!(restarts_decided, 1, "one restart decided: {decisions:#?}");
     let restarts = agent.records("web.service", "action")?;
     assert_eq!(restarts.len(), 1, "one action in all: {restarts:#?}");
     let audit = std::fs::read_to_string(sandbox.runtime_dir().join("actions.jsonl"))?;
     let audited: Vec<&str> = audit
         .lines()
-        .filter(|l| l.contains("webhook_test"))
+        .filter(|l| l.contains("Alertmanager: WebhookTest on web.service"))
         .collect();
-    assert_eq!(audited.len(), 1, "one decision audited: {audit}");
+    assert_eq!(audited.len(), 1, "one alert audited: {audit}");
     assert!(
-        audited[0].contains("Alertmanager: WebhookTest on web.service"),
+        audited[0].contains("\"problem\":\"webhook_test\""),
         "{audit}"
     );
     Ok(())

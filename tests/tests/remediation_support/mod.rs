@@ -116,7 +116,12 @@ pub fn wait_for_policy(
         seen = policy(agent, unit)?;
         Ok(holds(&seen))
     })
-    .with_context(|| format!("last policy view: {seen:#}\n{}", history_and_log(agent, unit)))?;
+    .with_context(|| {
+        format!(
+            "last policy view: {seen:#}\n{}",
+            history_and_log(agent, unit)
+        )
+    })?;
     Ok(seen)
 }
 
@@ -165,10 +170,7 @@ pub fn kill_main(sandbox: &Sandbox, unit: &str, signal: i32) -> anyhow::Result<u
     let pid = sandbox.main_pid(unit)?;
     // SAFETY: kill(2) on a process of a unit this test started.
     if unsafe { libc::kill(pid as i32, signal) } != 0 {
-        bail!(
-            "kill({pid}, {signal}): {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
     }
     Ok(pid)
 }

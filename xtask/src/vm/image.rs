@@ -1,6 +1,7 @@
 //! The guest's disk image: Debian bookworm from Debian's own packages (debootstrap), with systemd
-//! as PID 1, its kernel and initrd beside it. Built once and cached under `target/vm`, keyed by a
-//! hash of everything that goes into it, so a rerun boots at once and a changed recipe rebuilds.
+//! as PID 1, its kernel and initrd beside it. Built once and cached (in /var/cache/selfheal/vm),
+//! keyed by a hash of everything that goes into it, so a rerun boots at once and a changed recipe
+//! rebuilds.
 
 use std::{
     fs::{self, File},
@@ -66,6 +67,10 @@ pub fn ensure(cache: &Path) -> anyhow::Result<(Image, Option<f64>)> {
     let recipe = recipe_dir();
     let key = recipe_key(&recipe)?;
     let image = Image::in_dir(cache.join(format!("image-{key:016x}")));
+    fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    // The cache is shared by every clone on the machine (CI's and developers'): one builds, the
+    // others wait for it and then find the image.
+    let _lock = lock(&cache.join("lock"))?;
     if image.is_complete() {
         println!("vm-test: guest image cached in {}", image.dir.display());
         return Ok((image, None));
@@ -83,6 +88,33 @@ pub fn ensure(cache: &Path) -> anyhow::Result<(Image, Option<f64>)> {
         image.dir.display()
     );
     Ok((image, Some(took)))
+}
+
+/// An exclusive lock on `path`, held until the file is dropped.
+fn lock(path: &Path) -> anyhow::Result<File> {
+    use std::os::fd::AsRawFd as _;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; the lock goes away when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        println!(
+            "vm-test: another run is building the guest image; waiting for it ({})",
+            path.display()
+        );
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(file)
 }
 
 /// tests/vm/image: `configure.sh` and the `rootfs/` files copied into the image.

@@ -6,6 +6,10 @@
 //! payload directory (`payload`), boot qemu sharing it over 9p (`qemu`), and follow the guest's
 //! console markers with a deadline per step (`session`, `scenarios`). Guest side:
 //! tests/vm/scenarios.sh, started by a oneshot unit baked into the image, which powers off after.
+//!
+//! The image lives outside the target dir ([`IMAGE_CACHE`]): CI runs in a fresh clone, and
+//! building the image is most of a cold run's time. Each run's own files (payload, console
+//! log) go under target/vm/runs.
 
 mod image;
 mod mirror;
@@ -35,6 +39,11 @@ fn boot_timeout(accel: Accel) -> Duration {
     }
 }
 
+/// Where built images are kept between runs and clones, keyed by their recipe's hash.
+const IMAGE_CACHE: &str = "/var/cache/selfheal/vm";
+/// Names another image cache directory (a machine whose /var is small or read-only).
+const IMAGE_CACHE_OVERRIDE: &str = "SELFHEAL_VM_CACHE";
+
 /// After `done`, how long the guest has to power off before qemu is killed.
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -50,10 +59,11 @@ pub fn vm_test(full: bool, keep: bool) -> anyhow::Result<()> {
     println!("vm-test: building the agent");
     cmd::run(cmd::cargo().args(["build", "--bins"]))?;
 
-    let cache = cmd::target_dir().join("vm");
+    let cache = std::env::var_os(IMAGE_CACHE_OVERRIDE)
+        .map_or_else(|| PathBuf::from(IMAGE_CACHE), PathBuf::from);
     let (image, built) = image::ensure(&cache)?;
     let scenarios = scenarios::selected(full);
-    let run_dir = new_run_dir(&cache)?;
+    let run_dir = new_run_dir(&cmd::target_dir().join("vm"))?;
     let payload = payload::prepare(&run_dir, &cmd::target_dir().join("debug"), &scenarios)?;
 
     let accel = Accel::detect();
@@ -141,9 +151,9 @@ pub fn vm_test(full: bool, keep: bool) -> anyhow::Result<()> {
 }
 
 /// target/vm/runs/<unix time>-<pid>: the console log, qemu's log and the payload of one run.
-fn new_run_dir(cache: &Path) -> anyhow::Result<PathBuf> {
+fn new_run_dir(vm_dir: &Path) -> anyhow::Result<PathBuf> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let dir = cache
+    let dir = vm_dir
         .join("runs")
         .join(format!("{now}-{}", std::process::id()));
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

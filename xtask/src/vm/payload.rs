@@ -1,6 +1,7 @@
 //! The per-run payload the guest mounts over 9p: what an operator would copy to a host (the
-//! agent, the shipped unit file, a config) and what the guest runs (the scenario script and the
-//! list of scenarios). The guest writes its journal and the agent's status back to `out/`.
+//! agent, the shipped unit file, a config) and what the guest runs (the scenario script, the
+//! list of scenarios, the test services of tests/vm/units and the `selfheal-workload` binary
+//! they run). The guest writes its journal and the agent's status back to `out/`.
 
 use std::{
     fs,
@@ -55,6 +56,15 @@ pub fn prepare(run_dir: &Path, bin_dir: &Path, scenarios: &[&Scenario]) -> anyho
         &root.join("tests/vm/scenarios.sh"),
         &payload.join("scenarios.sh"),
     )?;
+    // The misbehaving services the scenarios install.
+    let units = root.join("tests/vm/units");
+    fs::create_dir_all(payload.join("units"))?;
+    for entry in fs::read_dir(&units).with_context(|| format!("reading {}", units.display()))? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            copy(&path, &payload.join("units").join(name))?;
+        }
+    }
     let names: String = scenarios.iter().map(|s| format!("{}\n", s.name)).collect();
     fs::write(payload.join("scenarios"), names)?;
     Ok(payload)

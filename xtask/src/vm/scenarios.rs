@@ -33,6 +33,33 @@ pub const SCENARIOS: &[Scenario] = &[
         short: true,
         timeout: Duration::from_secs(120),
     },
+    // SIGSTOP of every nginx process: `stopped` after [unit.stall] threshold, then a restart.
+    Scenario {
+        name: "sigstop",
+        short: true,
+        timeout: Duration::from_secs(180),
+    },
+    // A service leaking fds under LimitNOFILE=512: fd_leak with a predicted exhaustion, then a
+    // restart before it runs out.
+    Scenario {
+        name: "fd-leak",
+        short: false,
+        timeout: Duration::from_secs(240),
+    },
+    // Busy loops under CPUQuota=10% and MemoryMax=64M: `starved`, scale ×1.5 (cpu.max,
+    // memory.max), and one step back down once idle.
+    Scenario {
+        name: "cpu-scale",
+        short: false,
+        timeout: Duration::from_secs(300),
+    },
+    // A custom detector's kind whose ladder isolates the unit's network: the unit cannot reach
+    // nginx on loopback, other processes can, and `selfheal-agent release` ends it.
+    Scenario {
+        name: "quarantine",
+        short: true,
+        timeout: Duration::from_secs(200),
+    },
 ];
 
 pub fn selected(full: bool) -> Vec<&'static Scenario> {

@@ -1,0 +1,411 @@
+//! Overhead: three workloads, each without the agent, with the agent running but the workload
+//! unmonitored, and monitored. The machine is noisy (±20 % run to run), so conditions alternate
+//! in rounds and every ratio compares runs of the same round; the report gives the median ratio
+//! over rounds and its spread. Then, with `bpf_stats_enabled`, what each probe run costs.
+
+use std::{fmt::Write as _, path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{Context as _, bail};
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
+
+use super::{
+    Plan, bpf,
+    harness::{self, Bins},
+    report::{Section, Target},
+    stats::{Percent, Spread},
+};
+
+const TITLE: &str = "Overhead";
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lets the agent finish starting (first ticks, unit discovery) before anything is timed.
+const AGENT_SETTLE: Duration = Duration::from_millis(1500);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cond {
+    NoAgent,
+    Unmonitored,
+    Monitored,
+}
+
+/// How one workload is run and what one run yields: a cost, higher is slower.
+struct Workload {
+    label: &'static str,
+    unit: &'static str,
+    unit_cost: &'static str,
+    /// Operations per run for the micro-benchmarks; a server's follow from its throughput.
+    ops: Option<u64>,
+    plain: Runner,
+    watched: Runner,
+    /// Largest slowdown allowed when unmonitored / monitored (None: no target).
+    targets: (f64, Option<f64>),
+}
+
+/// How a run of one variant (plain or watched) is started and read.
+enum Runner {
+    Micro { unit: String, out: PathBuf },
+    Server { port: u16 },
+}
+
+/// Per round, per condition (indexed by `Cond as usize`): the costs measured.
+type Rounds = Vec<[Vec<f64>; 3]>;
+
+struct Ctx<'a> {
+    sandbox: &'a Sandbox,
+    plan: &'a Plan,
+}
+
+pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Section> {
+    let sandbox = Sandbox::start("bench-overhead")?;
+    let workloads = install(&sandbox, bins, plan)?;
+    let ctx = Ctx {
+        sandbox: &sandbox,
+        plan,
+    };
+    let config = agent_config();
+
+    // samples[w][round][cond] = costs of that round.
+    let mut samples: Vec<Rounds> = workloads.iter().map(|_| Vec::new()).collect();
+    for round in 0..plan.rounds {
+        println!("xtask bench: overhead round {}/{}", round + 1, plan.rounds);
+        for s in &mut samples {
+            s.push(Default::default());
+        }
+        let agent_first = round % 2 == 1;
+        if !agent_first {
+            measure(&ctx, &workloads, Cond::NoAgent, &mut samples, round)?;
+        }
+        {
+            let _agent = Agent::start(&sandbox, &config, &[])?;
+            std::thread::sleep(AGENT_SETTLE);
+            for rep in 0..plan.reps {
+                let order = if (round + rep) % 2 == 0 {
+                    [Cond::Unmonitored, Cond::Monitored]
+                } else {
+                    [Cond::Monitored, Cond::Unmonitored]
+                };
+                for cond in order {
+                    measure_once(&ctx, &workloads, cond, &mut samples, round)?;
+                }
+            }
+        }
+        if agent_first {
+            measure(&ctx, &workloads, Cond::NoAgent, &mut samples, round)?;
+        }
+    }
+    let mut section = Section::new(TITLE);
+    summarize(&mut section, plan, &workloads, &samples);
+    probe_costs(&ctx, &workloads, &config, &mut section)?;
+    Ok(section)
+}
+
+fn measure(
+    ctx: &Ctx<'_>,
+    w: &[Workload],
+    cond: Cond,
+    s: &mut [Rounds],
+    round: usize,
+) -> anyhow::Result<()> {
+    for _ in 0..ctx.plan.reps {
+        measure_once(ctx, w, cond, s, round)?;
+    }
+    Ok(())
+}
+
+fn measure_once(
+    ctx: &Ctx<'_>,
+    workloads: &[Workload],
+    cond: Cond,
+    samples: &mut [Rounds],
+    round: usize,
+) -> anyhow::Result<()> {
+    for (i, w) in workloads.iter().enumerate() {
+        let target = if cond == Cond::Monitored {
+            &w.watched
+        } else {
+            &w.plain
+        };
+        let cost = one_run(ctx, target)?;
+        samples[i][round][cond as usize].push(cost);
+    }
+    Ok(())
+}
+
+/// One run: ns per operation (a round trip, a syscall, a request).
+fn one_run(ctx: &Ctx<'_>, target: &Runner) -> anyhow::Result<f64> {
+    match target {
+        Runner::Micro { unit, out } => {
+            let text = harness::run_for_result(ctx.sandbox, unit, out, RUN_TIMEOUT)?;
+            text.parse()
+                .with_context(|| format!("{unit} wrote {text:?}"))
+        }
+        Runner::Server { port } => Ok(1e9 / wrk(*port, ctx.plan.wrk_seconds)?),
+    }
+}
+
+/// Requests per second that wrk gets from 127.0.0.1:`port`.
+pub fn wrk(port: u16, seconds: u64) -> anyhow::Result<f64> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c16", &format!("-d{seconds}s")])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        bail!("wrk saw errors from nginx on port {port}:\n{text}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("wrk printed no Requests/sec:\n{text}"))
+}
+
+fn agent_config() -> String {
+    let mut toml = String::from("[defaults]\nrestart = \"never\"\n\n");
+    for unit in [
+        "bench-pp-watched",
+        "bench-sys-watched",
+        "bench-nginx-watched",
+    ] {
+        let _ = writeln!(toml, "[[unit]]\nname = \"{unit}.service\"\n");
+    }
+    toml
+}
+
+fn install(sandbox: &Sandbox, bins: &Bins, plan: &Plan) -> anyhow::Result<Vec<Workload>> {
+    let dir = sandbox.runtime_dir().to_path_buf();
+    let mut units = Vec::new();
+    let mut micro = |tag: &str, args: String, variant: &str| {
+        let unit = format!("bench-{tag}-{variant}.service");
+        let out = dir.join(format!("{tag}-{variant}.out"));
+        let exec = bins.workload(&format!("{args} {}", out.display()));
+        units.push((
+            unit.clone(),
+            service_unit(&format!("bench {tag}"), &exec, &[]),
+        ));
+        Runner::Micro { unit, out }
+    };
+    let pp = format!("bench-pingpong {}", plan.pingpong_round_trips);
+    let sys = format!("bench-syscalls {}", plan.syscalls);
+    let (pp_plain, pp_watched) = (micro("pp", pp.clone(), "plain"), micro("pp", pp, "watched"));
+    let (sys_plain, sys_watched) = (
+        micro("sys", sys.clone(), "plain"),
+        micro("sys", sys, "watched"),
+    );
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "x".repeat(1024))?;
+    let mut server = |variant: &str| -> anyhow::Result<Runner> {
+        let port = harness::free_port()?;
+        let conf = dir.join(format!("nginx-{variant}.conf"));
+        std::fs::write(&conf, nginx_conf(&dir, variant, port))?;
+        let exec = format!("/usr/sbin/nginx -c {}", conf.display());
+        units.push((
+            format!("bench-nginx-{variant}.service"),
+            service_unit("bench nginx", &exec, &[]),
+        ));
+        Ok(Runner::Server { port })
+    };
+    let (ngx_plain, ngx_watched) = (server("plain")?, server("watched")?);
+    harness::install_units(sandbox, &units)?;
+    sandbox.systemctl(&[
+        "start",
+        "bench-nginx-plain.service",
+        "bench-nginx-watched.service",
+    ])?;
+    for target in [&ngx_plain, &ngx_watched] {
+        if let Runner::Server { port } = target {
+            Sandbox::wait_until("nginx to answer", Duration::from_secs(10), || {
+                Ok(std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
+            })?;
+        }
+    }
+    Ok(vec![
+        Workload {
+            label: "context-switch ping-pong",
+            unit: "round trip",
+            unit_cost: "µs",
+            ops: Some(plan.pingpong_round_trips),
+            plain: pp_plain,
+            watched: pp_watched,
+            targets: (1.01, Some(1.04)),
+        },
+        Workload {
+            label: "tight syscall loop (getppid)",
+            unit: "call",
+            unit_cost: "ns",
+            ops: Some(plan.syscalls),
+            plain: sys_plain,
+            watched: sys_watched,
+            targets: (1.01, None),
+        },
+        Workload {
+            label: "nginx under wrk",
+            unit: "request",
+            unit_cost: "µs",
+            ops: None,
+            plain: ngx_plain,
+            watched: ngx_watched,
+            targets: (1.01, Some(1.01)),
+        },
+    ])
+}
+
+fn nginx_conf(dir: &std::path::Path, variant: &str, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\n\
+         pid {d}/nginx-{variant}.pid;\nerror_log {d}/nginx-{variant}.err warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n\
+         client_body_temp_path {d}/nginx-{variant}-body;\n  proxy_temp_path {d}/nginx-{variant}-proxy;\n\
+         fastcgi_temp_path {d}/nginx-{variant}-fastcgi;\n  uwsgi_temp_path {d}/nginx-{variant}-uwsgi;\n\
+         scgi_temp_path {d}/nginx-{variant}-scgi;\n\
+         server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"
+    )
+}
+
+fn median(v: &[f64]) -> f64 {
+    Spread::of(v).map_or(f64::NAN, |s| s.median)
+}
+
+fn summarize(section: &mut Section, plan: &Plan, workloads: &[Workload], samples: &[Rounds]) {
+    section.line(format!(
+        "Each workload runs as a unit of the sandboxed systemd. {} rounds; in each, {} run(s) per \
+         condition: without the agent; with the agent running (its kernel programs attached) but \
+         the workload's unit not in its config; and with the unit monitored. The agent starts \
+         and stops once per round; the no-agent runs come before it in even rounds and after it \
+         in odd ones, and the two agent conditions alternate. A round's ratio is the median cost \
+         of the condition over the median cost without the agent in that round; the table gives \
+         the median over rounds, the interquartile range (p25..p75) and the extremes. Ping-pong: \
+         {} round trips of two threads pinned to one CPU, over pipes (2 context switches and 2 \
+         wakeups each). Syscalls: {} getppid(2) calls. nginx: 1 worker serving a 1 KiB file to \
+         `wrk -t1 -c16 -d{}s`, cost = 1/throughput; wrk itself is never monitored.\n",
+        plan.rounds, plan.reps, plan.pingpong_round_trips, plan.syscalls, plan.wrk_seconds
+    ));
+    section.line("| workload | cost without agent (median) | unmonitored: slowdown [p25..p75] (min..max) | monitored: slowdown [p25..p75] (min..max) | monitored vs unmonitored |");
+    section.line("|---|---|---|---|---|");
+    for (w, rounds) in workloads.iter().zip(samples) {
+        let ratios = |cond: Cond, base: Cond| -> Vec<f64> {
+            rounds
+                .iter()
+                .map(|r| median(&r[cond as usize]) / median(&r[base as usize]))
+                .collect()
+        };
+        let un = Spread::of(&ratios(Cond::Unmonitored, Cond::NoAgent));
+        let mon = Spread::of(&ratios(Cond::Monitored, Cond::NoAgent));
+        let mon_un = Spread::of(&ratios(Cond::Monitored, Cond::Unmonitored));
+        let base: Vec<f64> = rounds
+            .iter()
+            .map(|r| median(&r[Cond::NoAgent as usize]))
+            .collect();
+        let base = median(&base);
+        let scale = if w.unit_cost == "µs" { 1e-3 } else { 1.0 };
+        let cell = |s: &Option<Spread>| match s {
+            Some(s) => format!(
+                "{} [{}..{}] ({}..{})",
+                Percent(s.median),
+                Percent(s.p25),
+                Percent(s.p75),
+                Percent(s.min),
+                Percent(s.max)
+            ),
+            None => "–".into(),
+        };
+        section.line(format!(
+            "| {} | {:.2} {} per {} | {} | {} | {} |",
+            w.label,
+            base * scale,
+            w.unit_cost,
+            w.unit,
+            cell(&un),
+            cell(&mon),
+            mon_un.map_or("–".into(), |s| Percent(s.median).to_string())
+        ));
+        let verdict = |s: &Option<Spread>, limit: f64| s.map(|s| s.median <= limit);
+        section.targets.push(Target::new(
+            &format!("{}: unmonitored", w.label),
+            "≤ 1 % slower",
+            un.map_or("–".into(), |s| {
+                format!(
+                    "{} (IQR {}..{})",
+                    Percent(s.median),
+                    Percent(s.p25),
+                    Percent(s.p75)
+                )
+            }),
+            verdict(&un, w.targets.0),
+        ));
+        if let Some(limit) = w.targets.1 {
+            section.targets.push(Target::new(
+                &format!("{}: monitored", w.label),
+                &format!("≤ {:.0} % slower", (limit - 1.0) * 100.0),
+                mon.map_or("–".into(), |s| {
+                    format!(
+                        "{} (IQR {}..{})",
+                        Percent(s.median),
+                        Percent(s.p25),
+                        Percent(s.p75)
+                    )
+                }),
+                verdict(&mon, limit),
+            ));
+        }
+    }
+    section.line("");
+}
+
+/// With `bpf_stats_enabled`, the agent's programs' run counts and time during one run of each
+/// condition: the cost per probe run and per operation, free of the run-to-run noise.
+fn probe_costs(
+    ctx: &Ctx<'_>,
+    workloads: &[Workload],
+    config: &str,
+    section: &mut Section,
+) -> anyhow::Result<()> {
+    let agent = Agent::start(ctx.sandbox, config, &[])?;
+    let pid = harness::agent_pid(&agent)?;
+    std::thread::sleep(AGENT_SETTLE);
+    let _stats = bpf::StatsOn::new()?;
+    section.line(
+        "Probe cost (`sysctl kernel.bpf_stats_enabled=1`, then `run_time_ns / run_cnt` of this \
+         agent's programs, found by its pid in `bpftool prog show --json`, over one run of each \
+         workload and condition; the counts include every other task that ran meanwhile):\n",
+    );
+    section.line("| workload | condition | program: runs, ns per run | probe time per operation | share of the operation |");
+    section.line("|---|---|---|---|---|");
+    for w in workloads {
+        for (cond, target) in [("unmonitored", &w.plain), ("monitored", &w.watched)] {
+            let before = bpf::programs_of(pid)?;
+            let cost = one_run(ctx, target)?;
+            let after = bpf::programs_of(pid)?;
+            let delta = bpf::delta(&before, &after);
+            let ops = w
+                .ops
+                .map_or(ctx.plan.wrk_seconds as f64 * 1e9 / cost, |n| n as f64);
+            let total_ns: f64 = delta.iter().map(|(_, runs, ns)| *runs as f64 * ns).sum();
+            let per_op = total_ns / ops;
+            let progs: Vec<String> = delta
+                .iter()
+                .filter(|(_, runs, _)| *runs > 0)
+                .map(|(name, runs, ns)| format!("{name}: {runs}, {ns:.0}"))
+                .collect();
+            section.line(format!(
+                "| {} | {cond} | {} | {per_op:.0} ns | {:.2} % |",
+                w.label,
+                if progs.is_empty() {
+                    "none ran".into()
+                } else {
+                    progs.join("; ")
+                },
+                100.0 * per_op / cost
+            ));
+        }
+    }
+    section.line(
+        "\nThe share is the probes' time over the operation's measured time: an estimate of the \
+         slowdown that run-to-run noise cannot blur (it leaves out cache effects and the agent's \
+         own CPU use, which the ratios above include).",
+    );
+    drop(agent);
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Many monitored units: the time the agent takes to attach to all of them, to refresh its view
+//! after all of them restart, and its memory and CPU while it watches them.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    thread,
+    time::{Duration, Instant},
+};
+
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
+
+use super::{
+    Plan, bpf, harness,
+    report::{Section, Target},
+    sys,
+};
+
+const TEMPLATE: &str = "bench-many@.service";
+const CHUNK: usize = 200;
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn instance(i: usize) -> String {
+    format!("bench-many@{i}.service")
+}
+
+/// systemctl over the instances, `CHUNK` at a time (argument lists stay short).
+fn systemctl_all(sandbox: &Sandbox, verb: &str, names: &[String]) -> anyhow::Result<()> {
+    for chunk in names.chunks(CHUNK) {
+        let mut args = vec![verb];
+        args.extend(chunk.iter().map(String::as_str));
+        sandbox.systemctl(&args)?;
+    }
+    Ok(())
+}
+
+/// Main pid of every instance, as systemd says.
+fn systemd_pids(sandbox: &Sandbox) -> anyhow::Result<HashMap<String, u64>> {
+    let out = sandbox.systemctl(&["show", "bench-many@*.service", "-p", "Id", "-p", "MainPID"])?;
+    let mut pids = HashMap::new();
+    for block in out.split("\n\n") {
+        let get = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::to_owned)
+        };
+        if let (Some(id), Some(pid)) = (get("Id="), get("MainPID=")) {
+            pids.insert(id, pid.parse().unwrap_or(0));
+        }
+    }
+    Ok(pids)
+}
+
+/// How many instances the agent shows with a cgroup and the main pid systemd has.
+fn in_step(agent: &Agent, pids: &HashMap<String, u64>) -> anyhow::Result<usize> {
+    let status = agent.status()?;
+    Ok(status["units"].as_array().map_or(0, |units| {
+        units
+            .iter()
+            .filter(|u| u["cgroup_id"].as_u64().is_some())
+            .filter(|u| {
+                let name = u["name"].as_str().unwrap_or_default();
+                pids.get(name)
+                    .is_some_and(|p| *p != 0 && u["main_pid"].as_u64() == Some(*p))
+            })
+            .count()
+    }))
+}
+
+fn wait_in_step(
+    agent: &Agent,
+    pids: &HashMap<String, u64>,
+    n: usize,
+) -> anyhow::Result<Option<Duration>> {
+    let start = Instant::now();
+    while start.elapsed() < TIMEOUT {
+        if in_step(agent, pids)? >= n {
+            return Ok(Some(start.elapsed()));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    Ok(None)
+}
+
+pub fn run(plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
+    let n = plan.many_units;
+    println!("xtask bench: {n} monitored units");
+    let sandbox = Sandbox::start("bench-many")?;
+    harness::install_units(
+        &sandbox,
+        &[(
+            TEMPLATE.into(),
+            service_unit("many", "/bin/sleep infinity", &[]),
+        )],
+    )?;
+    let names: Vec<String> = (0..n).map(instance).collect();
+    systemctl_all(&sandbox, "start", &names)?;
+    let pids = systemd_pids(&sandbox)?;
+    anyhow::ensure!(
+        pids.values().filter(|p| **p != 0).count() >= n,
+        "not all {n} units started"
+    );
+
+    let mut toml = String::from("[defaults]\nrestart = \"never\"\n\n");
+    for name in &names {
+        let _ = writeln!(toml, "[[unit]]\nname = \"{name}\"");
+    }
+    let spawned = Instant::now();
+    let agent = Agent::start(&sandbox, &toml, &[])?;
+    let attach = wait_in_step(&agent, &pids, n)?.map(|_| spawned.elapsed());
+    let pid = harness::agent_pid(&agent)?;
+    let before = sys::usage(pid)?;
+    thread::sleep(Duration::from_secs(plan.idle_seconds));
+    let after = sys::usage(pid)?;
+    let idle_cpu = sys::cpu_percent(&before, &after);
+
+    let restart_issued = Instant::now();
+    sandbox.systemctl(&["restart", "bench-many@*.service"])?;
+    let systemd_done = restart_issued.elapsed();
+    let new_pids = systemd_pids(&sandbox)?;
+    let changed = new_pids
+        .iter()
+        .filter(|(k, v)| pids.get(*k) != Some(v))
+        .count();
+    let refreshed = wait_in_step(&agent, &new_pids, n)?.map(|_| restart_issued.elapsed());
+    let usage = sys::usage(pid)?;
+    let maps: u64 = bpf::maps_of(pid)
+        .unwrap_or_default()
+        .iter()
+        .map(|(_, b)| b)
+        .sum();
+    drop(agent);
+    let _ = systemctl_all(&sandbox, "stop", &names);
+
+    let secs = |d: Option<Duration>| {
+        d.map_or("not within 300 s".into(), |d| {
+            format!("{:.2} s", d.as_secs_f64())
+        })
+    };
+    section.line(format!(
+        "\n**{n} monitored units** (`bench-many@1..{n}.service`, each `/bin/sleep infinity`, all \
+         running before the agent starts). Attach = agent spawned → its status shows every unit \
+         with a cgroup id and the main pid systemd reports: {}. Idle over {} s with {n} units: RSS \
+         {:.1} MiB, CPU {idle_cpu:.2} % of a core. Refresh = `systemctl --user restart \
+         'bench-many@*'` issued → the agent shows every new main pid ({changed} changed): \
+         systemd finished its jobs after {:.2} s, the agent was in step after {}. After: RSS \
+         {:.1} MiB (peak {:.1} MiB), BPF maps {:.1} MiB.\n",
+        secs(attach),
+        plan.idle_seconds,
+        after.rss_kib as f64 / 1024.0,
+        systemd_done.as_secs_f64(),
+        secs(refreshed),
+        usage.rss_kib as f64 / 1024.0,
+        usage.hwm_kib as f64 / 1024.0,
+        maps as f64 / 1048576.0
+    ));
+    section.targets.push(Target::new(
+        &format!("{n} monitored units: attach / refresh after restart / RSS"),
+        "(reported)",
+        format!(
+            "{} / {} / {:.1} MiB",
+            secs(attach),
+            secs(refreshed),
+            usage.rss_kib as f64 / 1024.0
+        ),
+        None,
+    ));
+    if usage.rss_kib > 20 * 1024 {
+        section.notes.push(format!(
+            "With {n} units the agent's RSS is {:.1} MiB: per-unit state (32 history records, \
+             views, series) and the status document grow with the unit count.",
+            usage.rss_kib as f64 / 1024.0
+        ));
+    }
+    Ok(())
+}
