@@ -15,18 +15,14 @@ use serde_json::Value;
 
 /// Generous: these run in parallel on a 2-core CI machine.
 const WAIT: Duration = Duration::from_secs(30);
-/// The stall threshold of most units below.
+/// The stall threshold of most units below, and its `[unit.stall]` line.
 const THRESHOLD: Duration = Duration::from_secs(3);
+const SHORT: &str = "threshold = \"3s\"";
 /// How late past its threshold a stall may be reported: the condition must first hold for a
 /// whole tick (1 s) before its run starts, ticks are 1 s apart, and CI is busy.
 const REPORT_SLACK: Duration = Duration::from_secs(5);
 
-/// `[policy]` verification windows (seconds) of the test that follows a restart to its end.
-const RECOVERY_TIMEOUT: u64 = 5;
-const COOLDOWN: u64 = 3;
-
-/// Tests that keep CPUs busy take turns: a spinner sharing a core with another test's spinner
-/// would be on a CPU half the time, which is not what the test is about.
+/// Tests that keep CPUs busy take turns, so their spinners do not share cores between them.
 static CPU_HUNGRY: Mutex<()> = Mutex::new(());
 
 fn cpu_turn() -> MutexGuard<'static, ()> {
@@ -40,10 +36,6 @@ fn workload(args: &str) -> String {
 /// A `[[unit]]` table with a `[unit.stall]` table holding `stall` (TOML lines).
 fn unit_config(name: &str, stall: &str) -> String {
     format!("[[unit]]\nname = \"{name}\"\n\n[unit.stall]\n{stall}\n\n")
-}
-
-fn short_threshold() -> String {
-    format!("threshold = \"{}s\"", THRESHOLD.as_secs())
 }
 
 /// Installs and starts `name` running the workload `args`.
@@ -93,8 +85,18 @@ fn wait_for_record(
     Ok(found.expect("found"))
 }
 
-fn decision_on(problem: &'static str) -> impl Fn(&Value) -> bool {
-    move |r: &Value| r["problem"] == problem
+/// Waits for the first decision on `problem`; returns it (its `evidence` says what was seen).
+fn wait_for_decision(agent: &Agent, unit: &str, problem: &str) -> anyhow::Result<Value> {
+    let what = format!("a decision on {problem} for {unit}");
+    wait_for_record(agent, unit, "decision", &what, |r| r["problem"] == problem)
+}
+
+/// The decision's evidence, checked for each of `expected`.
+fn assert_evidence(decision: &Value, expected: &[&str]) {
+    let evidence = decision["evidence"].as_str().unwrap_or_default();
+    for part in expected {
+        assert!(evidence.contains(part), "no {part:?} in: {decision:#}");
+    }
 }
 
 /// Fails as soon as the agent records a decision about `unit` during `period`, other than on
@@ -117,35 +119,7 @@ fn stays_quiet(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    if std::env::var_os("DUMP").is_some() {
-        eprintln!(
-            "=== LOG\n{}\n=== STATUS {:#}",
-            agent.log_text(),
-            agent.status()?
-        );
-    }
     Ok(())
-}
-
-/// The agent's audit log (one JSON object per line), parsed.
-fn audit_lines(sandbox: &Sandbox) -> anyhow::Result<Vec<Value>> {
-    let path = sandbox.runtime_dir().join("actions.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the audit log {}", path.display()))?;
-    text.lines()
-        .map(|line| serde_json::from_str(line).with_context(|| format!("audit line {line:?}")))
-        .collect()
-}
-
-/// The evidence of the first audited decision about `problem` on `unit`.
-fn audited_evidence(sandbox: &Sandbox, unit: &str, problem: &str) -> anyhow::Result<String> {
-    let lines = audit_lines(sandbox)?;
-    lines
-        .iter()
-        .find(|l| l["event"] == "decision" && l["unit"] == unit && l["problem"] == problem)
-        .and_then(|l| l["evidence"].as_str())
-        .map(str::to_owned)
-        .with_context(|| format!("no audited {problem} decision on {unit} in {lines:#?}"))
 }
 
 fn unix_ms() -> u64 {
@@ -155,11 +129,8 @@ fn unix_ms() -> u64 {
 
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a unit's process that this test started.
-    assert_eq!(
-        unsafe { libc::kill(pid as i32, sig) },
-        0,
-        "kill({pid}, {sig})"
-    );
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
 
 /// The unit's stalls in progress (`view.stalls`) of one kind.
@@ -177,10 +148,8 @@ fn a_stopped_main_process_is_reported_within_the_threshold_and_restarted_once_fo
     let sandbox = Sandbox::start("stopped")?;
     start_unit(&sandbox, "frozen.service", "sleep")?;
     // Short verification windows, so the test also sees the restart judged a success.
-    let config = format!(
-        "[policy]\nrecovery_timeout = \"{RECOVERY_TIMEOUT}s\"\ncooldown = \"{COOLDOWN}s\"\n\n{}",
-        unit_config("frozen.service", &short_threshold())
-    );
+    let policy = "[policy]\nrecovery_timeout = \"5s\"\ncooldown = \"3s\"\n\n";
+    let config = policy.to_owned() + &unit_config("frozen.service", SHORT);
     let agent = Agent::start(&sandbox, &config, &[])?;
     wait_sampled(&agent, "frozen.service")?;
 
@@ -188,13 +157,7 @@ fn a_stopped_main_process_is_reported_within_the_threshold_and_restarted_once_fo
     let stopped_at = unix_ms();
     signal(pid, libc::SIGSTOP);
 
-    let decision = wait_for_record(
-        &agent,
-        "frozen.service",
-        "decision",
-        "a decision on the stopped unit",
-        decision_on("stopped"),
-    )?;
+    let decision = wait_for_decision(&agent, "frozen.service", "stopped")?;
     let took = Duration::from_millis(decision["at_ms"].as_u64().unwrap_or(u64::MAX) - stopped_at);
     eprintln!("stopped reported {took:?} after SIGSTOP (threshold {THRESHOLD:?})");
     assert!(
@@ -205,10 +168,9 @@ fn a_stopped_main_process_is_reported_within_the_threshold_and_restarted_once_fo
         took >= THRESHOLD,
         "reported before the threshold: {decision:#}"
     );
-    let evidence = audited_evidence(&sandbox, "frozen.service", "stopped")?;
-    assert!(
-        evidence.contains("stopped") && evidence.contains(&format!("process {pid}")),
-        "{evidence}"
+    assert_evidence(
+        &decision,
+        &["stopped", "SIGSTOP", &format!("process {pid} ")],
     );
 
     wait_for_record(
@@ -238,13 +200,6 @@ fn a_stopped_main_process_is_reported_within_the_threshold_and_restarted_once_fo
     let restarts = agent.records("frozen.service", "action")?;
     assert_eq!(restarts.len(), 1, "{restarts:#?}");
     assert_eq!(sandbox.main_pid("frozen.service")?, new_pid);
-    if std::env::var_os("DUMP").is_some() {
-        eprintln!(
-            "=== LOG\n{}\n=== STATUS {:#}",
-            agent.log_text(),
-            agent.status()?
-        );
-    }
     Ok(())
 }
 
@@ -300,13 +255,6 @@ fn a_stop_shorter_than_the_threshold_shows_in_progress_with_its_age_and_is_never
         pid,
         "the unit restarted"
     );
-    if std::env::var_os("DUMP").is_some() {
-        eprintln!(
-            "=== LOG\n{}\n=== STATUS {:#}",
-            agent.log_text(),
-            agent.status()?
-        );
-    }
     Ok(())
 }
 
@@ -320,25 +268,15 @@ fn a_thread_spinning_without_syscalls_is_spinning_unless_the_unit_turns_spinning
     start_unit(&sandbox, "cruncher.service", "spin 1")?;
     // The share is of wall-clock time, and a loop on a shared 2-core host gets a fifth of a CPU
     // at times, far below the default 95 %: what matters is that it never blocks.
-    let stall = format!("{}\nspinning_cpu_percent = 10", short_threshold());
+    let stall = format!("{SHORT}\nspinning_cpu_percent = 10");
     let config = unit_config("loop.service", &stall)
         + &unit_config("cruncher.service", &format!("{stall}\nspinning = false"));
     let agent = Agent::start(&sandbox, &config, &[])?;
     wait_sampled(&agent, "cruncher.service")?;
     let watched_since = Instant::now();
 
-    wait_for_record(
-        &agent,
-        "loop.service",
-        "decision",
-        "spinning on loop.service",
-        decision_on("spinning"),
-    )?;
-    let evidence = audited_evidence(&sandbox, "loop.service", "spinning")?;
-    assert!(
-        evidence.contains("(spinner-0)") && evidence.contains("no voluntary context switch"),
-        "{evidence}"
-    );
+    let decision = wait_for_decision(&agent, "loop.service", "spinning")?;
+    assert_evidence(&decision, &["(spinner-0)", "no voluntary context switch"]);
 
     // The other unit spins just as hard, for at least as long, and is left alone.
     let oncpu = agent.unit("cruncher.service")?["view"]["sched"]["oncpu_percent"].clone();
@@ -352,13 +290,6 @@ fn a_thread_spinning_without_syscalls_is_spinning_unless_the_unit_turns_spinning
         &["starved"],
     )?;
     assert!(stall_in_progress(&agent, "cruncher.service", "spinning")?.is_none());
-    if std::env::var_os("DUMP").is_some() {
-        eprintln!(
-            "=== LOG\n{}\n=== STATUS {:#}",
-            agent.log_text(),
-            agent.status()?
-        );
-    }
     Ok(())
 }
 
@@ -379,8 +310,7 @@ fn a_server_that_stops_accepting_while_clients_queue_is_wedged_but_an_idle_one_i
         &format!("no-accept {busy_port}"),
     )?;
     start_unit(&sandbox, "quiet.service", &format!("no-accept {idle_port}"))?;
-    let config = unit_config("jammed.service", &short_threshold())
-        + &unit_config("quiet.service", &short_threshold());
+    let config = unit_config("jammed.service", SHORT) + &unit_config("quiet.service", SHORT);
     let agent = Agent::start(&sandbox, &config, &[])?;
     wait_sampled(&agent, "quiet.service")?;
     let watched_since = Instant::now();
@@ -390,18 +320,8 @@ fn a_server_that_stops_accepting_while_clients_queue_is_wedged_but_an_idle_one_i
         clients.push(TcpStream::connect(("127.0.0.1", busy_port))?);
         Ok(clients.len() == 3)
     })?;
-    wait_for_record(
-        &agent,
-        "jammed.service",
-        "decision",
-        "wedged on jammed.service",
-        decision_on("wedged"),
-    )?;
-    let evidence = audited_evidence(&sandbox, "jammed.service", "wedged")?;
-    assert!(
-        evidence.contains("3 connection(s) in accept queues"),
-        "{evidence}"
-    );
+    let decision = wait_for_decision(&agent, "jammed.service", "wedged")?;
+    assert_evidence(&decision, &["3 connection(s) in accept queues"]);
 
     // Idle for 3 thresholds with nothing waiting: healthy.
     let quiet_for = (3 * THRESHOLD).saturating_sub(watched_since.elapsed());
@@ -412,13 +332,6 @@ fn a_server_that_stops_accepting_while_clients_queue_is_wedged_but_an_idle_one_i
         "quiet.service idle for {idle}s"
     );
     drop(clients);
-    if std::env::var_os("DUMP").is_some() {
-        eprintln!(
-            "=== LOG\n{}\n=== STATUS {:#}",
-            agent.log_text(),
-            agent.status()?
-        );
-    }
     Ok(())
 }
 
@@ -431,11 +344,7 @@ fn a_task_stuck_in_uninterruptible_sleep_is_hung_with_its_wait_channel_and_escal
         "stuck.service",
         &service_unit("stuck", &workload("vfork-hang"), &[]),
     )?;
-    let agent = Agent::start(
-        &sandbox,
-        &unit_config("stuck.service", &short_threshold()),
-        &[],
-    )?;
+    let agent = Agent::start(&sandbox, &unit_config("stuck.service", SHORT), &[])?;
     // Started once the agent watches: the kernel's probes, not a /proc scan, see it enter D.
     wait_loaded(&agent, "stuck.service")?;
     sandbox.systemctl(&["start", "stuck.service"])?;
@@ -448,20 +357,14 @@ fn a_task_stuck_in_uninterruptible_sleep_is_hung_with_its_wait_channel_and_escal
     .with_context(|| format!("/proc/{pid}/stat: {stat}"))?;
     let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"))?;
 
-    wait_for_record(
-        &agent,
-        "stuck.service",
-        "decision",
-        "hung on stuck.service",
-        decision_on("hung"),
-    )?;
-    let evidence = audited_evidence(&sandbox, "stuck.service", "hung")?;
-    assert!(
-        evidence.contains(&format!("process {pid} "))
-            && evidence.contains("uninterruptible sleep (D)")
-            && evidence.contains(&format!("wait channel {wchan}")),
-        "{evidence}"
+    let decision = wait_for_decision(&agent, "stuck.service", "hung")?;
+    let process = format!("process {pid} ");
+    let wait_channel = format!("wait channel {wchan}");
+    assert_evidence(
+        &decision,
+        &[&process, "uninterruptible sleep (D)", &wait_channel],
     );
+    assert_eq!(decision["action"], "escalate", "{decision:#}");
     wait_for_record(&agent, "stuck.service", "action", "the escalation", |r| {
         r["action"] == "escalate" && r["outcome"] == "done"
     })?;
@@ -483,13 +386,6 @@ fn a_task_stuck_in_uninterruptible_sleep_is_hung_with_its_wait_channel_and_escal
         "a hung unit was restarted: {actions:#?}"
     );
     assert_eq!(sandbox.main_pid("stuck.service")?, pid);
-    if std::env::var_os("DUMP").is_some() {
-        eprintln!(
-            "=== LOG\n{}\n=== STATUS {:#}",
-            agent.log_text(),
-            agent.status()?
-        );
-    }
     Ok(())
 }
 
@@ -516,30 +412,19 @@ fn units_squeezed_into_a_small_cpu_quota_are_starved_with_run_queue_and_throttli
     let agent = Agent::start(&sandbox, &config, &[])?;
 
     for unit in units {
-        wait_for_record(
-            &agent,
-            unit,
-            "decision",
-            &format!("starved on {unit}"),
-            decision_on("starved"),
-        )?;
-        let evidence = audited_evidence(&sandbox, unit, "starved")?;
+        let decision = wait_for_decision(&agent, unit, "starved")?;
+        assert_evidence(
+            &decision,
+            &["run-queue latency p99 ", "its own CPU quota throttled it"],
+        );
         assert!(
-            !evidence.contains("run-queue latency p99 unknown")
-                && evidence.contains("its own CPU quota throttled it"),
-            "{evidence}"
+            !decision["evidence"].to_string().contains("p99 unknown"),
+            "{decision:#}"
         );
         let sched = agent.unit(unit)?["view"]["sched"].clone();
         assert!(
             sched["runq_p99_ms"].as_f64() > Some(50.0) && sched["nr_throttled"].as_u64() > Some(0),
             "{unit}: {sched:#}"
-        );
-    }
-    if std::env::var_os("DUMP").is_some() {
-        eprintln!(
-            "=== LOG\n{}\n=== STATUS {:#}",
-            agent.log_text(),
-            agent.status()?
         );
     }
     Ok(())
@@ -632,12 +517,5 @@ fn only_monitored_units_have_kernel_state_and_status_shows_their_scheduler_pictu
     assert!(idle["oncpu_percent"].as_f64() < Some(1.0), "{idle:#}");
     assert_eq!(tasks_in(&idle, "sleeping"), 1, "{idle:#}");
     assert!(idle["idle_seconds"].as_f64() > Some(0.0), "{idle:#}");
-    if std::env::var_os("DUMP").is_some() {
-        eprintln!(
-            "=== LOG\n{}\n=== STATUS {:#}",
-            agent.log_text(),
-            agent.status()?
-        );
-    }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! The agent's kernel programs and maps as bpftool sees them: per-program run counts and run
-//! time (with `kernel.bpf_stats_enabled`), map memory. Programs are told apart by the pid
-//! holding them, since other agents (tests running beside the bench) load the same names.
+//! time (with `kernel.bpf_stats_enabled`), map memory. Programs are told apart by the fds the
+//! agent's pid holds, since other agents (tests running beside the bench) load the same names.
 
-use std::process::Command;
+use std::{collections::HashSet, process::Command};
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
@@ -30,18 +30,38 @@ fn bpftool(what: &str) -> anyhow::Result<Vec<Value>> {
     }
 }
 
-fn held_by(item: &Value, pid: u32) -> bool {
-    item["pids"].as_array().is_some_and(|pids| {
-        pids.iter()
-            .any(|p| p["pid"].as_u64() == Some(u64::from(pid)))
-    })
+/// Ids of the programs and maps whose fds `pid` holds, from /proc/PID/fdinfo (this bpftool
+/// is built without the skeleton that would list pids itself).
+fn held_ids(pid: u32) -> (HashSet<u64>, HashSet<u64>) {
+    let mut progs = HashSet::new();
+    let mut maps = HashSet::new();
+    let dir = format!("/proc/{pid}/fdinfo");
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            let id = |key: &str| line.strip_prefix(key).and_then(|v| v.trim().parse().ok());
+            if let Some(id) = id("prog_id:") {
+                progs.insert(id);
+            } else if let Some(id) = id("map_id:") {
+                maps.insert(id);
+            }
+        }
+    }
+    (progs, maps)
+}
+
+fn id_of(item: &Value) -> u64 {
+    item["id"].as_u64().unwrap_or(0)
 }
 
 /// Programs loaded by `pid`.
 pub fn programs_of(pid: u32) -> anyhow::Result<Vec<ProgStat>> {
+    let (ids, _) = held_ids(pid);
     Ok(bpftool("prog")?
         .iter()
-        .filter(|p| held_by(p, pid))
+        .filter(|p| ids.contains(&id_of(p)))
         .map(|p| ProgStat {
             id: p["id"].as_u64().unwrap_or(0),
             name: p["name"].as_str().unwrap_or("?").to_owned(),
@@ -54,20 +74,22 @@ pub fn programs_of(pid: u32) -> anyhow::Result<Vec<ProgStat>> {
 /// Scheduler programs (`sched_switch`) loaded by processes other than `pid`: other agents whose
 /// probes every workload pays for too.
 pub fn foreign_sched_programs(pid: Option<u32>) -> usize {
+    let ours = pid.map(|pid| held_ids(pid).0).unwrap_or_default();
     bpftool("prog").map_or(0, |progs| {
         progs
             .iter()
             .filter(|p| p["name"] == "sched_switch")
-            .filter(|p| pid.is_none_or(|pid| !held_by(p, pid)))
+            .filter(|p| !ours.contains(&id_of(p)))
             .count()
     })
 }
 
 /// `(name, bytes)` of every map `pid` holds, largest first.
 pub fn maps_of(pid: u32) -> anyhow::Result<Vec<(String, u64)>> {
+    let (_, ids) = held_ids(pid);
     let mut maps: Vec<(String, u64)> = bpftool("map")?
         .iter()
-        .filter(|m| held_by(m, pid))
+        .filter(|m| ids.contains(&id_of(m)))
         .map(|m| {
             (
                 m["name"].as_str().unwrap_or("?").to_owned(),

@@ -250,6 +250,7 @@ fn detections(agent: &Agent, faults: &mut [Fault]) -> anyhow::Result<()> {
         let found = records
             .iter()
             .filter(|(unit, r)| *unit == f.unit && r["kind"] == "decision")
+            .filter(|(_, r)| r["problem"].as_str().is_some_and(|p| p.contains(f.kind)))
             .find(|(_, r)| r["at_ms"].as_f64().is_some_and(|at| at >= began - 5.0));
         if let Some((_, r)) = found {
             f.outcome.detected_s = r["at_ms"].as_f64().map(|at| ((at - began) / 1e3).max(0.0));

@@ -26,11 +26,6 @@ pub const IMMEDIATE_POLICY: &str = "[policy]\ncooldown = \"1s\"\nstable_period =
     [policy.budget]\nmax_restarts = 100000\n\n[policy.backoff]\ninitial = \"0s\"\nmax_attempts = 100000\n\n\
     [policy.storm]\nmax_units = 1000\n\n";
 
-pub fn run(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
-    exit_to_event(bins, plan, section)?;
-    exit_to_restart(bins, plan, section)
-}
-
 /// Collects `kernel_to_agent_us` of child exits (one every 20 ms) from the agent's history.
 pub fn exit_to_event(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
     println!("xtask bench: exit → event in the agent");
@@ -111,7 +106,7 @@ pub fn collect_exit_latencies(
     Ok(seen.into_values().take(wanted).collect())
 }
 
-fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
+pub fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
     println!("xtask bench: crash → restart (agent and systemd's Restart=)");
     let sandbox = Sandbox::start("bench-restart")?;
     let idle = |tag: &str| bins.workload(&format!("bench-idle {tag}"));

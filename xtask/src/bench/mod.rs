@@ -136,8 +136,15 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     sections.push(section("Overhead", || overhead::run(&bins, &plan)));
     sections.push(section("Detection and reaction latency", || {
         let mut s = Section::new("Detection and reaction latency");
-        latency::run(&bins, &plan, &mut s)?;
-        detection::run(&bins, &plan, &mut s)?;
+        part(&mut s, "exit → event", |s| {
+            latency::exit_to_event(&bins, &plan, s)
+        });
+        part(&mut s, "crash → restart", |s| {
+            latency::exit_to_restart(&bins, &plan, s)
+        });
+        part(&mut s, "stall and leak detection", |s| {
+            detection::run(&bins, &plan, s)
+        });
         Ok(s)
     }));
     sections.push(section(
@@ -146,8 +153,9 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     ));
     sections.push(section("Footprint and scale", || {
         let mut s = Section::new("Footprint and scale");
-        scale::run(&bins, &plan, &mut s)?;
-        thousand::run(&plan, &mut s)?;
+        part(&mut s, "footprint", |s| scale::run(&bins, &plan, s));
+        part(&mut s, "exit bursts", |s| scale::burst(&bins, &plan, s));
+        part(&mut s, "many units", |s| thousand::run(&plan, s));
         Ok(s)
     }));
     let facts = RunFacts {
@@ -160,8 +168,9 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         load_before,
         load_after: sys::load_average(),
         foreign_agents: format!(
-            "{foreign_before} at the start, {} at the end (other helpers' test agents: their \
-             probes run on every context switch of every workload here, in all conditions alike)",
+            "{foreign_before} `sched_switch` programs of other agents at the start, {} at the \
+             end (tests running beside the bench: their probes run on every context switch of \
+             every workload here, in all conditions alike)",
             bpf::foreign_sched_programs(None)
         ),
         duration_s: began.elapsed().as_secs(),
@@ -188,6 +197,14 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs one part of a section; a failure is said in the section, and the other parts still run.
+fn part(section: &mut Section, what: &str, f: impl FnOnce(&mut Section) -> anyhow::Result<()>) {
+    if let Err(e) = f(section) {
+        eprintln!("xtask bench: {what} failed: {e:#}");
+        section.line(format!("\n**{what}: not measured**: {e:#}\n"));
+    }
 }
 
 /// Runs one section; a failure becomes the section's text, and the other sections still run.

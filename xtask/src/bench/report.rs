@@ -89,7 +89,7 @@ pub fn render(facts: &RunFacts, sections: &[Section]) -> String {
     );
     let _ = writeln!(
         out,
-        "- Other selfheal agents loaded while it ran: {}",
+        "- Other agents' scheduler probes loaded: {}",
         facts.foreign_agents
     );
     let _ = writeln!(

@@ -39,8 +39,8 @@ fn units_toml(names: &[String]) -> String {
     toml
 }
 
-/// Idle, then under load: 100 units of paced ping-pong, plus one unit whose children exit, so
-/// exit latency is measured under the same load.
+/// Idle (one monitored unit that sleeps), then under load: 100 units of paced ping-pong, plus
+/// one unit whose children exit, so exit latency is measured under the same load.
 pub fn run(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
     println!("xtask bench: footprint idle and under load");
     let sandbox = Sandbox::start("bench-load")?;
@@ -64,14 +64,26 @@ pub fn run(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()
         "bench-load-exits.service".into(),
         service_unit("exits", &bins.workload("bench-exit-children 20"), &[]),
     ));
+    units.push((
+        "bench-idle.service".into(),
+        service_unit("idle", &bins.workload("bench-idle idle"), &[]),
+    ));
     harness::install_units(&sandbox, &units)?;
+    sandbox.systemctl(&["start", "bench-idle.service"])?;
+
+    // Idle: one monitored unit that sleeps.
+    let (idle, idle_cpu, maps) = {
+        let agent = Agent::start(&sandbox, &units_toml(&["bench-idle.service".into()]), &[])?;
+        let pid = harness::agent_pid(&agent)?;
+        thread::sleep(Duration::from_secs(3));
+        let (idle, cpu) = footprint(pid, plan.idle_seconds)?;
+        (idle, cpu, bpf::maps_of(pid).unwrap_or_default())
+    };
+
     let mut names = load.clone();
     names.push("bench-load-exits.service".into());
     let agent = Agent::start(&sandbox, &units_toml(&names), &[])?;
     let pid = harness::agent_pid(&agent)?;
-    thread::sleep(Duration::from_secs(3));
-    let (idle, idle_cpu) = footprint(pid, plan.idle_seconds)?;
-    let maps = bpf::maps_of(pid).unwrap_or_default();
 
     let mut start = vec!["start"];
     start.extend(names.iter().map(String::as_str));
@@ -112,17 +124,13 @@ pub fn run(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()
     section.line(format!(
         "**Agent footprint.** RSS = `VmRSS` of /proc/PID/status at the end of the interval (peak \
          `VmHWM` in brackets); CPU = (utime + stime) over wall time, from /proc/PID/stat, in \
-         percent of one core. Idle: {} monitored units, none running, {} s. Under load: {} \
+         percent of one core. Idle: one monitored unit that sleeps, {} s. Under load: {} \
          monitored units each running `bench-switcher {}` (paced ping-pong between two threads, \
          unpinned), plus one unit whose children exit every 20 ms, {} s. Scheduler events = runs \
          of this agent's sched_switch + sched_wakeup + sched_wakeup_new programs (bpftool \
          `run_cnt`, stats on for this interval only; every task's switches run them, monitored \
          or not).\n",
-        names.len(),
-        plan.idle_seconds,
-        plan.load_units,
-        plan.load_rate,
-        plan.load_seconds
+        plan.idle_seconds, plan.load_units, plan.load_rate, plan.load_seconds
     ));
     section.line("| | RSS | CPU | scheduler events/s | context switches/s (machine) | tracked tasks | kernel events lost |");
     section.line("|---|---|---|---|---|---|---|");
@@ -198,11 +206,11 @@ pub fn run(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()
         Some(lost == 0),
     ));
     drop(agent);
-    burst(bins, plan, section)
+    Ok(())
 }
 
 /// Units whose main processes fork and reap children as fast as they can, all at once.
-fn burst(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
+pub fn burst(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
     println!("xtask bench: exit bursts");
     let sandbox = Sandbox::start("bench-burst")?;
     let dir = sandbox.runtime_dir().to_path_buf();
