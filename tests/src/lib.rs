@@ -11,8 +11,8 @@ pub mod agent;
 pub mod cgroupfs;
 pub mod require;
 pub mod sandbox;
-pub mod workloads;
 mod unit;
+pub mod workloads;
 
 pub use sandbox::Sandbox;
 pub use unit::service_unit;

@@ -356,6 +356,7 @@ scenario_fd_leak() {
         return
     fi
     back_ms=$(($(now_ms) - started))
+    new_pid=$(main_pid $unit)
     systemctl stop $unit
     if [ -e /run/selfheal-vm/fdleak-exhausted ]; then
         fail "$unit ran out of file descriptors before the agent restarted it ($evidence)"
@@ -364,7 +365,7 @@ scenario_fd_leak() {
             "512 fds: '$evidence'"
     else
         pass "fd_leak found $detected_ms ms after the start ($evidence); $unit restarted" \
-            "(main pid $pid → $(main_pid $unit)) at $back_ms ms, before exhaustion"
+            "(main pid $pid → $new_pid) at $back_ms ms, before exhaustion"
     fi
 }
 

@@ -85,6 +85,9 @@ pub struct Engine {
     /// The problem kind each escalated unit was escalated for (the policy keeps only the
     /// reason), so /health and status can name it.
     pub(super) escalated: HashMap<u32, String>,
+    /// The limits systemd had before the agent first scaled each unit: what `scale` multiplies
+    /// when the config names no bases.
+    scale_bases: HashMap<u32, crate::policy::ScaledLimits>,
     /// When each unit's open incident began, for `selfheal_recovery_duration_seconds`.
     pub(super) incidents: HashMap<u32, Instant>,
     finished_tx: mpsc::Sender<Finished>,
@@ -102,6 +105,7 @@ impl Engine {
             acting: HashMap::new(),
             main_pids: HashMap::new(),
             escalated: HashMap::new(),
+            scale_bases: HashMap::new(),
             incidents: HashMap::new(),
             finished_tx,
             finished_rx: Some(finished_rx),
@@ -219,7 +223,11 @@ impl Engine {
             summary.push_str(" (dry run: not acting)");
         }
         let evidence = problem.map(|p| p.evidence.as_str()).unwrap_or_default();
-        if decision.actions.iter().any(|a| matches!(a, Action::Escalate { .. })) {
+        if decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Escalate { .. }))
+        {
             let kind = problem.map_or_else(|| decision.cause.clone(), |p| p.kind.name().to_owned());
             self.escalated.insert(decision.unit, kind);
         }
@@ -260,11 +268,14 @@ impl Engine {
         &mut self,
         unit: u32,
         name: &str,
-        action: Action,
+        mut action: Action,
         (object_path, cgroup): (Option<zbus::zvariant::OwnedObjectPath>, Option<String>),
         problem: Option<&Problem>,
     ) {
         let now = Instant::now();
+        if let Action::Scale { factor, limits, .. } = &mut action {
+            self.fill_scale_bases(unit, *factor, limits);
+        }
         let finish = |outcome: ActionOutcome| Finished {
             unit,
             action: action.clone(),
@@ -318,6 +329,34 @@ impl Engine {
             }
         }
         let _ = now;
+    }
+
+    /// Limits the config gives no base for are scaled from what systemd had before the agent
+    /// first scaled the unit (nothing is sent for limits that were unlimited).
+    fn fill_scale_bases(
+        &mut self,
+        unit: u32,
+        factor: f64,
+        limits: &mut crate::policy::ScaledLimits,
+    ) {
+        let base = *self.scale_bases.entry(unit).or_insert_with(|| {
+            let state = self.p.state.lock();
+            let finite = |v: u64| (v != 0 && v < (1 << 62)).then_some(v);
+            state
+                .units
+                .get(unit as usize)
+                .map_or_else(Default::default, |u| crate::policy::ScaledLimits {
+                    cpu_quota_percent: finite(u.systemd.cpu_quota_per_sec_us).map(|us| us / 10_000),
+                    memory_max: finite(u.systemd.memory_max),
+                    memory_high: finite(u.systemd.memory_high),
+                    tasks_max: finite(u.systemd.tasks_max),
+                })
+        });
+        let scaled = |v: Option<u64>| v.map(|v| (v as f64 * factor).round() as u64);
+        limits.cpu_quota_percent = limits.cpu_quota_percent.or(scaled(base.cpu_quota_percent));
+        limits.memory_max = limits.memory_max.or(scaled(base.memory_max));
+        limits.memory_high = limits.memory_high.or(scaled(base.memory_high));
+        limits.tasks_max = limits.tasks_max.or(scaled(base.tasks_max));
     }
 
     fn isolate_network(&mut self, unit: u32, on: bool, cgroup: Option<String>) -> ActionOutcome {

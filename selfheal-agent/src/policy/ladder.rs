@@ -204,6 +204,13 @@ fn try_rung(
                 let left = isolation.until.saturating_duration_since(now);
                 return Rung::Hold(format!("isolated for {} more", human(left)));
             }
+            if let Some(why) = state
+                .incident
+                .as_ref()
+                .and_then(|i| i.isolation_failed.as_ref())
+            {
+                return Rung::Skip(format!("isolation failed ({why})"));
+            }
             let remediation = &spec.remediation;
             let mut actions = Vec::new();
             if remediation.freeze {
@@ -365,6 +372,7 @@ pub fn open_incident(state: &mut UnitState, kind: &ProblemKind, now: Instant) {
         started: now,
         restart_attempts: 0,
         cleared: false,
+        isolation_failed: None,
         phase: Phase::Idle,
     });
 }

@@ -129,11 +129,14 @@ pub(super) fn apply_outcome(
             // Contained, not healed: the incident ends without a verdict.
             state.incident = None;
         }
-        (Action::Freeze | Action::Quarantine, ActionOutcome::Failed(_))
-            if state.in_flight.is_empty() && state.isolation.is_none() =>
-        {
-            record_failure(state, now, config);
-            carry_on(spec, state, env, now);
+        (Action::Freeze | Action::Quarantine, ActionOutcome::Failed(why)) => {
+            if let Some(incident) = &mut state.incident {
+                incident.isolation_failed = Some(why.clone());
+            }
+            if state.in_flight.is_empty() && state.isolation.is_none() {
+                record_failure(state, now, config);
+                carry_on(spec, state, env, now);
+            }
         }
         // Not executed, bookkeeping actions, or a failure another outcome of the batch
         // already dealt with: nothing beyond the rule below.

@@ -31,6 +31,9 @@ pub struct Incident {
     pub restart_attempts: u32,
     /// The detector said the problem cleared while our action was still running.
     pub cleared: bool,
+    /// An isolation of this incident failed: the ladder moves past `isolate` instead of
+    /// retrying it at once, forever.
+    pub isolation_failed: Option<String>,
     pub phase: Phase,
 }
 

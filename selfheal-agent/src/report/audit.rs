@@ -49,16 +49,26 @@ impl Audit {
         let file = match file {
             Ok(file) => Some(file),
             Err(e) => {
-                warn!("cannot open the audit log {}: {e}; decisions are only logged", path.display());
+                warn!(
+                    "cannot open the audit log {}: {e}; decisions are only logged",
+                    path.display()
+                );
                 None
             }
         };
-        Audit { path: path.to_path_buf(), file }
+        Audit {
+            path: path.to_path_buf(),
+            file,
+        }
     }
 
     pub fn record(&mut self, record: &AuditRecord<'_>) {
-        let Some(file) = self.file.as_mut() else { return };
-        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let mut line = match serde_json::to_value(record) {
             Ok(serde_json::Value::Object(mut map)) => {
                 map.insert("at_ms".into(), at_ms.into());
@@ -99,8 +109,10 @@ mod tests {
             dry_run: false,
         });
         let text = std::fs::read_to_string(&path).expect("log written");
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event"], "action");
         assert_eq!(lines[1]["problem"], "crash");

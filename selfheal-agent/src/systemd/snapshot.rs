@@ -36,6 +36,8 @@ pub struct UnitSnapshot {
     pub memory_max: u64,
     pub memory_high: u64,
     pub tasks_max: u64,
+    /// CPUQuota= as CPU time per second of wall time, µs (u64::MAX: none).
+    pub cpu_quota_per_sec_us: u64,
 }
 
 fn string(props: &HashMap<String, OwnedValue>, key: &str) -> String {
@@ -128,6 +130,7 @@ pub async fn read_snapshot(
         snapshot.memory_max = uint64(&specific, "MemoryMax");
         snapshot.memory_high = uint64(&specific, "MemoryHigh");
         snapshot.tasks_max = uint64(&specific, "TasksMax");
+        snapshot.cpu_quota_per_sec_us = uint64(&specific, "CPUQuotaPerSecUSec");
     }
     Ok(snapshot)
 }

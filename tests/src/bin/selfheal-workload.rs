@@ -48,7 +48,10 @@ fn main() -> ExitCode {
         ("http", [port, state_file]) => http(port, state_file),
         (mode, rest) => match selfheal_tests::workloads::run(mode, rest) {
             Some(result) => result,
-            None => Err(format!("unexpected arguments {args:?}\n{USAGE}\n{}", selfheal_tests::workloads::USAGE)),
+            None => Err(format!(
+                "unexpected arguments {args:?}\n{USAGE}\n{}",
+                selfheal_tests::workloads::USAGE
+            )),
         },
     };
     match result {

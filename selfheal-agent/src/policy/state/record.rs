@@ -219,6 +219,7 @@ impl UnitRecord {
                 started: at(i.started_ms),
                 restart_attempts: i.restart_attempts,
                 cleared: i.cleared,
+                isolation_failed: None,
                 phase: match i.phase {
                     PhaseRecord::Idle => Phase::Idle,
                     PhaseRecord::Scheduled {

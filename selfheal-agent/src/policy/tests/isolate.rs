@@ -73,3 +73,25 @@ fn custom_kinds_without_a_ladder_are_only_recorded() {
         decision.reason
     );
 }
+
+#[test]
+fn a_failed_isolation_is_not_retried_in_a_loop_but_escalated() {
+    let mut h = isolating_unit("isolation = [\"network\"]");
+    let decision = h.problem(0, compromised());
+    assert_eq!(decision.actions, [Action::Quarantine]);
+    let outcome = ActionOutcome::Failed("no cgroup".into());
+    h.policy.on_outcome(0, &Action::Quarantine, &outcome, h.now);
+    let next = h.next_action(0, secs(10)).expect("the ladder moves on");
+    assert!(
+        next.actions
+            .iter()
+            .all(|a| !matches!(a, Action::Quarantine | Action::Freeze)),
+        "{next:?}"
+    );
+    assert!(
+        next.actions
+            .iter()
+            .any(|a| matches!(a, Action::Escalate { .. })),
+        "{next:?}"
+    );
+}
