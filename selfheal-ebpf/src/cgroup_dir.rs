@@ -63,12 +63,15 @@ fn try_cgroup_mkdir(ctx: &TracePointContext) -> Result<(), i32> {
 
     // Hash the path once; at each '/' the hash so far is that of an ancestor's path, so a
     // cgroup created anywhere below a watched unit is adopted too.
+    // The loop ends at the NUL the helper wrote (at `len`), not at `i >= len`: bounded by
+    // `len`, LLVM counts down from it beside the pointer, and the 6.1 verifier, which cannot
+    // relate the two, rejects the program (`invalid access to map value, off=256`).
     let mut hash = FNV_OFFSET;
     for i in 0..MAX_PATH_LEN {
-        if i >= len {
+        let byte = buf[i];
+        if byte == 0 {
             break;
         }
-        let byte = buf[i];
         if byte == b'/' && i > 0 {
             // SAFETY: copied out at once.
             if let Some(unit) = unsafe { WATCHED_PATHS.get(&hash) }.copied() {

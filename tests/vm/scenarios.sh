@@ -372,7 +372,7 @@ scenario_fd_leak() {
 # Two busy loops share CPUQuota=10% (cpu.max "10000 100000") with MemoryMax=64M: the stall
 # detector reports the unit starved, and `scale` raises both by 1.5 through systemd
 # (SetUnitProperties); once the loops go idle, the unit steps back down after
-# [policy.scale] step_down_after = "20s".
+# [policy.scale] step_down_after = "10s".
 scenario_cpu_scale() {
     unit=selfheal-vm-busy.service
     base_cpu="10000 100000"

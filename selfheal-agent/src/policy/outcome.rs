@@ -54,6 +54,16 @@ fn carry_on(spec: &UnitSpec, state: &mut UnitState, env: &mut Env<'_>, now: Inst
     ladder::commit(state, step, now, false);
 }
 
+/// Whether the outcome of `ran` is the outcome of the in-flight `sent`. The engine completes a
+/// scale step's limits with what systemd had (those the config gives no base for) before it runs
+/// it, so a scale step is known by its step, not its limits.
+fn answers(sent: &Action, ran: &Action) -> bool {
+    match (sent, ran) {
+        (Action::Scale { step: sent, .. }, Action::Scale { step: ran, .. }) => sent == ran,
+        _ => sent == ran,
+    }
+}
+
 fn set_idle(state: &mut UnitState) {
     if let Some(incident) = &mut state.incident {
         incident.phase = Phase::Idle;
@@ -70,7 +80,7 @@ pub(super) fn apply_outcome(
     now: Instant,
 ) {
     let config = env.config;
-    if let Some(i) = state.in_flight.iter().position(|a| a == action) {
+    if let Some(i) = state.in_flight.iter().position(|a| answers(a, action)) {
         state.in_flight.remove(i);
     }
     state.last_action = Some(LastAction {

@@ -222,10 +222,14 @@ pub fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyho
     ));
     if immediate.is_none_or(|s| s.p99 > 10.0) {
         section.notes.push(
-            "Exit → restart p99 above 10 ms with an immediate policy: the figure includes systemd \
-             handling the job and forking; the agent's part is exit → event plus one policy \
-             decision and the D-Bus call. Timestamping RestartUnit in the history would split \
-             the two."
+            "Exit → restart p99 above 10 ms even with an immediate policy. The figure runs to \
+             systemd forking the new process, and systemd's own Restart= on the same machine takes \
+             the time in the row above; the agent's extra is its D-Bus path: `act::restart` reads \
+             the unit's properties (GetAll), builds a manager proxy and subscribes to JobRemoved \
+             before it calls RestartUnit, each a round trip through dbus-daemon. A standing \
+             JobRemoved subscription, a proxy made once, and RestartUnit first (the stop-job \
+             check can use the tracker's state) would leave one round trip. Timestamping the \
+             RestartUnit call in the history would measure the agent's part alone."
                 .into(),
         );
     }

@@ -9,6 +9,7 @@ mod harness;
 mod install;
 mod latency;
 mod overhead;
+mod profile;
 mod report;
 mod scale;
 mod stats;

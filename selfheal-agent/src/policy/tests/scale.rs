@@ -132,3 +132,52 @@ fn a_template_instance_starts_more_instances_up_to_its_maximum() {
     assert_eq!(stopped, [Action::StopInstance("worker@2.service".into())]);
     assert_eq!(h.status(0).scale_step, 0);
 }
+
+/// The engine fills in the limits the config leaves to systemd (here `TasksMax=`) before it
+/// runs the action, and reports the outcome of the action it ran.
+fn with_systemd_tasks_max(decision: &Decision) -> Decision {
+    let mut ran = decision.clone();
+    for action in &mut ran.actions {
+        if let Action::Scale { limits, .. } = action {
+            limits.tasks_max = Some(4915);
+        }
+    }
+    ran
+}
+
+#[test]
+fn a_scale_outcome_with_limits_filled_in_by_the_engine_completes_the_action() {
+    let mut config = PolicyConfig {
+        cooldown: secs(1),
+        ..PolicyConfig::default()
+    };
+    config.scale.step_down_after = secs(4);
+    let unit = with_remediation(
+        "hungry.service",
+        "cpu_quota = \"20%\"\nmemory_max = \"64M\"\n[custom]\npressure = [\"scale\"]",
+    );
+    let mut h = Harness::new(config, vec![unit]);
+    let pressure = ProblemKind::Custom("pressure".into());
+    let up = h.problem(0, pressure.clone());
+    assert_eq!(scale_of(&up).map(|s| s.0), Some(1), "{up:?}");
+    let ran = with_systemd_tasks_max(&up);
+    h.done(&ran);
+    h.advance(secs(1));
+    h.cleared(0, pressure);
+    assert_eq!(h.status(0).scale_step, 1);
+
+    let down = h.next_action(0, secs(30)).expect("step down");
+    assert_eq!(
+        scale_of(&down).map(|s| (s.0, s.1)),
+        Some((0, 1.0)),
+        "{down:?}"
+    );
+    assert!(
+        down.reason.contains("scaling down to step 0"),
+        "{}",
+        down.reason
+    );
+    h.done(&with_systemd_tasks_max(&down));
+    assert_eq!(h.status(0).scale_step, 0);
+    assert!(h.next_action(0, secs(60)).is_none());
+}
