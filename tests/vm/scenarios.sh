@@ -26,6 +26,8 @@ CONFIG=/etc/selfheal/selfheal.toml
 UNIT_FILE=/etc/systemd/system/selfheal.service
 # Set by install_agent: where the shipped unit's ExecStart expects the binary.
 AGENT=
+# Where the test units of tests/vm/units expect selfheal-workload.
+WORKLOAD=/usr/local/lib/selfheal-vm/selfheal-workload
 
 # --- reporting -------------------------------------------------------------------------------
 
@@ -149,7 +151,6 @@ agent_reset() {
 
 # install_test_unit NAME: installs /payload/units/NAME (and the workload binary its ExecStart
 # may name) and reloads systemd. On failure prints why and returns 1.
-WORKLOAD=/usr/local/lib/selfheal-vm/selfheal-workload
 install_test_unit() {
     if [ ! -x "$WORKLOAD" ]; then
         [ -f "$PAYLOAD/selfheal-workload" ] || {
@@ -372,7 +373,8 @@ scenario_fd_leak() {
 # Two busy loops share CPUQuota=10% (cpu.max "10000 100000") with MemoryMax=64M: the stall
 # detector reports the unit starved, and `scale` raises both by 1.5 through systemd
 # (SetUnitProperties); once the loops go idle, the unit steps back down after
-# [policy.scale] step_down_after = "10s".
+# [policy] cooldown = "20s" (when the step is verified) and [policy.scale] step_down_after
+# = "10s".
 scenario_cpu_scale() {
     unit=selfheal-vm-busy.service
     base_cpu="10000 100000"

@@ -214,9 +214,13 @@ fn report_stalls(section: &mut Section, t: u64, stalls: &[Stall], delays: &[Opti
         .filter(|(_, d)| d.is_none())
         .map(|(s, _)| s.kind)
         .collect();
-    if unreported.contains(&"spinning") {
+    let spin_late = stalls
+        .iter()
+        .zip(delays)
+        .any(|(s, d)| s.kind == "spinning" && d.is_some_and(|d| d > limit));
+    if unreported.contains(&"spinning") || spin_late {
         section.notes.push(format!(
-            "A spinning unit was not reported: `spinning` needs the task on a CPU for ≥ 95 % of \
+            "A spinning unit was reported late or not at all: `spinning` needs the task on a CPU for ≥ 95 % of \
              every tick, and on this shared machine (load average {}) the busy loop got less than \
              that. Judging the task's on-CPU time against the time it was runnable (on-CPU plus \
              run-queue wait, both in the TASKS map) instead of against wall time would see it \
