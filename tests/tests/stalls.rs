@@ -160,8 +160,9 @@ fn a_stopped_main_process_is_reported_within_the_threshold_and_restarted_once_fo
     let decision = wait_for_decision(&agent, "frozen.service", "stopped")?;
     let took = Duration::from_millis(decision["at_ms"].as_u64().unwrap_or(u64::MAX) - stopped_at);
     eprintln!("stopped reported {took:?} after SIGSTOP (threshold {THRESHOLD:?})");
+    // Issue 3: reported within the threshold + 2 s.
     assert!(
-        took <= THRESHOLD + REPORT_SLACK,
+        took <= THRESHOLD + Duration::from_secs(2),
         "reported {took:?} after SIGSTOP: {decision:#}"
     );
     assert!(

@@ -142,6 +142,20 @@ struct KindState {
     reported: Option<Instant>,
 }
 
+/// When a new run of `kind` began. A task that sits in a state (stopped, hung) has been there
+/// since its last context switch, which the kernel timed: the run starts then, not at the
+/// first sample that saw it there for a whole tick, so the threshold counts from the real start.
+fn run_start(kind: StallKind, sample: &SchedSample, subject: Subject) -> Instant {
+    let held = match (kind, subject) {
+        (StallKind::Stopped, None) => sample.tasks.iter().map(|t| t.state_for).min(),
+        (StallKind::Hung, Some(pid)) => {
+            sample.tasks.iter().find(|t| t.pid == pid).map(|t| t.state_for)
+        }
+        _ => None,
+    };
+    held.and_then(|held| sample.at.checked_sub(held)).unwrap_or(sample.at)
+}
+
 impl KindState {
     /// The subject that has held the condition longest (lowest pid on a tie).
     fn leader(&self) -> Option<(Subject, Instant)> {
@@ -176,7 +190,8 @@ impl StallDetector {
             let holding = conditions::holding(kind, config, sample, !state.runs.is_empty());
             state.runs.retain(|subject, _| holding.contains(subject));
             for subject in holding {
-                state.runs.entry(subject).or_insert(sample.at);
+                let since = run_start(kind, sample, subject);
+                state.runs.entry(subject).or_insert(since);
             }
             // The episode lives while some subject has held the condition for the threshold,
             // so it survives one hung thread waking while another stays stuck.

@@ -57,11 +57,12 @@ fn healthy(at: Instant, _: Duration) -> SchedSample {
 }
 
 /// SIGSTOP: every thread in T, since a moment before the first sample.
+/// Stopped `lasted` ago: the kernel's `state_for` says so, and the detector counts from then.
 fn stopped(at: Instant, lasted: Duration) -> SchedSample {
     let mut tasks = vec![task(100, "web"), task(101, "worker")];
     for task in &mut tasks {
         task.state = TaskState::Stopped;
-        task.state_for = lasted + TICK;
+        task.state_for = lasted;
         task.on_cpu = Duration::ZERO;
         task.voluntary_switches = 0;
     }
@@ -72,7 +73,7 @@ fn stopped(at: Instant, lasted: Duration) -> SchedSample {
 fn hung(at: Instant, lasted: Duration) -> SchedSample {
     let mut worker = task(101, "worker");
     worker.state = TaskState::DiskSleep;
-    worker.state_for = lasted + TICK;
+    worker.state_for = lasted;
     worker.on_cpu = Duration::ZERO;
     worker.voluntary_switches = 0;
     worker.wchan = Some("rpc_wait_bit_killable".to_owned());
@@ -140,6 +141,9 @@ struct Harness {
     detector: StallDetector,
     config: StallConfig,
     base: Instant,
+    /// The scenario fed last, the second it began and the last second fed: a run fed in
+    /// several calls keeps counting from its real start.
+    running: Option<(usize, u64, u64)>,
 }
 
 impl Harness {
@@ -148,6 +152,7 @@ impl Harness {
             detector: StallDetector::new(),
             config: config(),
             base: Instant::now(),
+            running: None,
         }
     }
 
@@ -163,7 +168,12 @@ impl Harness {
         scenario: Scenario,
         seconds: RangeInclusive<u64>,
     ) -> Vec<(u64, StallEvent)> {
-        let start = *seconds.start();
+        let id = scenario as usize;
+        let start = match self.running {
+            Some((last, began, until)) if last == id && until + 1 == *seconds.start() => began,
+            _ => *seconds.start(),
+        };
+        self.running = Some((id, start, *seconds.end()));
         let mut events = Vec::new();
         for second in seconds {
             let sample = scenario(self.at(second), Duration::from_secs(second - start));
@@ -281,14 +291,23 @@ fn forget_drops_the_run_and_the_episode_without_clearing() {
     harness.feed(1, hung, 0..=THRESHOLD_SECS);
     harness.detector.forget(1);
     assert_eq!(harness.detector.in_progress(1, harness.at(6)), []);
+    // A new incarnation: its task has been stuck only since second 6.
+    harness.running = None;
     let events = harness.feed(1, hung, 6..=6 + THRESHOLD_SECS);
     let (second, problem) = only_detection(&events);
-    assert_eq!(
-        second,
-        6 + THRESHOLD_SECS,
-        "a forgotten unit waits a whole threshold"
-    );
+    assert_eq!(second, 6 + THRESHOLD_SECS, "a forgotten unit starts over");
     assert_eq!(problem.detected_at, harness.at(6));
+}
+
+#[test]
+fn a_task_already_stuck_when_first_seen_counts_from_when_the_kernel_saw_it_stop() {
+    let mut harness = Harness::new();
+    // The kernel says the task has been in D for 5 s when the detector first hears of it.
+    harness.running = Some((hung as Scenario as usize, 0, 4));
+    let events = harness.feed(1, hung, 5..=THRESHOLD_SECS);
+    let (second, problem) = only_detection(&events);
+    assert_eq!(second, THRESHOLD_SECS, "not a whole threshold after the first sample");
+    assert_eq!(problem.detected_at, harness.at(0));
 }
 
 #[test]
