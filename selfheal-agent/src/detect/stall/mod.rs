@@ -148,12 +148,15 @@ struct KindState {
 fn run_start(kind: StallKind, sample: &SchedSample, subject: Subject) -> Instant {
     let held = match (kind, subject) {
         (StallKind::Stopped, None) => sample.tasks.iter().map(|t| t.state_for).min(),
-        (StallKind::Hung, Some(pid)) => {
-            sample.tasks.iter().find(|t| t.pid == pid).map(|t| t.state_for)
-        }
+        (StallKind::Hung, Some(pid)) => sample
+            .tasks
+            .iter()
+            .find(|t| t.pid == pid)
+            .map(|t| t.state_for),
         _ => None,
     };
-    held.and_then(|held| sample.at.checked_sub(held)).unwrap_or(sample.at)
+    held.and_then(|held| sample.at.checked_sub(held))
+        .unwrap_or(sample.at)
 }
 
 impl KindState {

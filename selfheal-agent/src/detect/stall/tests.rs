@@ -306,7 +306,10 @@ fn a_task_already_stuck_when_first_seen_counts_from_when_the_kernel_saw_it_stop(
     harness.running = Some((hung as Scenario as usize, 0, 4));
     let events = harness.feed(1, hung, 5..=THRESHOLD_SECS);
     let (second, problem) = only_detection(&events);
-    assert_eq!(second, THRESHOLD_SECS, "not a whole threshold after the first sample");
+    assert_eq!(
+        second, THRESHOLD_SECS,
+        "not a whole threshold after the first sample"
+    );
     assert_eq!(problem.detected_at, harness.at(0));
 }
 
