@@ -166,6 +166,15 @@ pub fn run(plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
         ),
         None,
     ));
+    if idle_cpu > 1.0 {
+        section.notes.push(format!(
+            "With {n} idle units the agent uses {idle_cpu:.1} % of a core: the 1 s tick samples \
+             every active unit (procfs, cgroupfs, the scheduler maps) whatever it does, so CPU \
+             grows linearly with the unit count. Sampling leak resources every few ticks, \
+             caching per-restart facts, and skipping units whose scheduler aggregate shows no \
+             change would make idle units nearly free."
+        ));
+    }
     if usage.rss_kib > 20 * 1024 {
         section.notes.push(format!(
             "With {n} units the agent's RSS is {:.1} MiB: per-unit state (32 history records, \
