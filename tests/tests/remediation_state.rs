@@ -239,13 +239,13 @@ fn the_storm_breaker_holds_new_incidents_when_many_units_fail_at_once() -> anyho
 
     // Calm again (the restarts verified, no new unit held for 3 s): the held ones get their turn.
     for (unit, _) in &held {
-        let released = wait_for_record(&agent, unit, "decision", "the held unit's turn", |d| {
-            text(d, "reason").contains("storm breaker calm again") || text(d, "action") == "restart"
+        // Held units are let through a few at a time: one may be held again while the other
+        // takes its turn; what matters is that each one's turn comes.
+        wait_for_record(&agent, unit, "decision", "the held unit's turn", |d| {
+            let reason = text(d, "reason");
+            (reason.contains("storm breaker calm again") && !reason.contains("tripped"))
+                || text(d, "action") == "restart"
         })?;
-        assert!(
-            !text(&released, "reason").contains("tripped"),
-            "{unit}: {released:#}"
-        );
         wait_for_record(
             &agent,
             unit,
