@@ -203,7 +203,11 @@ fn report_stalls(section: &mut Section, t: u64, stalls: &[Stall], delays: &[Opti
         },
         worst.map(|w| w <= limit && missing == 0),
     ));
-    if worst.is_some_and(|w| w > limit) {
+    let late_not_spinning = stalls
+        .iter()
+        .zip(delays)
+        .any(|(s, d)| s.kind != "spinning" && d.is_some_and(|d| d > limit));
+    if late_not_spinning {
         section.notes.push(
             "A stall was reported later than T + 1 s. Stalls are judged on the engine's 1 s tick \
              and the threshold counts from the first sample that saw the stall, which comes up to \

@@ -9,7 +9,7 @@ pub struct Target {
     pub what: String,
     pub target: String,
     pub measured: String,
-    /// None: not measured (the section failed or the figure has no target).
+    /// None: a figure reported without a pass/fail target.
     pub met: Option<bool>,
 }
 
@@ -105,7 +105,7 @@ pub fn render(facts: &RunFacts, sections: &[Section]) -> String {
         let verdict = match t.met {
             Some(true) => "met",
             Some(false) => "**missed**",
-            None => "not measured",
+            None => "reported",
         };
         let _ = writeln!(
             out,
