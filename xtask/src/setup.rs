@@ -63,7 +63,8 @@ pub fn ensure() -> anyhow::Result<()> {
     setup()
 }
 
-fn package_installed(name: &str) -> bool {
+/// Whether Debian's package `name` is installed (also used by the bench's own installs).
+pub(crate) fn package_installed(name: &str) -> bool {
     cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", name]))
         .is_some_and(|s| s.contains("install ok installed"))
 }

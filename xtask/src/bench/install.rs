@@ -17,16 +17,11 @@ const PACKAGES: &[(&str, &str)] = &[
 /// Makes invoke-rc.d refuse to start services while packages install (exit 101 = "forbidden").
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
-fn installed(name: &str) -> bool {
-    cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", name]))
-        .is_some_and(|s| s.contains("install ok installed"))
-}
-
 pub fn ensure_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .map(|(p, _)| *p)
-        .filter(|p| !installed(p))
+        .filter(|p| !crate::setup::package_installed(p))
         .collect();
     if missing.is_empty() {
         return Ok(());
