@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::Sandbox;
 
+mod wait;
+pub use wait::*;
+
 /// How long the agent gets to load its programs and answer on its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -2,48 +2,12 @@
 //! it → the agent restarts the unit through systemd's D-Bus API → the unit is active again.
 //! Every test runs a real `systemd --user` (the sandbox), the real agent and real workloads.
 
-use std::time::Duration;
-
-use anyhow::Context as _;
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit, workload_bin};
+use selfheal_tests::agent::{WAIT, restart_done, wait_for_record, wait_watching, workload};
+use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
 use serde_json::Value;
-
-/// Generous: these run in parallel on a 2-core CI machine.
-const WAIT: Duration = Duration::from_secs(30);
-
-fn workload(args: &str) -> String {
-    format!("{} {args}", workload_bin().display())
-}
 
 fn unit_config(name: &str, restart: &str) -> String {
     format!("[[unit]]\nname = \"{name}\"\nrestart = \"{restart}\"\n")
-}
-
-/// Waits until the agent has resolved the unit and pushed its cgroup into the kernel filter.
-fn wait_watching(agent: &Agent, unit: &str) -> anyhow::Result<()> {
-    Sandbox::wait_until(&format!("the agent to watch {unit}"), WAIT, || {
-        Ok(agent.unit(unit)?["cgroup_id"].is_u64())
-    })
-}
-
-fn wait_for_record(
-    agent: &Agent,
-    unit: &str,
-    kind: &str,
-    what: &str,
-    matches: impl Fn(&Value) -> bool,
-) -> anyhow::Result<Value> {
-    let mut found = None;
-    Sandbox::wait_until(what, WAIT, || {
-        found = agent.records(unit, kind)?.into_iter().find(|r| matches(r));
-        Ok(found.is_some())
-    })
-    .with_context(|| format!("agent log:\n{}", agent.log_text()))?;
-    Ok(found.expect("found"))
-}
-
-fn restart_done(r: &Value) -> bool {
-    r["action"] == "restart" && r["outcome"] == "done"
 }
 
 #[test]

@@ -12,13 +12,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use selfheal_tests::{
-    Sandbox, agent::Agent, cgroupfs, require::require_root, service_unit, workload_bin,
-};
+use selfheal_tests::agent::{WAIT, audit_lines, restart_done, wait_for_record, workload};
+use selfheal_tests::{Sandbox, agent::Agent, cgroupfs, require::require_root, service_unit};
 use serde_json::Value;
 
-/// Generous: these run in parallel on a 2-core CI machine.
-const WAIT: Duration = Duration::from_secs(30);
 /// The tests' `[unit.leak] window`: trends are judged once half of it is covered, seconds
 /// after the agent first sees a unit, long before these workloads exhaust anything.
 const WINDOW: Duration = Duration::from_secs(20);
@@ -64,12 +61,7 @@ fn fd_leak_is_detected_before_exhaustion_then_restarted_and_the_restart_verified
     assert!(reason.contains("restart attempt 1 of"), "{decision:#}");
 
     // The default ladder for leaks starts with a restart.
-    Sandbox::wait_until("the restart", WAIT, || {
-        let actions = agent.records("fds.service", "action")?;
-        Ok(actions
-            .iter()
-            .any(|r| r["action"] == "restart" && r["outcome"] == "done"))
-    })?;
+    wait_for_record(&agent, "fds.service", "action", "the restart", restart_done)?;
     let new_pid = sandbox.main_pid("fds.service")?;
     assert_ne!(new_pid, pid, "fds.service kept its main process");
     // The second run does not leak: the restart cured the unit, and the agent must see that
@@ -281,10 +273,6 @@ fn start_watched(sandbox: &Sandbox, agent: &Agent, units: &[&str]) -> anyhow::Re
     Ok(())
 }
 
-fn workload(args: &str) -> String {
-    format!("{} {args}", workload_bin().display())
-}
-
 /// A `[[unit]]` with the tests' leak window; `leak` and `remediation` are more lines of its
 /// `[unit.leak]` and `[unit.remediation]`.
 fn unit_config(name: &str, leak: &str, remediation: &str) -> String {
@@ -392,16 +380,9 @@ fn leak_started(out: &Path) -> anyhow::Result<Leak> {
 
 /// The decisions of the audit log, with their evidence.
 fn audit(sandbox: &Sandbox) -> anyhow::Result<Vec<Value>> {
-    let path = sandbox.runtime_dir().join("actions.jsonl");
-    let text = match std::fs::read_to_string(&path) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-        other => other.with_context(|| format!("reading {}", path.display()))?,
-    };
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|record| record["event"] == "decision")
-        .collect())
+    let mut lines = audit_lines(sandbox)?;
+    lines.retain(|record| record["event"] == "decision");
+    Ok(lines)
 }
 
 /// Waits for the agent's decision on `problem` of `unit`; detection takes half a window after

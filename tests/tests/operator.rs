@@ -24,18 +24,17 @@ mod webhook;
 use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use selfheal_tests::{Sandbox, agent::Agent, workload_bin};
+use selfheal_tests::{
+    Sandbox,
+    agent::{
+        Agent, WAIT, kill_main, restart_done, wait_for_record, wait_for_record_within,
+        wait_watching, workload,
+    },
+};
 use serde_json::{Value, json};
-
-/// Generous: these run in parallel on a 2-core CI machine.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// The token the agent's webhook expects in these tests.
 const TOKEN: &str = "e2e-operator-token";
-
-fn workload(args: &str) -> String {
-    format!("{} {args}", workload_bin().display())
-}
 
 /// Writes [`TOKEN`] into the sandbox with mode 0600 (the agent refuses a token others may
 /// read) and returns its path.
@@ -70,43 +69,6 @@ fn wait_until_status(sandbox: &Sandbox, socket: &str, timeout: Duration) -> anyh
         Ok(status.is_some())
     })?;
     Ok(status.expect("a status"))
-}
-
-/// Waits until the agent has resolved the unit and pushed its cgroup into the kernel filter.
-fn wait_watching(agent: &Agent, unit: &str) -> anyhow::Result<()> {
-    Sandbox::wait_until(&format!("the agent to watch {unit}"), WAIT, || {
-        Ok(agent.unit(unit)?["cgroup_id"].is_u64())
-    })
-}
-
-fn wait_for_record(
-    agent: &Agent,
-    unit: &str,
-    kind: &str,
-    what: &str,
-    timeout: Duration,
-    matches: impl Fn(&Value) -> bool,
-) -> anyhow::Result<Value> {
-    let mut found = None;
-    Sandbox::wait_until(what, timeout, || {
-        found = agent.records(unit, kind)?.into_iter().find(|r| matches(r));
-        Ok(found.is_some())
-    })
-    .with_context(|| format!("agent log:\n{}", agent.log_text()))?;
-    Ok(found.expect("found"))
-}
-
-fn restart_done(r: &Value) -> bool {
-    r["action"] == "restart" && r["outcome"] == "done"
-}
-
-/// Sends SIGKILL to the unit's main process and returns its pid.
-fn kill_main(sandbox: &Sandbox, unit: &str) -> anyhow::Result<u32> {
-    let pid = sandbox.main_pid(unit)?;
-    // SAFETY: kill(2) on the main process of a unit this test started.
-    let killed = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    anyhow::ensure!(killed == 0, "kill({pid}, SIGKILL) failed");
-    Ok(pid)
 }
 
 /// One alert as Alertmanager's webhook (payload version "4") carries it.

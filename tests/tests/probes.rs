@@ -10,11 +10,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use selfheal_tests::agent::{WAIT, wait_for_record};
 use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit, workload_bin};
 use serde_json::Value;
-
-/// Generous: these run in parallel on a 2-core CI machine.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// An HTTP service unit whose answers the test steers through a state file.
 struct HttpUnit {
@@ -116,13 +114,8 @@ impl Watching {
     }
 
     fn wait_record(&self, kind: &str, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        let mut found = None;
-        Sandbox::wait_until(&format!("a {kind} record on {}", self.unit), WAIT, || {
-            found = self.records(kind)?.into_iter().find(|r| matches(r));
-            Ok(found.is_some())
-        })
-        .with_context(|| format!("agent log:\n{}", self.agent.log_text()))?;
-        Ok(found.expect("found"))
+        let what = format!("a {kind} record on {}", self.unit);
+        wait_for_record(&self.agent, self.unit, kind, &what, matches)
     }
 
     /// Waits for the decision on a problem of kind `problem`.

@@ -2,16 +2,10 @@
 //! and the operator's way out of it (`explain`, `history`, `reset`), the stable period, and the
 //! audit log. A real `systemd --user` (the sandbox), the real agent, real crashing services.
 
-#[expect(
-    dead_code,
-    reason = "each test file uses its own part of the shared helpers"
-)]
-mod remediation_support;
-
 use anyhow::Context as _;
-use remediation_support::{
-    WAIT, audit_lines, cli, history_and_log, kill_main, records_where, sandbox_file, text,
-    wait_for_policy, wait_for_record, wait_for_records, wait_loaded, workload,
+use selfheal_tests::agent::{
+    WAIT, audit_lines, cli, history_and_log, kill_main, records_where, restart_done, sandbox_file,
+    text, wait_for_policy, wait_for_record, wait_for_records, wait_loaded, workload,
 };
 use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
 use serde_json::Value;
@@ -50,10 +44,6 @@ fn stated_delay_ms(reason: &str) -> Option<f64> {
     let (before, _) = reason.split_once(" s (backoff)")?;
     let number = before.rsplit(' ').next()?;
     number.parse::<f64>().ok().map(|s| s * 1000.0)
-}
-
-fn is_restart_done(r: &Value) -> bool {
-    r["action"] == "restart" && r["outcome"] == "done"
 }
 
 #[test]
@@ -102,7 +92,7 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
             history_and_log(&agent, UNIT)
         );
     }
-    let restarts = records_where(&agent, UNIT, "action", is_restart_done)?;
+    let restarts = records_where(&agent, UNIT, "action", restart_done)?;
     assert_eq!(restarts.len(), 3, "{restarts:#?}");
     Sandbox::wait_until("the unit to stay failed", WAIT, || {
         Ok(sandbox.property(UNIT, "ActiveState")? == "failed")
@@ -145,7 +135,7 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
         "action",
         "a restart after the reset",
         4,
-        is_restart_done,
+        restart_done,
     )?;
     let after_reset = records_where(&agent, UNIT, "decision", |d| d["action"] == "restart")?;
     let last = after_reset.last().context("a restart decision")?;
@@ -265,7 +255,7 @@ name = "flaky.service"
         "action",
         "two restarts",
         2,
-        is_restart_done,
+        restart_done,
     )?;
     wait_for_policy(&agent, "flaky.service", "the budget spent", |p| {
         p["restarts_left"] == 0
@@ -294,7 +284,7 @@ name = "flaky.service"
         "action",
         "a third restart",
         3,
-        is_restart_done,
+        restart_done,
     )?;
     let decisions = records_where(&agent, "flaky.service", "decision", |d| {
         d["action"] == "restart"

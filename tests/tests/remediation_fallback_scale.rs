@@ -2,15 +2,9 @@
 //! and `scale` changing a unit's CPU and memory limits in systemd (and the kernel) and stepping
 //! them back down.
 
-#[expect(
-    dead_code,
-    reason = "each test file uses its own part of the shared helpers"
-)]
-mod remediation_support;
-
-use remediation_support::{
-    WAIT, history_and_log, sandbox_file, text, wait_for_policy, wait_for_record, wait_loaded,
-    wait_watching, workload,
+use selfheal_tests::agent::{
+    WAIT, history_and_log, restart_done, sandbox_file, text, wait_for_policy, wait_for_record,
+    wait_loaded, wait_watching, workload,
 };
 use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
 
@@ -76,9 +70,13 @@ fallback = "{FALLBACK}"
         text(&trial, "reason").contains("trial restart"),
         "{trial:#}"
     );
-    wait_for_record(&agent, PRIMARY, "action", "the trial's restart", |a| {
-        a["action"] == "restart" && a["outcome"] == "done"
-    })?;
+    wait_for_record(
+        &agent,
+        PRIMARY,
+        "action",
+        "the trial's restart",
+        restart_done,
+    )?;
     let trial_pid = sandbox.main_pid(PRIMARY)?;
 
     // Healthy for long enough: the circuit closes and the fallback stops.

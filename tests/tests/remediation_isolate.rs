@@ -2,19 +2,13 @@
 //! (loopback included, the default) until the quarantine ends or an operator releases it, and
 //! a unit hung in uninterruptible sleep is escalated instead of restarted in a loop.
 
-#[expect(
-    dead_code,
-    reason = "each test file uses its own part of the shared helpers"
-)]
-mod remediation_support;
-
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
-use remediation_support::{
+use selfheal_tests::agent::{
     WAIT, cli, history_and_log, records_where, sandbox_file, text, wait_for_policy,
     wait_for_record, wait_watching, workload,
 };

@@ -1,23 +1,13 @@
 //! Issue 5 end to end, state beyond one unit and one agent: budgets, backoff and circuits
 //! survive the agent being SIGKILLed, and the storm breaker holds when many units fail at once.
 
-#[expect(
-    dead_code,
-    reason = "each test file uses its own part of the shared helpers"
-)]
-mod remediation_support;
-
 use anyhow::Context as _;
-use remediation_support::{
-    WAIT, agent_pid, cli, history_and_log, policy, records_where, text, wait_for_policy,
-    wait_for_record, wait_loaded, wait_watching, workload,
+use selfheal_tests::agent::{
+    WAIT, agent_pid, cli, history_and_log, policy, records_where, restart_done, text,
+    wait_for_policy, wait_for_record, wait_loaded, wait_watching, workload,
 };
 use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
 use serde_json::Value;
-
-fn is_restart_done(r: &Value) -> bool {
-    r["action"] == "restart" && r["outcome"] == "done"
-}
 
 /// loop.service crashes for ever: its second attempt waits 20 s (× 20), long enough to kill the
 /// agent in between. gate.service falls back at its first crash, and its circuit stays open
@@ -80,7 +70,7 @@ fn budgets_backoff_and_circuits_survive_the_agent_being_killed_mid_backoff() -> 
         "loop.service",
         "action",
         "the first restart",
-        is_restart_done,
+        restart_done,
     )?;
     wait_for_record(
         &first,
@@ -140,7 +130,7 @@ fn budgets_backoff_and_circuits_survive_the_agent_being_killed_mid_backoff() -> 
         "loop.service",
         "action",
         "the second restart",
-        is_restart_done,
+        restart_done,
     )?;
     wait_for_policy(&second, "loop.service", "1 restart left", |p| {
         p["restarts_left"] == 1
@@ -225,7 +215,7 @@ fn the_storm_breaker_holds_new_incidents_when_many_units_fail_at_once() -> anyho
             unit,
             "action",
             "an admitted unit's restart",
-            is_restart_done,
+            restart_done,
         )?;
     }
     for (unit, _) in &held {
@@ -251,7 +241,7 @@ fn the_storm_breaker_holds_new_incidents_when_many_units_fail_at_once() -> anyho
             unit,
             "action",
             "the held unit's restart",
-            is_restart_done,
+            restart_done,
         )?;
         wait_for_policy(&agent, unit, "the unit no longer held", |p| {
             p["held_by_storm"] == false

@@ -10,11 +10,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit, workload_bin};
+use selfheal_tests::agent::{
+    WAIT, history_and_log, restart_done, wait_for_record, wait_loaded, workload,
+};
+use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
 use serde_json::Value;
 
-/// Generous: these run in parallel on a 2-core CI machine.
-const WAIT: Duration = Duration::from_secs(30);
 /// The stall threshold of most units below, and its `[unit.stall]` line.
 const THRESHOLD: Duration = Duration::from_secs(3);
 const SHORT: &str = "threshold = \"3s\"";
@@ -29,10 +30,6 @@ fn cpu_turn() -> MutexGuard<'static, ()> {
     CPU_HUNGRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn workload(args: &str) -> String {
-    format!("{} {args}", workload_bin().display())
-}
-
 /// A `[[unit]]` table with a `[unit.stall]` table holding `stall` (TOML lines).
 fn unit_config(name: &str, stall: &str) -> String {
     format!("[[unit]]\nname = \"{name}\"\n\n[unit.stall]\n{stall}\n\n")
@@ -45,44 +42,12 @@ fn start_unit(sandbox: &Sandbox, name: &str, args: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until systemd has loaded the unit for the agent, so a unit started next is adopted by
-/// the kernel filter as its cgroup appears.
-fn wait_loaded(agent: &Agent, unit: &str) -> anyhow::Result<()> {
-    Sandbox::wait_until(&format!("the agent to know {unit}"), WAIT, || {
-        Ok(agent.unit(unit)?["load_state"] == "loaded")
-    })
-}
-
 /// Waits until the agent has sampled the unit's tasks at least once (its scheduler view exists
 /// and counts them).
 fn wait_sampled(agent: &Agent, unit: &str) -> anyhow::Result<()> {
     Sandbox::wait_until(&format!("the agent to sample {unit}"), WAIT, || {
         Ok(agent.unit(unit)?["view"]["sched"]["tasks"].as_u64() > Some(0))
     })
-}
-
-fn history_and_log(agent: &Agent, unit: &str) -> String {
-    let unit_status = agent
-        .unit(unit)
-        .map(|u| format!("{u:#}"))
-        .unwrap_or_else(|e| format!("(no status: {e:#})"));
-    format!("{unit}:\n{unit_status}\nagent log:\n{}", agent.log_text())
-}
-
-fn wait_for_record(
-    agent: &Agent,
-    unit: &str,
-    kind: &str,
-    what: &str,
-    matches: impl Fn(&Value) -> bool,
-) -> anyhow::Result<Value> {
-    let mut found = None;
-    Sandbox::wait_until(what, WAIT, || {
-        found = agent.records(unit, kind)?.into_iter().find(|r| matches(r));
-        Ok(found.is_some())
-    })
-    .with_context(|| history_and_log(agent, unit))?;
-    Ok(found.expect("found"))
 }
 
 /// Waits for the first decision on `problem`; returns it (its `evidence` says what was seen).
@@ -179,7 +144,7 @@ fn a_stopped_main_process_is_reported_within_the_threshold_and_restarted_once_fo
         "frozen.service",
         "action",
         "the restart of the stopped unit",
-        |r| r["action"] == "restart" && r["outcome"] == "done",
+        restart_done,
     )?;
     assert_eq!(sandbox.property("frozen.service", "ActiveState")?, "active");
     let new_pid = sandbox.main_pid("frozen.service")?;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{
     http, http_address, kill_main, restart_done,
     servers::{Server, free_port},
-    token_file, wait_for_record, wait_watching, workload,
+    token_file, wait_for_record, wait_for_record_within, wait_watching, workload,
 };
 
 /// Scrape, evaluation, Alertmanager's grouping and the webhook: seconds each, with slack for a
@@ -204,19 +204,14 @@ fn prometheus_and_alertmanager_drive_the_agent_through_its_webhook() -> anyhow::
 
     // Both crash; the agent itself only watches them. Prometheus sees them unhealthy, and
     // Alertmanager tells the agent.
-    let healed_pid = kill_main(&sandbox, HEALED)?;
-    kill_main(&sandbox, DOOMED)?;
-    let crash = wait_for_record(
-        &agent,
-        HEALED,
-        "decision",
-        "the crash's decision",
-        super::WAIT,
-        |r| r["problem"] == "crash",
-    )?;
+    let healed_pid = kill_main(&sandbox, HEALED, libc::SIGKILL)?;
+    kill_main(&sandbox, DOOMED, libc::SIGKILL)?;
+    let crash = wait_for_record(&agent, HEALED, "decision", "the crash's decision", |r| {
+        r["problem"] == "crash"
+    })?;
     assert_eq!(crash["action"], "none", "{crash:#}");
 
-    let waited = wait_for_record(
+    let waited = wait_for_record_within(
         &agent,
         HEALED,
         "action",
@@ -250,7 +245,7 @@ fn prometheus_and_alertmanager_drive_the_agent_through_its_webhook() -> anyhow::
         "the audit log keeps the alert as evidence:\n{audit}"
     );
 
-    wait_for_record(
+    wait_for_record_within(
         &agent,
         DOOMED,
         "action",

@@ -116,13 +116,12 @@ fn status_and_health_tell_healthy_recovering_and_escalated_units_apart() -> anyh
 
     // crashy crashes and is restarted: active again, but the incident stays open until the
     // restart is verified.
-    kill_main(&sandbox, "crashy.service")?;
+    kill_main(&sandbox, "crashy.service", libc::SIGKILL)?;
     wait_for_record(
         &agent,
         "crashy.service",
         "action",
         "crashy's restart",
-        WAIT,
         restart_done,
     )?;
     let (code, report) = wait_health(&agent, &address, "degraded", |r| {
@@ -173,14 +172,9 @@ fn status_and_health_tell_healthy_recovering_and_escalated_units_apart() -> anyh
         body.as_bytes(),
     )?;
     assert_eq!(response.status, 202, "{response:?}");
-    wait_for_record(
-        &agent,
-        "doomed.service",
-        "action",
-        "the escalation",
-        WAIT,
-        |r| r["action"] == "escalate" && r["outcome"] == "done",
-    )?;
+    wait_for_record(&agent, "doomed.service", "action", "the escalation", |r| {
+        r["action"] == "escalate" && r["outcome"] == "done"
+    })?;
     let (code, report) = wait_health(&agent, &address, "critical", |r| {
         check(r, "doomed.service").0 == "critical"
     })?;

@@ -96,13 +96,12 @@ fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> an
         Ok(http::sample(&scrape(&address)?, "selfheal_unit_healthy", &unit) == Some(1.0))
     })?;
 
-    let pid = kill_main(&sandbox, "victim.service")?;
+    let pid = kill_main(&sandbox, "victim.service", libc::SIGKILL)?;
     wait_for_record(
         &agent,
         "victim.service",
         "action",
         "the restart",
-        WAIT,
         restart_done,
     )?;
     // Verified once the unit stayed up for the cooldown: the incident is over.
@@ -111,7 +110,6 @@ fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> an
         "victim.service",
         "decision",
         "the verification",
-        WAIT,
         |r| r["problem"] == "verified",
     )?;
     let mut text = String::new();

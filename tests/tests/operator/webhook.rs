@@ -7,7 +7,7 @@ use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit}
 use serde_json::{Value, json};
 
 use super::{
-    TOKEN, WAIT, alert, http, http_address, payload, restart_done, token_file, wait_for_record,
+    TOKEN, alert, http, http_address, payload, restart_done, token_file, wait_for_record,
     wait_watching, workload,
 };
 
@@ -188,7 +188,6 @@ fn the_webhook_refuses_bad_requests_changing_nothing_and_acts_once_per_firing_al
         "web.service",
         "action",
         "the alert's restart",
-        WAIT,
         restart_done,
     )?;
 
@@ -213,18 +212,11 @@ fn the_webhook_refuses_bad_requests_changing_nothing_and_acts_once_per_firing_al
         listed(&response.json()?, "cleared"),
         ["web.service webhook_test fp-web"]
     );
-    wait_for_record(
-        &agent,
-        "web.service",
-        "unit",
-        "the alert's clearing",
-        WAIT,
-        |r| {
-            r["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("webhook_test cleared: Alertmanager"))
-        },
-    )?;
+    wait_for_record(&agent, "web.service", "unit", "the alert's clearing", |r| {
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("webhook_test cleared: Alertmanager"))
+    })?;
 
     // The alert's decision (with the alert as evidence) schedules the restart after the
     // backoff; the scheduled one carries it out.

@@ -1,13 +1,15 @@
-//! What the remediation tests share: waiting on the agent's records, reading its policy view,
-//! the audit log and the CLI.
+//! The waits and reads every integration test shares: the agent's records, its policy view,
+//! its audit log and its CLI. One copy here, so a fix to how a test waits reaches every test.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use selfheal_tests::{Sandbox, agent::Agent, workload_bin};
 use serde_json::Value;
 
-/// Generous: these run in parallel on a 2-core CI machine.
+use super::Agent;
+use crate::{Sandbox, workload_bin};
+
+/// Generous: the integration tests run in parallel on a 2-core CI machine.
 pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The command line of a `selfheal-workload` mode.
@@ -20,6 +22,16 @@ pub fn sandbox_file(sandbox: &Sandbox, name: &str) -> String {
     sandbox.runtime_dir().join(name).display().to_string()
 }
 
+/// Whether a record is a restart that systemd carried out.
+pub fn restart_done(record: &Value) -> bool {
+    record["action"] == "restart" && record["outcome"] == "done"
+}
+
+/// A string field of a record, empty when missing.
+pub fn text<'a>(record: &'a Value, field: &str) -> &'a str {
+    record[field].as_str().unwrap_or_default()
+}
+
 /// Waits until systemd has loaded the unit for the agent, so a unit started next is adopted by
 /// the kernel filter as its cgroup appears.
 pub fn wait_loaded(agent: &Agent, unit: &str) -> anyhow::Result<()> {
@@ -28,7 +40,8 @@ pub fn wait_loaded(agent: &Agent, unit: &str) -> anyhow::Result<()> {
     })
 }
 
-/// Waits until the agent watches the running unit's cgroup in the kernel.
+/// Waits until the agent has resolved the running unit and pushed its cgroup into the kernel
+/// filter.
 pub fn wait_watching(agent: &Agent, unit: &str) -> anyhow::Result<()> {
     Sandbox::wait_until(&format!("the agent to watch {unit}"), WAIT, || {
         Ok(agent.unit(unit)?["cgroup_id"].is_u64())
@@ -49,7 +62,7 @@ pub fn records_where(
         .collect())
 }
 
-/// Waits for the first record of `kind` that satisfies `matches`.
+/// Waits (up to [`WAIT`]) for the first record of `kind` that satisfies `matches`.
 pub fn wait_for_record(
     agent: &Agent,
     unit: &str,
@@ -57,7 +70,21 @@ pub fn wait_for_record(
     what: &str,
     matches: impl Fn(&Value) -> bool,
 ) -> anyhow::Result<Value> {
-    wait_for_records(agent, unit, kind, what, 1, matches).map(|mut found| found.remove(0))
+    wait_for_record_within(agent, unit, kind, what, WAIT, matches)
+}
+
+/// [`wait_for_record`] with its own timeout, for what takes longer than [`WAIT`] by design
+/// (an alert going through Prometheus and Alertmanager, a leak's detection window).
+pub fn wait_for_record_within(
+    agent: &Agent,
+    unit: &str,
+    kind: &str,
+    what: &str,
+    timeout: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    wait_for_records_within(agent, unit, kind, what, 1, timeout, matches)
+        .map(|mut found| found.remove(0))
 }
 
 /// Waits until `count` records of `kind` satisfy `matches`; returns them, oldest first.
@@ -69,8 +96,20 @@ pub fn wait_for_records(
     count: usize,
     matches: impl Fn(&Value) -> bool,
 ) -> anyhow::Result<Vec<Value>> {
+    wait_for_records_within(agent, unit, kind, what, count, WAIT, matches)
+}
+
+fn wait_for_records_within(
+    agent: &Agent,
+    unit: &str,
+    kind: &str,
+    what: &str,
+    count: usize,
+    timeout: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Vec<Value>> {
     let mut found = Vec::new();
-    Sandbox::wait_until(what, WAIT, || {
+    Sandbox::wait_until(what, timeout, || {
         found = records_where(agent, unit, kind, &matches)?;
         Ok(found.len() >= count)
     })
@@ -78,21 +117,13 @@ pub fn wait_for_records(
     Ok(found)
 }
 
-/// The unit's history and the agent's log, for failure messages.
+/// The unit's status entry (with its history) and the agent's log, for failure messages.
 pub fn history_and_log(agent: &Agent, unit: &str) -> String {
-    let history = agent
+    let status = agent
         .unit(unit)
-        .map(|u| format!("{:#}", u["history"]))
+        .map(|u| format!("{u:#}"))
         .unwrap_or_else(|e| format!("(no status: {e:#})"));
-    format!(
-        "history of {unit}:\n{history}\nagent log:\n{}",
-        agent.log_text()
-    )
-}
-
-/// A string field of a record, empty when missing.
-pub fn text<'a>(record: &'a Value, field: &str) -> &'a str {
-    record[field].as_str().unwrap_or_default()
+    format!("{unit}:\n{status}\nagent log:\n{}", agent.log_text())
 }
 
 /// The policy's picture of the unit (`view.policy` of the status document).
@@ -144,11 +175,13 @@ pub fn cli(agent: &Agent, args: &[&str]) -> anyhow::Result<String> {
     Ok(stdout)
 }
 
-/// The agent's audit log (one JSON object per line), parsed.
+/// The agent's audit log (one JSON object per line), parsed; empty before the first action.
 pub fn audit_lines(sandbox: &Sandbox) -> anyhow::Result<Vec<Value>> {
     let path = sandbox.runtime_dir().join("actions.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the audit log {}", path.display()))?;
+    let text = match std::fs::read_to_string(&path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        other => other.with_context(|| format!("reading the audit log {}", path.display()))?,
+    };
     text.lines()
         .map(|line| {
             serde_json::from_str(line).with_context(|| format!("audit line {line:?} is not JSON"))
@@ -165,7 +198,7 @@ pub fn agent_pid(agent: &Agent) -> anyhow::Result<i32> {
         .with_context(|| format!("no agent pid in {status:#}"))
 }
 
-/// Sends `signal` to the unit's main process.
+/// Sends `signal` to the unit's main process; returns its pid.
 pub fn kill_main(sandbox: &Sandbox, unit: &str, signal: i32) -> anyhow::Result<u32> {
     let pid = sandbox.main_pid(unit)?;
     // SAFETY: kill(2) on a process of a unit this test started.
