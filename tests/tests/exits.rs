@@ -3,7 +3,8 @@
 //! Every test runs a real `systemd --user` (the sandbox), the real agent and real workloads.
 
 use selfheal_tests::agent::{WAIT, restart_done, wait_for_record, wait_watching, workload};
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use serde_json::Value;
 
 fn unit_config(name: &str, restart: &str) -> String {
@@ -13,7 +14,7 @@ fn unit_config(name: &str, restart: &str) -> String {
 #[test]
 fn sigkill_of_the_main_process_restarts_the_unit_and_names_the_signal_and_pid() -> anyhow::Result<()>
 {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("sigkill")?;
     sandbox.install_unit(
         "victim.service",
@@ -63,7 +64,7 @@ fn sigkill_of_the_main_process_restarts_the_unit_and_names_the_signal_and_pid() 
 
 #[test]
 fn exit_status_3_is_restarted_under_on_failure_but_status_0_is_not() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("exitcodes")?;
     sandbox.install_unit(
         "fails.service",
@@ -138,7 +139,7 @@ fn exit_status_3_is_restarted_under_on_failure_but_status_0_is_not() -> anyhow::
 
 #[test]
 fn an_exit_in_an_unmonitored_unit_leaves_no_trace_in_the_kernel() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("unmonitored")?;
     sandbox.install_unit(
         "watched.service",
@@ -197,7 +198,7 @@ fn an_exit_in_an_unmonitored_unit_leaves_no_trace_in_the_kernel() -> anyhow::Res
 #[test]
 fn a_child_process_exiting_is_reported_as_a_child_and_does_not_restart_the_unit()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("child")?;
     sandbox.install_unit(
         "parent.service",
@@ -228,7 +229,7 @@ fn a_child_process_exiting_is_reported_as_a_child_and_does_not_restart_the_unit(
 
 #[test]
 fn an_oom_killed_process_is_reported_as_oom_killed() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("oom")?;
     let memcg = format!("selfheal-oom-{}", std::process::id());
     sandbox.install_unit(
@@ -256,7 +257,7 @@ fn an_oom_killed_process_is_reported_as_oom_killed() -> anyhow::Result<()> {
 
 #[test]
 fn a_unit_that_does_not_exist_yet_is_watched_and_healed_once_created() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("late")?;
     let agent = Agent::start(&sandbox, &unit_config("late.service", "on-failure"), &[])?;
     let unit = agent.unit("late.service")?;
@@ -294,7 +295,7 @@ fn a_unit_that_does_not_exist_yet_is_watched_and_healed_once_created() -> anyhow
 
 #[test]
 fn a_failed_restart_is_reported_with_systemds_reason() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("startlimit")?;
     // systemd allows one start per minute: the agent's restart hits the start limit.
     let extra = ["StartLimitIntervalSec=60", "StartLimitBurst=1"];

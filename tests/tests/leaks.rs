@@ -13,7 +13,8 @@ use std::{
 
 use anyhow::Context as _;
 use selfheal_tests::agent::{WAIT, audit_lines, restart_done, wait_for_record, workload};
-use selfheal_tests::{Sandbox, agent::Agent, cgroupfs, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, cgroupfs, service_unit};
 use serde_json::Value;
 
 /// The tests' `[unit.leak] window`: trends are judged once half of it is covered, seconds
@@ -26,7 +27,7 @@ const MIB: u64 = 1 << 20;
 #[test]
 fn fd_leak_is_detected_before_exhaustion_then_restarted_and_the_restart_verified()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("leak-fd")?;
     let once = sandbox.runtime_dir().join("fds.once");
     let (lines, out) = leak_output(&sandbox, "fds");
@@ -84,7 +85,7 @@ fn fd_leak_is_detected_before_exhaustion_then_restarted_and_the_restart_verified
 
 #[test]
 fn socket_leak_is_counted_by_the_kernel_and_detected_before_exhaustion() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     // Sockets run into the fd limit: the leak is exhausted when the fds are.
     watched_leak("leak-socket", "socket", 1024.0, |_| {
         ("leak-sockets 10".into(), "LimitNOFILE=1024".into())
@@ -94,7 +95,7 @@ fn socket_leak_is_counted_by_the_kernel_and_detected_before_exhaustion() -> anyh
 
 #[test]
 fn thread_leak_is_detected_against_its_pids_limit_before_exhaustion() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let decision = watched_leak("leak-thread", "thread", 400.0, |sandbox| {
         let (cgroup, line) = limit_cgroup(sandbox, "pids", "TasksMax=400");
         (format!("leak-threads 5 {cgroup} 400"), line)
@@ -105,7 +106,7 @@ fn thread_leak_is_detected_against_its_pids_limit_before_exhaustion() -> anyhow:
 
 #[test]
 fn memory_leak_is_detected_against_its_memory_limit_before_exhaustion() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let decision = watched_leak("leak-memory", "memory", (128 * MIB) as f64, |sandbox| {
         let (cgroup, line) = limit_cgroup(sandbox, "memory", "MemoryMax=128M");
         (format!("leak-memory 2 {cgroup} 128"), line)
@@ -119,7 +120,7 @@ fn memory_leak_is_detected_against_its_memory_limit_before_exhaustion() -> anyho
 
 #[test]
 fn a_breathing_pool_and_a_warm_up_run_ten_windows_without_a_problem() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("leak-breathing")?;
     // 200 fds opened over 5 s, all closed, again; 360 fds opened over 6 s (under half the
     // window), then kept. Both far from 90 % of their limit, and growing fast enough that a
@@ -171,7 +172,7 @@ fn a_breathing_pool_and_a_warm_up_run_ten_windows_without_a_problem() -> anyhow:
 #[test]
 fn counts_are_the_kernels_and_an_unmonitored_leaker_beside_them_is_not_tracked()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("leak-counts")?;
     let steady = workload("hold 40 7 5");
     sandbox.install_unit(

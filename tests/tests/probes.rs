@@ -11,7 +11,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use selfheal_tests::agent::{WAIT, wait_for_record};
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit, workload_bin};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit, workload_bin};
 use serde_json::Value;
 
 /// An HTTP service unit whose answers the test steers through a state file.
@@ -170,7 +171,7 @@ fn now_ms() -> u64 {
 
 #[test]
 fn an_http_service_answering_500_five_times_in_a_row_is_restarted() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("probe500")?;
     let web = HttpUnit::start(&sandbox, "web.service", "200 0")?;
     let probes = http_probe("health", &web.url(), "grace = \"0s\"");
@@ -196,7 +197,7 @@ fn an_http_service_answering_500_five_times_in_a_row_is_restarted() -> anyhow::R
 
 #[test]
 fn three_failures_under_a_threshold_of_five_then_recovery_change_nothing() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("probeblip")?;
     let web = HttpUnit::start(&sandbox, "web.service", "200 0")?;
     // A slow interval, so the test sees the third failure (status is published each 1 s tick)
@@ -243,7 +244,7 @@ fn ratio_in(evidence: &str) -> Option<f64> {
 #[test]
 fn answers_three_times_slower_than_the_baseline_are_a_degradation_with_the_ratio()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("probeslow")?;
     let web = HttpUnit::start(&sandbox, "web.service", "200 100")?;
     let probes = http_probe("health", &web.url(), "grace = \"0s\"\nbaseline_ops = 5");
@@ -271,7 +272,7 @@ fn answers_three_times_slower_than_the_baseline_are_a_degradation_with_the_ratio
 
 #[test]
 fn a_slowdown_inside_the_start_up_grace_period_is_not_judged() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("probegrace")?;
     let web = HttpUnit::start(&sandbox, "web.service", "200 100")?;
     let grace = Duration::from_secs(10);
@@ -310,7 +311,7 @@ fn a_slowdown_inside_the_start_up_grace_period_is_not_judged() -> anyhow::Result
 
 #[test]
 fn a_dependency_going_down_starts_the_fallback_and_leaves_the_unit_running() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("probedep")?;
     let db = HttpUnit::start(&sandbox, "db.service", "200 0")?;
     start_sleeper(&sandbox, "web.service")?;
@@ -358,7 +359,7 @@ fn a_dependency_going_down_starts_the_fallback_and_leaves_the_unit_running() -> 
 
 #[test]
 fn a_custom_detector_raises_its_kind_with_its_evidence() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("probecustom")?;
     start_sleeper(&sandbox, "worker.service")?;
     sandbox.systemctl(&["start", "worker.service"])?;
@@ -404,7 +405,7 @@ interval = "300ms"
 
 #[test]
 fn a_probe_hanging_until_its_timeout_does_not_slow_the_others() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("probehang")?;
     let web = HttpUnit::start(&sandbox, "web.service", "200 0")?;
     // Accepts connections (the kernel's backlog does) and never answers.
@@ -485,7 +486,7 @@ impl Watching {
 
 #[test]
 fn probe_results_are_exported_as_metrics_and_shown_in_status() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("probemetrics")?;
     let web = HttpUnit::start(&sandbox, "web.service", "200 0")?;
     let probes = http_probe("health", &web.url(), "consecutive_failures = 1000");

@@ -7,7 +7,8 @@ use selfheal_tests::agent::{
     WAIT, audit_lines, cli, history_and_log, kill_main, records_where, restart_done, sandbox_file,
     text, wait_for_policy, wait_for_record, wait_for_records, wait_loaded, workload,
 };
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use serde_json::Value;
 
 const UNIT: &str = "crashloop.service";
@@ -49,7 +50,7 @@ fn stated_delay_ms(reason: &str) -> Option<f64> {
 #[test]
 fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budget_is_spent()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("crashloop")?;
     // Runs 1-4: the loop (3 restarts, then escalation); 5: a crash while escalated; 6: a crash
     // after the reset, restarted into run 7, which stays up.
@@ -222,7 +223,7 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
 
 #[test]
 fn the_restart_budget_is_back_after_the_stable_period() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("stable")?;
     let runs = sandbox_file(&sandbox, "flaky.runs");
     sandbox.install_unit(
@@ -305,7 +306,7 @@ name = "flaky.service"
 
 #[test]
 fn dry_run_records_each_decision_and_touches_nothing() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("dryrun")?;
     sandbox.install_unit(
         "broken.service",

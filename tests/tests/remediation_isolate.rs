@@ -12,7 +12,8 @@ use selfheal_tests::agent::{
     WAIT, cli, history_and_log, records_where, sandbox_file, text, wait_for_policy,
     wait_for_record, wait_watching, workload,
 };
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 
 /// A detector the test switches on and off: it fails while `flag` exists.
 fn flag_detector(kind: &str, flag: &str) -> String {
@@ -60,7 +61,7 @@ fn frozen(cgroup: &Path) -> anyhow::Result<bool> {
 
 #[test]
 fn freeze_stops_the_units_tasks_until_the_quarantine_expires() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("freeze")?;
     let flag = sandbox_file(&sandbox, "intrusion.flag");
     // connect-loop counts its tries in a file: a cheap sign of life. Nobody listens on port 9.
@@ -137,7 +138,7 @@ fn freeze_stops_the_units_tasks_until_the_quarantine_expires() -> anyhow::Result
 #[test]
 fn network_quarantine_cuts_the_unit_off_loopback_until_an_operator_releases_it()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("netquar")?;
     let server = TcpListener::bind("127.0.0.1:0")?;
     let address = server.local_addr()?;
@@ -219,7 +220,7 @@ fn network_quarantine_cuts_the_unit_off_loopback_until_an_operator_releases_it()
 #[test]
 fn a_unit_hung_in_uninterruptible_sleep_is_escalated_once_and_never_restarted() -> anyhow::Result<()>
 {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("hung")?;
     sandbox.install_unit(
         "stuck.service",

@@ -6,7 +6,8 @@ use selfheal_tests::agent::{
     WAIT, agent_pid, cli, history_and_log, policy, records_where, restart_done, text,
     wait_for_policy, wait_for_record, wait_loaded, wait_watching, workload,
 };
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use serde_json::Value;
 
 /// loop.service crashes for ever: its second attempt waits 20 s (× 20), long enough to kill the
@@ -43,7 +44,7 @@ fallback = "gate-fallback.service"
 
 #[test]
 fn budgets_backoff_and_circuits_survive_the_agent_being_killed_mid_backoff() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("persist")?;
     sandbox.install_unit(
         "loop.service",
@@ -160,7 +161,7 @@ const STORM_UNITS: [&str; 4] = [
 
 #[test]
 fn the_storm_breaker_holds_new_incidents_when_many_units_fail_at_once() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("storm")?;
     let mut config = String::from(
         "[policy]\ncooldown = \"3s\"\n\n[policy.backoff]\ninitial = \"2s\"\n\n\

@@ -8,7 +8,8 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use selfheal_tests::{Sandbox, cgroupfs, require::require_root, service_unit, workload_bin};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, cgroupfs, service_unit, workload_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,7 +52,7 @@ fn is_alive(pid: u32) -> bool {
 
 #[test]
 fn service_runs_in_its_own_cgroup_below_the_sandbox() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = start("active")?;
     start_unit(
         &sandbox,
@@ -78,7 +79,7 @@ fn service_runs_in_its_own_cgroup_below_the_sandbox() -> anyhow::Result<()> {
 
 #[test]
 fn dropping_the_sandbox_leaves_nothing_behind() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = start("drop")?;
     start_unit(
         &sandbox,
@@ -121,7 +122,7 @@ fn dropping_the_sandbox_leaves_nothing_behind() -> anyhow::Result<()> {
 
 #[test]
 fn a_panicking_test_still_tears_its_sandbox_down() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let mut left_behind = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let sandbox = start("panic").expect("the sandbox starts");
@@ -144,7 +145,7 @@ fn a_panicking_test_still_tears_its_sandbox_down() -> anyhow::Result<()> {
 
 #[test]
 fn failing_service_stays_failed_with_its_exit_status() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = start("exit")?;
     start_unit(
         &sandbox,
@@ -170,7 +171,7 @@ fn failing_service_stays_failed_with_its_exit_status() -> anyhow::Result<()> {
 
 #[test]
 fn two_sandboxes_run_side_by_side() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let (first, second) = thread::scope(|scope| {
         let first = scope.spawn(|| start("twin-a"));
         let second = start("twin-b");
@@ -204,7 +205,7 @@ fn two_sandboxes_run_side_by_side() -> anyhow::Result<()> {
 
 #[test]
 fn child_exit_leaves_the_parent_running() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = start("child-exit")?;
     start_unit(
         &sandbox,
@@ -228,7 +229,7 @@ fn child_exit_leaves_the_parent_running() -> anyhow::Result<()> {
 
 #[test]
 fn oom_workload_is_killed_by_the_kernel() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = start("oom")?;
     let name = sandbox
         .cgroup()
@@ -262,7 +263,7 @@ fn oom_workload_is_killed_by_the_kernel() -> anyhow::Result<()> {
 
 #[test]
 fn sweep_removes_leftovers_of_dead_creators_only() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     // A pid that belonged to a process which has exited and been reaped: a crashed test run.
     let mut creator = std::process::Command::new("true").spawn()?;
     let dead_pid = creator.id();

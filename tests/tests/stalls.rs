@@ -13,7 +13,8 @@ use anyhow::{Context as _, bail};
 use selfheal_tests::agent::{
     WAIT, history_and_log, restart_done, wait_for_record, wait_loaded, workload,
 };
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use serde_json::Value;
 
 /// The stall threshold of most units below, and its `[unit.stall]` line.
@@ -109,7 +110,7 @@ fn stall_in_progress(agent: &Agent, unit: &str, kind: &str) -> anyhow::Result<Op
 #[test]
 fn a_stopped_main_process_is_reported_within_the_threshold_and_restarted_once_for_good()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("stopped")?;
     start_unit(&sandbox, "frozen.service", "sleep")?;
     // Short verification windows, so the test also sees the restart judged a success.
@@ -172,7 +173,7 @@ fn a_stopped_main_process_is_reported_within_the_threshold_and_restarted_once_fo
 #[test]
 fn a_stop_shorter_than_the_threshold_shows_in_progress_with_its_age_and_is_never_reported()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     // Long enough to see the stall in status before resuming the process.
     let threshold = Duration::from_secs(8);
     let sandbox = Sandbox::start("sigcont")?;
@@ -227,7 +228,7 @@ fn a_stop_shorter_than_the_threshold_shows_in_progress_with_its_age_and_is_never
 #[test]
 fn a_thread_spinning_without_syscalls_is_spinning_unless_the_unit_turns_spinning_off()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let _turn = cpu_turn();
     let sandbox = Sandbox::start("spinning")?;
     start_unit(&sandbox, "loop.service", "spin 1")?;
@@ -267,7 +268,7 @@ fn free_port() -> anyhow::Result<u16> {
 #[test]
 fn a_server_that_stops_accepting_while_clients_queue_is_wedged_but_an_idle_one_is_not()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("wedged")?;
     let (busy_port, idle_port) = (free_port()?, free_port()?);
     start_unit(
@@ -304,7 +305,7 @@ fn a_server_that_stops_accepting_while_clients_queue_is_wedged_but_an_idle_one_i
 #[test]
 fn a_task_stuck_in_uninterruptible_sleep_is_hung_with_its_wait_channel_and_escalated()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("hung")?;
     sandbox.install_unit(
         "stuck.service",
@@ -358,7 +359,7 @@ fn a_task_stuck_in_uninterruptible_sleep_is_hung_with_its_wait_channel_and_escal
 #[test]
 fn units_squeezed_into_a_small_cpu_quota_are_starved_with_run_queue_and_throttling_evidence()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let _turn = cpu_turn();
     let sandbox = Sandbox::start("starved")?;
     // Below the sandbox's name, so its teardown removes the v1 cgroup.
@@ -428,7 +429,7 @@ fn tasks_in(sched: &Value, state: &str) -> u64 {
 #[test]
 fn only_monitored_units_have_kernel_state_and_status_shows_their_scheduler_picture()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let _turn = cpu_turn();
     let sandbox = Sandbox::start("tracked")?;
     let units = [

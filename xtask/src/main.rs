@@ -30,7 +30,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Lints, unit tests, then the privileged integration tests (needs root).
+    /// Lints, unit tests, then the privileged integration tests and the VM test. Without root,
+    /// the unprivileged tier only, naming every test it could not run.
     Test {
         /// Only run tests whose name contains this string.
         filter: Option<String>,

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use serde_json::Value;
 
 use super::{
@@ -125,7 +126,7 @@ fn diagnosis(agent: &Agent, prometheus: &Server, alertmanager: &Server) -> Strin
 
 #[test]
 fn prometheus_and_alertmanager_drive_the_agent_through_its_webhook() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("op-alerting")?;
     for unit in [HEALED, DOOMED] {
         let name = unit.trim_end_matches(".service");

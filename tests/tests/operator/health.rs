@@ -3,7 +3,8 @@
 //! agent escalated to an operator.
 
 use anyhow::Context as _;
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use serde_json::Value;
 
 use super::{
@@ -65,7 +66,7 @@ fn hooks_attached(report: &Value) -> bool {
 
 #[test]
 fn status_and_health_tell_healthy_recovering_and_escalated_units_apart() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("op-health")?;
     for unit in UNITS {
         let name = unit.trim_end_matches(".service");

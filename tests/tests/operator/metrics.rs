@@ -7,7 +7,8 @@ use std::{
 };
 
 use anyhow::Context as _;
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 
 use super::{
     WAIT, http, http_address, kill_main, restart_done, wait_for_record, wait_watching, workload,
@@ -48,7 +49,7 @@ fn scrape(address: &str) -> anyhow::Result<String> {
 
 #[test]
 fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("op-metrics")?;
     sandbox.install_unit(
         "victim.service",

@@ -10,7 +10,8 @@ use std::{
 };
 
 use anyhow::Context as _;
-use selfheal_tests::{Sandbox, agent::agent_bin, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::agent_bin, service_unit};
 
 use super::{WAIT, wait_until_status, workload};
 
@@ -137,7 +138,7 @@ fn start_beat(sandbox: &Sandbox) -> anyhow::Result<()> {
 
 #[test]
 fn the_agent_says_ready_then_keeps_pinging_the_watchdog_and_says_stopping() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("op-watchdog")?;
     start_beat(&sandbox)?;
     let (socket, path) = bind_notify_socket(&sandbox)?;
@@ -173,7 +174,7 @@ fn the_agent_says_ready_then_keeps_pinging_the_watchdog_and_says_stopping() -> a
 
 #[test]
 fn a_watchdog_meant_for_another_process_is_not_pinged() -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("op-watchdog-pid")?;
     start_beat(&sandbox)?;
     let (socket, path) = bind_notify_socket(&sandbox)?;

@@ -3,7 +3,8 @@
 
 use std::io::Write as _;
 
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::require_root;
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use serde_json::{Value, json};
 
 use super::{
@@ -70,7 +71,7 @@ fn post_chunked_oversized(address: &str, bearer: &str) -> anyhow::Result<http::R
 #[test]
 fn the_webhook_refuses_bad_requests_changing_nothing_and_acts_once_per_firing_alert()
 -> anyhow::Result<()> {
-    require_root();
+    require_root!();
     let sandbox = Sandbox::start("op-webhook")?;
     sandbox.install_unit("web.service", &service_unit("web", &workload("sleep"), &[]))?;
     sandbox.systemctl(&["start", "web.service"])?;
