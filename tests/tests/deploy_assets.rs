@@ -449,6 +449,12 @@ fn the_unit_file_has_what_the_agent_needs_and_nothing_that_breaks_it() {
         ("PrivateTmp", "yes"),
         ("LockPersonality", "yes"),
         ("MemoryDenyWriteExecute", "yes"),
+        ("UMask", "0077"),
+        ("ProtectClock", "yes"),
+        ("PrivateIPC", "yes"),
+        ("PrivateMounts", "yes"),
+        ("PrivateDevices", "yes"),
+        ("SystemCallErrorNumber", "EPERM"),
         ("MemoryMin", "64M"),
         ("OOMScoreAdjust", "-900"),
     ] {
@@ -461,9 +467,7 @@ fn the_unit_file_has_what_the_agent_needs_and_nothing_that_breaks_it() {
         "CAP_BPF",
         "CAP_PERFMON",
         "CAP_SYS_ADMIN",
-        "CAP_SYS_RESOURCE",
         "CAP_NET_ADMIN",
-        "CAP_KILL",
         "CAP_SYS_PTRACE",
         "CAP_DAC_READ_SEARCH",
     ];
@@ -472,23 +476,69 @@ fn the_unit_file_has_what_the_agent_needs_and_nothing_that_breaks_it() {
         needed.into_iter().collect(),
         "CapabilityBoundingSet"
     );
-    let families = value("RestrictAddressFamilies");
-    for family in ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"] {
+    // Exactly the families the code opens: no netlink anywhere in it.
+    let families: BTreeSet<String> = value("RestrictAddressFamilies")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let used = ["AF_UNIX", "AF_INET", "AF_INET6"].map(str::to_owned);
+    assert_eq!(families, used.into(), "RestrictAddressFamilies");
+    // The allow-list names the loader's calls that @system-service lacks.
+    let filter = value("SystemCallFilter");
+    for call in [
+        "@system-service",
+        "bpf",
+        "perf_event_open",
+        "mount",
+        "~@resources",
+    ] {
         assert!(
-            families.split_whitespace().any(|f| f == family),
-            "RestrictAddressFamilies lacks {family}"
+            filter.split_whitespace().any(|c| c == call),
+            "SystemCallFilter lacks {call}: {filter}"
         );
     }
     // Each would stop the agent from loading its programs or writing cgroupfs.
     for key in [
-        "SystemCallFilter",
         "ProtectKernelTunables",
         "ProtectControlGroups",
         "ProtectProc",
-        "PrivateDevices",
     ] {
         assert!(!service.contains_key(key), "{key} would break the agent");
     }
+}
+
+/// The highest exposure `systemd-analyze security` may give the shipped unit (issue 16).
+const MAX_EXPOSURE: f64 = 4.0;
+
+#[test]
+fn the_unit_files_exposure_is_at_most_4() {
+    let out = run(
+        "systemd-analyze",
+        "systemd",
+        &[
+            "security",
+            "--offline=true",
+            "--no-pager",
+            &deploy("selfheal.service").to_string_lossy(),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // "→ Overall exposure level for selfheal.service: 3.5 OK 🙂"
+    let exposure: f64 = stdout
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for selfheal.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no overall exposure in:\n{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "exposure {exposure} > {MAX_EXPOSURE}:\n{stdout}"
+    );
 }
 
 #[test]
