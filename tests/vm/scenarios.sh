@@ -242,8 +242,16 @@ scenario_agent_starts() {
         fail "selfheal.service is active but kernel hooks $hooks attached; refused: $(echo "$refused" | cut -c 1-1500)"
         return
     fi
+    # The hardened unit as the running manager scores it (issue 16: at most 4.0).
+    exposure=$(systemd-analyze security --no-pager selfheal.service 2>&1 |
+        sed -n 's/.*Overall exposure level for selfheal.service: \([0-9.]*\).*/\1/p')
+    if [ -z "$exposure" ] || awk -v e="$exposure" 'BEGIN { exit !(e > 4.0) }'; then
+        fail "systemd-analyze security scores selfheal.service '${exposure:-?}', above 4.0"
+        return
+    fi
     pass "selfheal.service (Type=$type) installed and active in $active_ms ms, enabled," \
-        "started in the journal; status answers: kernel hooks attached $hooks, nginx.service active"
+        "started in the journal; status answers: kernel hooks attached $hooks, nginx.service active;" \
+        "exposure $exposure"
 }
 
 # nginx's main process is SIGKILLed: the agent (not systemd: nginx.service has no Restart=)
