@@ -38,7 +38,7 @@ pub fn agent_bin() -> PathBuf {
 /// Mounts tracefs and bpffs once for the whole test run when they are missing, so that agents
 /// running side by side never race to mount (or unmount) them. They stay mounted afterwards,
 /// as on any host with systemd.
-fn ensure_kernel_filesystems() -> anyhow::Result<()> {
+pub fn ensure_kernel_filesystems() -> anyhow::Result<()> {
     static MOUNTED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     MOUNTED
         .get_or_init(|| {
@@ -64,6 +64,26 @@ fn ensure_kernel_filesystems() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
 }
 
+/// Writes the agent's config into the sandbox: `units_toml` after an `[agent]` table whose
+/// status socket (`agent.sock`), state dir and audit log (`actions.jsonl`) are in the sandbox's
+/// runtime dir, and an `[http]` table on a free loopback port. Returns the config's path.
+pub fn write_config(sandbox: &Sandbox, units_toml: &str) -> anyhow::Result<PathBuf> {
+    let dir = sandbox.runtime_dir();
+    let config = dir.join("selfheal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstatus_socket = \"{}\"\nstate_dir = \"{}\"\naudit_log = \"{}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\n{units_toml}",
+            dir.join("agent.sock").display(),
+            dir.join("state").display(),
+            dir.join("actions.jsonl").display(),
+        ),
+    )
+    .context("writing the agent's config")?;
+    Ok(config)
+}
+
 /// A running agent. Stopped with SIGTERM (then SIGKILL) when dropped.
 pub struct Agent {
     child: Child,
@@ -82,19 +102,8 @@ impl Agent {
     ) -> anyhow::Result<Agent> {
         let dir = sandbox.runtime_dir();
         let socket = dir.join("agent.sock");
-        let config = dir.join("selfheal.toml");
+        let config = write_config(sandbox, units_toml)?;
         let log = dir.join("agent.log");
-        std::fs::write(
-            &config,
-            format!(
-                "[agent]\nstatus_socket = \"{}\"\nstate_dir = \"{}\"\naudit_log = \"{}\"\n\n\
-                 [http]\nlisten = \"127.0.0.1:0\"\n\n{units_toml}",
-                socket.display(),
-                dir.join("state").display(),
-                dir.join("actions.jsonl").display(),
-            ),
-        )
-        .context("writing the agent's config")?;
         let mut command = Command::new(agent_bin());
         command
             .args(["run", "--user", "--config"])

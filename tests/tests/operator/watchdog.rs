@@ -1,6 +1,8 @@
-//! systemd's notify protocol, with the test in systemd's place: it binds the datagram socket
-//! `$NOTIFY_SOCKET` names and reads what the agent says there (READY=1, WATCHDOG=1 pings,
-//! STOPPING=1), as a `Type=notify` unit with `WatchdogSec=2` would make it.
+//! systemd's notify protocol. First with the test in systemd's place: it binds the datagram
+//! socket `$NOTIFY_SOCKET` names and reads what the agent says there (READY=1, WATCHDOG=1
+//! pings, STOPPING=1), as a `Type=notify` unit with `WatchdogSec=2` would make it. Then with
+//! systemd itself: the agent as a `Type=notify` unit of the sandbox's `systemd --user`, frozen
+//! with SIGSTOP, is restarted by the manager's watchdog.
 
 use std::{
     os::unix::net::UnixDatagram,
@@ -11,9 +13,16 @@ use std::{
 
 use anyhow::Context as _;
 use selfheal_tests::require_root;
-use selfheal_tests::{Sandbox, agent::agent_bin, service_unit};
+use selfheal_tests::{
+    Sandbox,
+    agent::{agent_bin, ensure_kernel_filesystems, write_config},
+    service_unit,
+};
 
 use super::{WAIT, wait_until_status, workload};
+
+/// The agent watches one unit, beat.service.
+const BEAT_CONFIG: &str = "[[unit]]\nname = \"beat.service\"\n";
 
 /// What systemd would put in WATCHDOG_USEC for `WatchdogSec=2`.
 const WATCHDOG_USEC: &str = "2000000";
@@ -32,16 +41,7 @@ impl NotifiedAgent {
     ) -> anyhow::Result<NotifiedAgent> {
         let dir = sandbox.runtime_dir();
         let socket = dir.join("agent.sock").display().to_string();
-        let config = dir.join("selfheal.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[agent]\nstatus_socket = \"{socket}\"\nstate_dir = \"{}\"\naudit_log = \"{}\"\n\n\
-                 [http]\nlisten = \"127.0.0.1:0\"\n\n[[unit]]\nname = \"beat.service\"\n",
-                dir.join("state").display(),
-                dir.join("actions.jsonl").display(),
-            ),
-        )?;
+        let config = write_config(sandbox, BEAT_CONFIG)?;
         let mut command = Command::new(agent_bin());
         command
             .args(["run", "--user", "--config"])
@@ -205,5 +205,94 @@ fn a_watchdog_meant_for_another_process_is_not_pinged() -> anyhow::Result<()> {
         0,
         "pinged another process's watchdog: {messages:?}"
     );
+    Ok(())
+}
+
+/// The agent as the shipped unit runs it (`Type=notify`, `WatchdogSec=`, `Restart=on-failure`),
+/// but under the sandbox's manager, on the sandbox's bus.
+fn agent_unit(sandbox: &Sandbox, config: &Path) -> String {
+    let exec = format!(
+        "{} run --user --config {}",
+        agent_bin().display(),
+        config.display()
+    );
+    let log = sandbox.runtime_dir().join("agent.log");
+    let mut lines: Vec<String> = sandbox
+        .env()
+        .into_iter()
+        .map(|(key, value)| format!("Environment={key}={value}"))
+        .collect();
+    lines.extend(
+        [
+            "Type=notify",
+            "NotifyAccess=main",
+            "WatchdogSec=2s",
+            "Restart=on-failure",
+            "RestartSec=500ms",
+            "TimeoutAbortSec=5s",
+            "Environment=RUST_LOG=info",
+        ]
+        .map(str::to_owned),
+    );
+    lines.push(format!("StandardError=append:{}", log.display()));
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    service_unit("selfheal under a real watchdog", &exec, &lines)
+}
+
+#[test]
+fn systemd_restarts_the_agent_when_its_loop_freezes() -> anyhow::Result<()> {
+    require_root!();
+    let sandbox = Sandbox::start("op-watchdog-real")?;
+    start_beat(&sandbox)?;
+    let config = write_config(&sandbox, BEAT_CONFIG)?;
+    ensure_kernel_filesystems()?;
+    sandbox.install_unit("selfheal.service", &agent_unit(&sandbox, &config))?;
+    // Type=notify: `start` returns once the agent has said READY=1 to systemd.
+    sandbox.systemctl(&["start", "selfheal.service"])?;
+    let socket = sandbox
+        .runtime_dir()
+        .join("agent.sock")
+        .display()
+        .to_string();
+    let frozen = sandbox.main_pid("selfheal.service")?;
+    let status = wait_until_status(&sandbox, &socket, WAIT)?;
+    assert_eq!(
+        status["agent"]["pid"].as_u64(),
+        Some(u64::from(frozen)),
+        "{status:#}"
+    );
+
+    // The pings reach systemd: its watchdog timestamp moves while the agent runs.
+    let stamp = || sandbox.property("selfheal.service", "WatchdogTimestampMonotonic");
+    let first = stamp()?;
+    Sandbox::wait_until("systemd to hear a watchdog ping", WAIT, || {
+        Ok(stamp()? != first)
+    })?;
+
+    // Frozen, the agent pings no more; only systemd's watchdog can end it (SIGABRT, with the
+    // SIGCONT systemd sends after it) and start it again.
+    // SAFETY: kill(2) on the agent this test started as a unit.
+    assert_eq!(unsafe { libc::kill(frozen as i32, libc::SIGSTOP) }, 0);
+    let mut restarted = 0;
+    Sandbox::wait_until("systemd to restart the frozen agent", WAIT, || {
+        restarted = sandbox.main_pid("selfheal.service").unwrap_or(0);
+        Ok(restarted != 0
+            && restarted != frozen
+            && sandbox.property("selfheal.service", "ActiveState")? == "active")
+    })
+    .with_context(|| {
+        let log = std::fs::read_to_string(sandbox.runtime_dir().join("agent.log"));
+        format!("agent log:\n{}", log.unwrap_or_default())
+    })?;
+    assert_eq!(sandbox.property("selfheal.service", "NRestarts")?, "1");
+    assert!(
+        !Path::new(&format!("/proc/{frozen}")).exists(),
+        "the frozen agent {frozen} is still there"
+    );
+    // The new agent is the one answering.
+    Sandbox::wait_until("the restarted agent to answer", WAIT, || {
+        let status = wait_until_status(&sandbox, &socket, WAIT)?;
+        Ok(status["agent"]["pid"].as_u64() == Some(u64::from(restarted)))
+    })?;
     Ok(())
 }
