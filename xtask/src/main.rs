@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -36,6 +37,15 @@ enum Command {
         /// Only run tests whose name contains this string.
         filter: Option<String>,
     },
+    /// Runs each fuzz target (config, webhook body, status request, BTF, procfs, cgroupfs,
+    /// /proc/net/tcp) for a while with cargo-fuzz on nightly; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target.
+        target: Option<String>,
+    },
     /// Measures overhead, latency, footprint and scale, side by side with systemd and monit,
     /// and writes target/bench/report.md (and docs/performance.md). Needs root.
     Bench {
@@ -61,6 +71,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup(),
         Command::Run { args } => run::run(&args),
         Command::Test { filter } => test::test(filter.as_deref()),
+        Command::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
         Command::VmTest { full, keep } => vm::vm_test(full, keep),
         Command::Bench { quick } => bench::bench(quick),
     };

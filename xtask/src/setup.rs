@@ -34,7 +34,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
-const NIGHTLY: &str = "nightly";
+pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13";
 pub const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
@@ -45,13 +45,17 @@ pub fn setup() -> anyhow::Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     println!("xtask setup: everything is in place");
     Ok(())
 }
 
 /// Whether everything `setup` provides is already there (a quick check for run and test).
 pub fn is_complete() -> bool {
-    PACKAGES.iter().all(|(p, _)| package_installed(p)) && has_rust_src() && bpf_linker_ok()
+    PACKAGES.iter().all(|(p, _)| package_installed(p))
+        && has_rust_src()
+        && bpf_linker_ok()
+        && cargo_fuzz_ok()
 }
 
 /// Runs `setup` when something is missing.
@@ -166,4 +170,19 @@ fn bpf_linker() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+pub(crate) fn cargo_fuzz_ok() -> bool {
+    succeeds(Command::new("cargo").args(["fuzz", "--version"]))
+}
+
+/// `cargo xtask fuzz` (and its short form in `cargo xtask test`) runs the parsers' fuzz
+/// targets with cargo-fuzz on the nightly toolchain.
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if cargo_fuzz_ok() {
+        return Ok(());
+    }
+    println!("xtask setup: installing cargo-fuzz from crates.io (a few minutes)");
+    cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("cannot install cargo-fuzz, which runs the fuzz targets")
 }

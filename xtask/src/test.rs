@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::bail;
 use selfheal_tests::require::{SKIP_LOG_ENV, STRICT_ENV};
 
-use crate::{cmd, setup, vm};
+use crate::{cmd, fuzz, setup, vm};
 
 pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     let root = cmd::is_root();
@@ -56,7 +56,23 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     if let Some(filter) = filter {
         tests.args(["--", filter]);
     }
-    let tested = cmd::run(&mut tests);
+    let mut tested = cmd::run(&mut tests);
+
+    // Unfiltered runs fuzz each parser briefly: the corpus replays, mutations get a few seconds.
+    if filter.is_none() && !root && !setup::cargo_fuzz_ok() {
+        println!("xtask test: fuzzing NOT RUN (cargo-fuzz is missing: `sudo cargo xtask setup`)");
+    } else if filter.is_none() {
+        println!(
+            "xtask test: fuzzing each target for {} s",
+            fuzz::TEST_SECONDS
+        );
+        let fuzzed = fuzz::fuzz(fuzz::TEST_SECONDS, None);
+        tested = match (tested, fuzzed) {
+            (Ok(()), fuzzed) => fuzzed,
+            (Err(e), Ok(())) => Err(e),
+            (Err(tests), Err(fuzz)) => Err(anyhow::anyhow!("{tests:#}\n{fuzz:#}")),
+        };
+    }
 
     // The scenarios are not named like tests: a filter picks tests, so it skips the guest.
     let vm_tested = if !root {

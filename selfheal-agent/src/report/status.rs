@@ -84,11 +84,17 @@ pub struct UnitStatus {
     pub view: UnitView,
 }
 
+/// One request line on the status socket: `{"command": "...", "unit": "..."}`.
 #[derive(Debug, Serialize, Deserialize)]
-struct Request {
+pub struct Request {
     command: String,
     #[serde(default)]
     unit: Option<String>,
+}
+
+/// Parses a request line as the server does (public for the fuzzer).
+pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
+    serde_json::from_str(line)
 }
 
 fn document(state: &Shared) -> StatusDoc {
@@ -196,7 +202,7 @@ async fn answer(stream: UnixStream, state: Shared, commands: mpsc::Sender<Comman
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
     let reply = match reader.read_line(&mut line).await {
         Err(e) => serde_json::json!({ "error": format!("cannot read the request: {e}") }),
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
+        Ok(_) => match parse_request(&line) {
             Ok(req) => handle(req, &state, &commands).await,
             Err(e) => serde_json::json!({
                 "error": format!("malformed request: {e}; send {{\"command\":\"status\"}}")

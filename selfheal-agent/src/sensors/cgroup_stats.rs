@@ -8,7 +8,8 @@ pub fn psi_some_avg10(v2_dir: &Path, resource: &str) -> Option<f64> {
     parse_psi_some_avg10(&text)
 }
 
-fn parse_psi_some_avg10(text: &str) -> Option<f64> {
+/// The parser behind [`psi_some_avg10`], public for the fuzzer.
+pub fn parse_psi_some_avg10(text: &str) -> Option<f64> {
     let some = text.lines().find(|l| l.starts_with("some "))?;
     some.split_whitespace()
         .find_map(|f| f.strip_prefix("avg10="))?
@@ -30,7 +31,9 @@ pub fn cpu_throttling(v2_dir: &Path, pid: Option<u32>) -> Option<(u64, u64)> {
     parse_throttling(&text, "throttled_time", 1)
 }
 
-fn parse_throttling(text: &str, time_key: &str, to_ns: u64) -> Option<(u64, u64)> {
+/// The parser behind [`cpu_throttling`] (`to_ns`: nanoseconds per unit of `time_key`), public
+/// for the fuzzer.
+pub fn parse_throttling(text: &str, time_key: &str, to_ns: u64) -> Option<(u64, u64)> {
     let field = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))

@@ -43,12 +43,17 @@ pub struct TaskStatLine {
 
 pub fn task_stat(tid: u32) -> Option<TaskStatLine> {
     let text = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    parse_task_stat(&text, &status)
+}
+
+/// The parser behind [`task_stat`]: the texts of /proc/TID/stat and /proc/TID/status.
+pub fn parse_task_stat(text: &str, status: &str) -> Option<TaskStatLine> {
     // comm may contain spaces and parentheses: it spans from the first '(' to the last ')'.
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_owned();
     let state = text.get(close + 1..)?.trim_start().chars().next()?;
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     let tgid = status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))

@@ -80,7 +80,7 @@ fn socket_inodes(tgids: &[u32]) -> HashSet<u64> {
 }
 
 /// (accept queue total, receive queue bytes) of the given socket inodes in one /proc/net/tcp file.
-fn queues(table: &str, inodes: &HashSet<u64>) -> (u64, u64) {
+pub fn queues(table: &str, inodes: &HashSet<u64>) -> (u64, u64) {
     let (mut accept, mut recv) = (0, 0);
     for line in table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();

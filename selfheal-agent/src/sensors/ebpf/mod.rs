@@ -10,6 +10,7 @@ mod loader;
 mod sched;
 mod unit_sockets;
 
+pub use btf::KernelBtf;
 pub use counters::KernelCounters;
 pub use events::read_exit_events;
 pub use filter::{CgroupFilter, cgroup_id};
