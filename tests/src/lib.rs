@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cgroupfs;
 pub mod require;
 pub mod sandbox;
+pub mod soak;
 mod unit;
 pub mod workloads;
 

@@ -6,6 +6,7 @@ mod cmd;
 mod fuzz;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod vm;
 
@@ -46,6 +47,13 @@ enum Command {
         /// Only this target.
         target: Option<String>,
     },
+    /// Chaos soak: ~20 units misbehaving at random under a real systemd --user while the agent
+    /// is SIGKILLed, SIGSTOPped and restarted; checks budgets, the audit log, state and
+    /// footprint (needs root).
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Measures overhead, latency, footprint and scale, side by side with systemd and monit,
     /// and writes target/bench/report.md (and docs/performance.md). Needs root.
     Bench {
@@ -72,6 +80,7 @@ fn main() -> ExitCode {
         Command::Run { args } => run::run(&args),
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
+        Command::Soak { minutes } => soak::soak(minutes),
         Command::VmTest { full, keep } => vm::vm_test(full, keep),
         Command::Bench { quick } => bench::bench(quick),
     };
