@@ -35,6 +35,8 @@ multiplier = 2.0
 max = "1m"
 max_attempts = 5
 jitter = 0.1
+# This test times the backoff before every attempt, the first included.
+immediate_first = false
 
 [[unit]]
 name = "crashloop.service"
