@@ -252,6 +252,8 @@ window = "1h"
 
 [policy.backoff]
 initial = "200ms"
+# The test reads the backoff stated for the first attempt after the stable period.
+immediate_first = false
 
 [[unit]]
 name = "flaky.service"
