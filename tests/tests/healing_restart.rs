@@ -94,8 +94,8 @@ fn a_stopped_unit_is_restarted_without_waiting_for_its_stop_timeout_and_the_audi
         .ok_or_else(|| anyhow::anyhow!("no restart in the audit log: {audit:#?}"))?;
     let detail = text(restart, "detail");
     for expected in [
-        "SIGCONT then SIGKILL",
-        "KillUnit",
+        "sent SIGCONT to all its processes through systemd (KillUnit)",
+        &format!("SIGKILL to the old main process {old}"),
         "main process was stopped",
     ] {
         assert!(detail.contains(expected), "{expected:?} in {restart:#}");

@@ -2,10 +2,14 @@
 //! stop: a stopped process (SIGSTOP, `T`) keeps SIGTERM — and nginx's SIGQUIT from `ExecStop=`
 //! — pending until it is continued, and one that blocks or ignores SIGTERM never acts on it.
 //! systemd then waits `TimeoutStopSec=` (90 s by default) before its own SIGKILL. For those
-//! units the restart sends SIGCONT and SIGKILL to every process of the unit through systemd
-//! (`KillUnit`) right after queueing the restart job, so the stop is over at once. A task in
-//! uninterruptible sleep (`D`) would survive SIGKILL too: such a unit is `hung`, which the
-//! policy escalates instead of restarting.
+//! units the restart continues every process of the unit through systemd (`KillUnit`, SIGCONT:
+//! harmless to running ones) before queueing the restart job, and kills the old main process
+//! through a pidfd right after: the pidfd names that process only, so the kill can never hit
+//! the new main process should systemd already have started it (a `KillUnit` SIGKILL sent at
+//! that moment would). A task in uninterruptible sleep (`D`) would survive SIGKILL too: such a
+//! unit is `hung`, which the policy escalates instead of restarting.
+
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use crate::systemd::ManagerProxy;
 
@@ -19,14 +23,6 @@ pub enum Unresponsive {
 }
 
 impl Unresponsive {
-    /// The signals that end it, in order.
-    pub fn signals(self) -> &'static [(libc::c_int, &'static str)] {
-        match self {
-            Self::Stopped => &[(libc::SIGCONT, "SIGCONT"), (libc::SIGKILL, "SIGKILL")],
-            Self::IgnoresTerm => &[(libc::SIGKILL, "SIGKILL")],
-        }
-    }
-
     pub fn reason(self) -> &'static str {
         match self {
             Self::Stopped => "its main process was stopped",
@@ -63,23 +59,79 @@ pub fn inspect(pid: u32) -> Option<Unresponsive> {
     judge(&stat, &status)
 }
 
-/// Sends the signals that end `why` to every process of `unit`; returns what the audit record
-/// says about it.
-pub async fn force(conn: &zbus::Connection, unit: &str, why: Unresponsive) -> String {
-    let manager = match ManagerProxy::new(conn).await {
-        Ok(manager) => manager,
-        Err(e) => return format!("could not reach systemd to end the stop promptly: {e}"),
-    };
-    let mut sent = Vec::new();
-    for &(signal, name) in why.signals() {
-        match manager.kill_unit(unit, "all", signal).await {
-            Ok(()) => sent.push(name),
-            Err(e) => return format!("KillUnit({unit}, all, {name}) failed: {e}"),
+/// The old main process, held by a pidfd so that a signal cannot reach a later process that
+/// reuses its pid.
+pub struct OldMain {
+    pid: u32,
+    fd: OwnedFd,
+}
+
+impl OldMain {
+    pub fn open(pid: u32) -> Option<Self> {
+        let pid_t = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0)?;
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid_t, 0) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
+        Some(Self {
+            pid,
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// SIGKILL; Ok(false) when the process had already ended.
+    pub fn kill(&self) -> std::io::Result<bool> {
+        let null = std::ptr::null::<libc::siginfo_t>();
+        // SAFETY: pidfd_send_signal(2) with our pidfd, a signal number, no siginfo, no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                libc::SIGKILL,
+                null,
+                0,
+            )
+        };
+        match rc {
+            0 => Ok(true),
+            _ => match std::io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+                e => Err(e),
+            },
         }
     }
+}
+
+/// Before the restart is queued: continues every process of a stopped unit through systemd.
+/// Returns what the audit record says about it (empty when nothing was needed).
+pub async fn continue_all(conn: &zbus::Connection, unit: &str, why: Unresponsive) -> String {
+    if why != Unresponsive::Stopped {
+        return String::new();
+    }
+    let sent = async {
+        ManagerProxy::new(conn)
+            .await?
+            .kill_unit(unit, "all", libc::SIGCONT)
+            .await
+    };
+    match sent.await {
+        Ok(()) => "sent SIGCONT to all its processes through systemd (KillUnit)".to_owned(),
+        Err(e) => format!("KillUnit({unit}, all, SIGCONT) failed: {e}"),
+    }
+}
+
+/// After the restart is queued: kills the old main process so the stop does not wait.
+pub fn kill_old(old: Option<&OldMain>, why: Unresponsive) -> String {
+    let Some(old) = old else {
+        return format!("{}, and it could not be held to kill it", why.reason());
+    };
+    let what = match old.kill() {
+        Ok(true) => format!("then SIGKILL to the old main process {}", old.pid),
+        Ok(false) => format!("the old main process {} had already ended", old.pid),
+        Err(e) => format!("SIGKILL to the old main process {} failed: {e}", old.pid),
+    };
     format!(
-        "sent {} to all its processes through systemd (KillUnit) so the stop did not wait for its timeout: {}",
-        sent.join(" then "),
+        "{what} so the stop did not wait for its timeout: {}",
         why.reason()
     )
 }
@@ -119,5 +171,20 @@ mod tests {
     fn this_test_process_answers_sigterm() {
         assert_eq!(inspect(std::process::id()), None);
         assert_eq!(inspect(0), None);
+    }
+
+    #[test]
+    fn the_old_main_is_killed_through_its_pidfd_and_a_gone_one_is_no_error() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        let old = OldMain::open(child.id()).expect("pidfd");
+        assert!(old.kill().expect("kill"), "it was alive");
+        let status = child.wait().expect("reaped");
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(!old.kill().expect("no error"), "already ended");
+        assert!(OldMain::open(0).is_none());
     }
 }

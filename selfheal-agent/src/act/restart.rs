@@ -37,10 +37,17 @@ pub async fn restart(conn: &zbus::Connection, req: RestartRequest) -> Outcome {
     if before.as_ref().is_some_and(|s| s.job_type == "stop") {
         return outcome("skipped", "a stop job is pending on the unit".into());
     }
-    let unresponsive = before
-        .as_ref()
-        .and_then(|s| prompt_stop::inspect(s.main_pid));
-    let (result, forced) = run_job(conn, &req.name, unresponsive).await;
+    let main_pid = before.as_ref().map_or(0, |s| s.main_pid);
+    let unresponsive = prompt_stop::inspect(main_pid);
+    let old_main = unresponsive.and_then(|_| prompt_stop::OldMain::open(main_pid));
+    let mut notes = Vec::new();
+    if let Some(why) = unresponsive {
+        notes.push(prompt_stop::continue_all(conn, &req.name, why).await);
+    }
+    let (result, killed) = run_job(conn, &req.name, unresponsive, old_main.as_ref()).await;
+    notes.extend(killed);
+    notes.retain(|n| !n.is_empty());
+    let forced = (!notes.is_empty()).then(|| notes.join("; "));
     let with_forced = |detail: String| match &forced {
         Some(note) => format!("{note}; {detail}"),
         None => detail,
@@ -94,23 +101,25 @@ fn failure_reason(before: Option<&UnitSnapshot>, after: &UnitSnapshot) -> String
     }
 }
 
-/// Issues the restart, ends an unresponsive main process once the job is queued, and waits
-/// for the job to be removed; returns the job's result and what was sent to end the process.
+/// Issues the restart, kills an unresponsive old main process once the job is queued, and
+/// waits for the job to be removed; returns the job's result and what the kill did.
 async fn run_job(
     conn: &zbus::Connection,
     name: &str,
     unresponsive: Option<prompt_stop::Unresponsive>,
+    old_main: Option<&prompt_stop::OldMain>,
 ) -> (Result<String, String>, Option<String>) {
-    let mut forced = None;
-    let result = wait_job(conn, name, unresponsive, &mut forced).await;
-    (result, forced)
+    let mut killed = None;
+    let result = wait_job(conn, name, unresponsive, old_main, &mut killed).await;
+    (result, killed)
 }
 
 async fn wait_job(
     conn: &zbus::Connection,
     name: &str,
     unresponsive: Option<prompt_stop::Unresponsive>,
-    forced: &mut Option<String>,
+    old_main: Option<&prompt_stop::OldMain>,
+    killed: &mut Option<String>,
 ) -> Result<String, String> {
     let manager = ManagerProxy::new(conn).await.map_err(|e| e.to_string())?;
     // Listen before asking, so the JobRemoved signal cannot slip past.
@@ -125,7 +134,7 @@ async fn wait_job(
     // After the job is queued: killed earlier, the unit would fail on its own and systemd's
     // `Restart=` could race ours.
     if let Some(why) = unresponsive {
-        *forced = Some(prompt_stop::force(conn, name, why).await);
+        *killed = Some(prompt_stop::kill_old(old_main, why));
     }
     let wait = async {
         while let Some(signal) = removed.next().await {

@@ -57,6 +57,47 @@ pub fn connections_by_state(tgids: &[u32]) -> Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// Connections the unit's processes hold on a port one of them listens on: the sockets
+/// `accept()` returned. The kernel's cgroup_sock hooks never see those (the kernel clones
+/// them from the listener, no `socket()` call runs in the unit), so they are counted here from
+/// the unit's fds and added to its live sockets: a server that never closes its clients'
+/// connections leaks sockets too.
+pub fn accepted_count(tgids: &[u32]) -> u64 {
+    let inodes = socket_inodes(tgids);
+    let Some(tgid) = tgids.first().filter(|_| !inodes.is_empty()) else {
+        return 0;
+    };
+    let mut tables = String::new();
+    for file in ["tcp", "tcp6"] {
+        if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
+            tables.extend(table.lines().skip(1).map(|line| format!("{line}\n")));
+        }
+    }
+    count_accepted(&tables, &inodes)
+}
+
+/// [`accepted_count`] over table rows (without their header lines).
+fn count_accepted(rows: &str, inodes: &HashSet<u64>) -> u64 {
+    // (state, local port, inode) of the unit's own rows.
+    let own: Vec<(&str, &str, u64)> = rows
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields.get(1)?.rsplit_once(':')?.1;
+            let inode = fields.get(9)?.parse::<u64>().ok()?;
+            Some((*fields.get(3)?, port, inode)).filter(|_| inodes.contains(&inode))
+        })
+        .collect();
+    let listening: HashSet<&str> = own
+        .iter()
+        .filter(|(state, ..)| *state == TCP_LISTEN)
+        .map(|(_, port, _)| *port)
+        .collect();
+    own.iter()
+        .filter(|(state, port, _)| *state != TCP_LISTEN && listening.contains(port))
+        .count() as u64
+}
+
 /// Socket inodes held by the processes `tgids`.
 fn socket_inodes(tgids: &[u32]) -> HashSet<u64> {
     let mut inodes = HashSet::new();
@@ -221,6 +262,34 @@ mod tests {
         let idle = reading(&[(1, 0)], &[(2, 0), (3, 0)]);
         let work = idle.work(Some(&idle));
         assert_eq!((work.accept_queue, work.recv_queue), (0, 0));
+    }
+
+    #[test]
+    fn accepted_connections_are_those_on_a_port_the_unit_listens_on() {
+        // 111 listens on :1F90; 222 was accepted on it; 444 is an outgoing connection from
+        // :D2F0; 555 is another unit's connection on :1F90.
+        let rows = "\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1
+   1: 0100007F:1F90 0100007F:D2F0 08 00000000:00000000 00:00000000 00000000     0        0 222 1
+   2: 0100007F:D2F0 0100007F:1F91 01 00000000:00000000 00:00000000 00000000     0        0 444 1
+   3: 0100007F:1F90 0100007F:D2F1 01 00000000:00000000 00:00000000 00000000     0        0 555 1
+";
+        assert_eq!(count_accepted(rows, &[111, 222, 444].into()), 1);
+        assert_eq!(
+            count_accepted(rows, &[222, 444].into()),
+            0,
+            "no listener of its own"
+        );
+    }
+
+    #[test]
+    fn a_real_accepted_connection_is_counted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (_server, _) = listener.accept().expect("accept");
+        // Our client is on an ephemeral port, not the listener's: only the accepted one counts.
+        assert!(accepted_count(&[std::process::id()]) >= 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Servers for the healing tests: one whose workers deadlock while its acceptor and a timer
 //! thread go on running (requests pile up unread in accepted sockets), and a healthy line echo
-//! server for the false-positive controls (sustained load, idle keep-alive connections).
+//! server for the false-positive controls (sustained load, idle keep-alive connections), and
+//! one that never closes the connections it accepted (a server-side connection leak).
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -15,6 +16,7 @@ pub fn run(mode: &str, args: &[String]) -> Option<Result<ExitCode, String>> {
     Some(match (mode, args) {
         ("deadlocked-server", [port]) => listen(port).and_then(deadlocked),
         ("echo-server", [port]) => listen(port).and_then(echo),
+        ("hold-accepted", [port]) => listen(port).and_then(hold),
         _ => return None,
     })
 }
@@ -55,6 +57,21 @@ fn deadlocked(listener: TcpListener) -> Result<ExitCode, String> {
     let mut parked: Vec<TcpStream> = Vec::new();
     for stream in listener.incoming() {
         parked.extend(stream.ok());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Accepts every connection and never closes one (nor reads it): a server-side connection
+/// leak, each closed client leaving a socket in CLOSE_WAIT behind.
+fn hold(listener: TcpListener) -> Result<ExitCode, String> {
+    println!(
+        "holding every connection accepted on {:?}",
+        listener.local_addr()
+    );
+    let _ = std::io::stdout().flush();
+    let mut held: Vec<TcpStream> = Vec::new();
+    for stream in listener.incoming() {
+        held.extend(stream.ok());
     }
     Ok(ExitCode::SUCCESS)
 }
