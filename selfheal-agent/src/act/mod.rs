@@ -4,6 +4,7 @@ pub mod prompt_stop;
 pub mod quarantine;
 pub mod restart;
 pub mod unit_ops;
+pub mod verify;
 
 use std::time::Duration;
 
