@@ -30,6 +30,8 @@ multiplier = 2.0
 max = "1m"
 max_attempts = 5
 jitter = 0.1
+# This test times the backoff before every attempt, the first included.
+immediate_first = false
 
 [[unit]]
 name = "crashloop.service"
@@ -241,6 +243,8 @@ window = "1h"
 
 [policy.backoff]
 initial = "200ms"
+# The test reads the backoff stated for the first attempt after the stable period.
+immediate_first = false
 
 [[unit]]
 name = "flaky.service"

@@ -27,6 +27,8 @@ initial = "1s"
 multiplier = 20.0
 max = "1m"
 max_attempts = 5
+# This test times the backoff before every attempt, the first included.
+immediate_first = false
 
 [policy.breaker]
 open_for = "10m"

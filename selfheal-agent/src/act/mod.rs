@@ -1,8 +1,10 @@
 //! Actuators: carry out the policy's decisions against the real system and report outcomes.
 
+pub mod prompt_stop;
 pub mod quarantine;
 pub mod restart;
 pub mod unit_ops;
+pub mod verify;
 
 use std::time::Duration;
 

@@ -1,12 +1,13 @@
 //! Restart through systemd: `RestartUnit(name, "replace")`, wait for the job's result, then
-//! check that the unit is really active.
+//! check that the unit is really active. A main process that cannot answer the stop is ended
+//! at once ([`prompt_stop`]) instead of after the unit's stop timeout.
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use zbus::zvariant::OwnedObjectPath;
 
-use super::Outcome;
+use super::{Outcome, prompt_stop};
 use crate::systemd::{ManagerProxy, UnitSnapshot, read_snapshot};
 
 /// How long a restart job may take before we call it failed.
@@ -36,8 +37,23 @@ pub async fn restart(conn: &zbus::Connection, req: RestartRequest) -> Outcome {
     if before.as_ref().is_some_and(|s| s.job_type == "stop") {
         return outcome("skipped", "a stop job is pending on the unit".into());
     }
-    match run_job(conn, &req.name).await {
-        Err(detail) => outcome("failed", detail),
+    let main_pid = before.as_ref().map_or(0, |s| s.main_pid);
+    let unresponsive = prompt_stop::inspect(main_pid);
+    let old_main = unresponsive.and_then(|_| prompt_stop::OldMain::open(main_pid));
+    let mut notes = Vec::new();
+    if let Some(why) = unresponsive {
+        notes.push(prompt_stop::continue_all(conn, &req.name, why).await);
+    }
+    let (result, killed) = run_job(conn, &req.name, unresponsive, old_main.as_ref()).await;
+    notes.extend(killed);
+    notes.retain(|n| !n.is_empty());
+    let forced = (!notes.is_empty()).then(|| notes.join("; "));
+    let with_forced = |detail: String| match &forced {
+        Some(note) => format!("{note}; {detail}"),
+        None => detail,
+    };
+    match result {
+        Err(detail) => outcome("failed", with_forced(detail)),
         Ok(job_result) if job_result != "done" => {
             let why = match read_snapshot(conn, &req.name, &req.object_path).await {
                 Ok(after) => failure_reason(before.as_ref(), &after),
@@ -45,22 +61,25 @@ pub async fn restart(conn: &zbus::Connection, req: RestartRequest) -> Outcome {
             };
             outcome(
                 "failed",
-                format!("restart job ended with \"{job_result}\": {why}"),
+                with_forced(format!("restart job ended with \"{job_result}\": {why}")),
             )
         }
         Ok(_) => match read_snapshot(conn, &req.name, &req.object_path).await {
             Ok(s) if s.active_state == "active" => outcome(
                 "done",
-                format!("active ({}), main pid {}", s.sub_state, s.main_pid),
+                with_forced(format!("active ({}), main pid {}", s.sub_state, s.main_pid)),
             ),
             Ok(s) => outcome(
                 "failed",
-                format!(
+                with_forced(format!(
                     "the unit is {} ({}) after the restart; systemd reports Result={}",
                     s.active_state, s.sub_state, s.result
-                ),
+                )),
             ),
-            Err(e) => outcome("failed", format!("cannot verify the restart: {e}")),
+            Err(e) => outcome(
+                "failed",
+                with_forced(format!("cannot verify the restart: {e}")),
+            ),
         },
     }
 }
@@ -82,8 +101,26 @@ fn failure_reason(before: Option<&UnitSnapshot>, after: &UnitSnapshot) -> String
     }
 }
 
-/// Issues the restart and waits for its job to be removed; returns the job's result.
-async fn run_job(conn: &zbus::Connection, name: &str) -> Result<String, String> {
+/// Issues the restart, kills an unresponsive old main process once the job is queued, and
+/// waits for the job to be removed; returns the job's result and what the kill did.
+async fn run_job(
+    conn: &zbus::Connection,
+    name: &str,
+    unresponsive: Option<prompt_stop::Unresponsive>,
+    old_main: Option<&prompt_stop::OldMain>,
+) -> (Result<String, String>, Option<String>) {
+    let mut killed = None;
+    let result = wait_job(conn, name, unresponsive, old_main, &mut killed).await;
+    (result, killed)
+}
+
+async fn wait_job(
+    conn: &zbus::Connection,
+    name: &str,
+    unresponsive: Option<prompt_stop::Unresponsive>,
+    old_main: Option<&prompt_stop::OldMain>,
+    killed: &mut Option<String>,
+) -> Result<String, String> {
     let manager = ManagerProxy::new(conn).await.map_err(|e| e.to_string())?;
     // Listen before asking, so the JobRemoved signal cannot slip past.
     let mut removed = manager
@@ -94,6 +131,11 @@ async fn run_job(conn: &zbus::Connection, name: &str) -> Result<String, String> 
         .restart_unit(name, "replace")
         .await
         .map_err(|e| format!("RestartUnit({name}) refused: {e}"))?;
+    // After the job is queued: killed earlier, the unit would fail on its own and systemd's
+    // `Restart=` could race ours.
+    if let Some(why) = unresponsive {
+        *killed = Some(prompt_stop::kill_old(old_main, why));
+    }
     let wait = async {
         while let Some(signal) = removed.next().await {
             if let Ok(args) = signal.args()

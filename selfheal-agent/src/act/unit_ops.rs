@@ -62,7 +62,13 @@ pub async fn freeze(
         (manager.thaw_unit(unit).await, "ThawUnit")
     };
     match result {
-        Ok(()) => Ok(String::new()),
+        // systemd answers before every task reached the freezer: read the kernel's word.
+        Ok(()) => match cgroup_dir.filter(|dir| dir.join("cgroup.events").exists()) {
+            Some(dir) => wait_frozen(dir, frozen)
+                .await
+                .map(|()| format!("{}/cgroup.events confirms it", dir.display())),
+            None => Ok(String::new()),
+        },
         Err(e) if is_not_supported(&e) => {
             let Some(dir) = cgroup_dir else {
                 return Err(format!(
@@ -94,6 +100,12 @@ async fn cgroup_freeze(dir: &Path, frozen: bool) -> Result<(), String> {
     tokio::fs::write(&control, if frozen { "1" } else { "0" })
         .await
         .map_err(|e| format!("writing {}: {e}", control.display()))?;
+    wait_frozen(dir, frozen).await
+}
+
+/// Waits until the v2 cgroup's `cgroup.events` says `frozen 1` (or `frozen 0`).
+async fn wait_frozen(dir: &Path, frozen: bool) -> Result<(), String> {
+    let control = dir.join("cgroup.freeze");
     let events = dir.join("cgroup.events");
     let wanted = if frozen { "frozen 1" } else { "frozen 0" };
     let deadline = tokio::time::Instant::now() + FREEZE_TIMEOUT;

@@ -9,6 +9,7 @@ use super::{Config, ConfigError, UNIT_SUFFIXES, UnitConfig};
 use crate::policy::{Remediation, RemediationConfig};
 use crate::report::alert_out::{AlertError, alerts_endpoint};
 use crate::sensors::probes;
+use crate::units::pattern::UnitPattern;
 
 impl Config {
     /// Checks the tables in schema order; the first problem found is the error.
@@ -80,6 +81,9 @@ impl Config {
                 Step::Key("name".into()),
             ]
         };
+        if let Some(problem) = pattern_problem(&unit.name) {
+            return Err(source.error(&name_of(index), problem));
+        }
         if let Some(problem) = unit_name_problem(&unit.name) {
             return Err(source.error(&name_of(index), problem));
         }
@@ -128,6 +132,25 @@ fn keys(table: &[&str], relative: &str) -> Vec<Step> {
         .chain(relative)
         .map(|key| Step::Key(key.to_owned()))
         .collect()
+}
+
+/// What is wrong with `name` when it is written as a unit pattern (a glob, or a glob within a
+/// slice; see [`UnitPattern`]); `None` for plain unit names, which [`unit_name_problem`] checks.
+fn pattern_problem(name: &str) -> Option<String> {
+    let in_slice = name
+        .split_once('/')
+        .is_some_and(|(slice, _)| slice.ends_with(".slice"));
+    if !name.contains(['*', '?', '[']) && !in_slice {
+        return None;
+    }
+    Some(match UnitPattern::parse(name) {
+        Err(e) => format!("invalid unit pattern {name:?}: {e}"),
+        // Adopting instances as systemd announces them needs units added at run time.
+        Ok(_) => format!(
+            "{name:?} is a unit pattern, which this build does not watch yet; \
+             list the units it should cover one [[unit]] each"
+        ),
+    })
 }
 
 /// Why `name` is not a systemd unit name, if it is not one.

@@ -23,7 +23,7 @@ use crate::{
     act::quarantine::Quarantine,
     detect::{
         Problem, ProblemKind,
-        exit::{ExitFacts, judge},
+        exit::{ExitFacts, ExitRules, judge},
         leak::LeakDetector,
         probe::{ProbeDetector, ProbeEvent},
         stall::StallDetector,
@@ -173,16 +173,20 @@ impl Engine {
             oom_killed: event.oom_killed(),
         };
         let ours = self.acting.get(&event.unit).is_some_and(|n| *n > 0);
-        let (name, context) = {
+        let (name, context, rules) = {
             let mut state = self.p.state.lock();
             let Some(unit) = state.units.get_mut(index) else {
                 return;
             };
             info!("{}: {evidence}", unit.name);
             unit.history.push(SystemTime::now(), record);
-            (unit.name.clone(), context_of(unit, ours))
+            let rules = ExitRules {
+                success: unit.systemd.success_exit.clone(),
+                restart_prevent: unit.systemd.restart_prevent.clone(),
+            };
+            (unit.name.clone(), context_of(unit, ours), rules)
         };
-        let Some(problem) = judge(event.unit, &facts, evidence, Instant::now()) else {
+        let Some(problem) = judge(event.unit, &facts, &rules, evidence, Instant::now()) else {
             return;
         };
         if ours {

@@ -103,7 +103,14 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
                 tasks_max: limits.tasks_max,
             };
             match unit_ops::set_limits(&conn, &target.name, limits).await {
-                Ok(()) => (ActionOutcome::Done, String::new()),
+                // Read back from the cgroup: accepted by systemd is not enforced by the kernel.
+                Ok(()) => match target.cgroup_dir.as_deref() {
+                    Some(dir) => match crate::act::verify::limits(dir, &limits) {
+                        Ok(note) => (ActionOutcome::Done, note),
+                        Err(e) => (ActionOutcome::Failed(e), String::new()),
+                    },
+                    None => (ActionOutcome::Done, String::new()),
+                },
                 Err(e) => (ActionOutcome::Failed(e), String::new()),
             }
         }

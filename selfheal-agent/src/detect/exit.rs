@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::{Problem, ProblemKind};
-use crate::units::ProcessRole;
+use crate::{systemd::ExitStatusSet, units::ProcessRole};
 
 /// How a process ended, as the kernel reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +30,37 @@ pub fn is_clean(facts: &ExitFacts) -> bool {
     }
 }
 
-/// A problem when the unit's main process ended; children come and go without one.
-pub fn judge(unit: u32, facts: &ExitFacts, evidence: String, now: Instant) -> Option<Problem> {
+/// The unit's own meaning of success, read from systemd.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitRules {
+    /// `SuccessExitStatus=`: also clean.
+    pub success: ExitStatusSet,
+    /// `RestartPreventExitStatus=`: not clean, but `Restart=on-failure` must not restart it.
+    pub restart_prevent: ExitStatusSet,
+}
+
+/// A problem when the unit's main process ended; children come and go without one. An exit
+/// the unit declares successful, or one that prevents its restart, is an `exit` (which
+/// `restart = "on-failure"` leaves alone) and its evidence says which setting made it so.
+pub fn judge(
+    unit: u32,
+    facts: &ExitFacts,
+    rules: &ExitRules,
+    mut evidence: String,
+    now: Instant,
+) -> Option<Problem> {
     if facts.role != ProcessRole::Main {
         return None;
     }
+    let listed =
+        |set: &ExitStatusSet| !facts.oom_killed && set.contains(facts.status, facts.signal);
     let kind = if is_clean(facts) {
+        ProblemKind::Exit
+    } else if listed(&rules.success) {
+        evidence.push_str("; clean by the unit's SuccessExitStatus=");
+        ProblemKind::Exit
+    } else if listed(&rules.restart_prevent) {
+        evidence.push_str("; the unit's RestartPreventExitStatus= forbids restarting it");
         ProblemKind::Exit
     } else {
         ProblemKind::Crash
@@ -69,6 +94,7 @@ mod tests {
         let p = judge(
             0,
             &main_exit(Some(3), None, false),
+            &ExitRules::default(),
             String::new(),
             Instant::now(),
         );
@@ -80,6 +106,7 @@ mod tests {
         let p = judge(
             0,
             &main_exit(Some(0), None, false),
+            &ExitRules::default(),
             String::new(),
             Instant::now(),
         );
@@ -121,6 +148,49 @@ mod tests {
             role: ProcessRole::Child,
             ..main_exit(None, Some(9), true)
         };
-        assert_eq!(judge(0, &facts, String::new(), Instant::now()), None);
+        assert_eq!(
+            judge(
+                0,
+                &facts,
+                &ExitRules::default(),
+                String::new(),
+                Instant::now()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_units_success_and_restart_prevent_statuses_make_an_exit_not_a_crash() {
+        let rules = ExitRules {
+            success: ExitStatusSet {
+                statuses: vec![75],
+                signals: vec![libc::SIGUSR1],
+            },
+            restart_prevent: ExitStatusSet {
+                statuses: vec![3],
+                signals: Vec::new(),
+            },
+        };
+        let kind_of = |facts: ExitFacts| {
+            judge(0, &facts, &rules, String::new(), Instant::now()).map(|p| (p.kind, p.evidence))
+        };
+        let (kind, evidence) = kind_of(main_exit(Some(75), None, false)).unwrap();
+        assert_eq!(kind, ProblemKind::Exit);
+        assert!(evidence.contains("SuccessExitStatus="), "{evidence}");
+        let usr1 = main_exit(None, Some(libc::SIGUSR1 as u32), false);
+        assert_eq!(kind_of(usr1).unwrap().0, ProblemKind::Exit);
+        let (kind, evidence) = kind_of(main_exit(Some(3), None, false)).unwrap();
+        assert_eq!(kind, ProblemKind::Exit);
+        assert!(evidence.contains("RestartPreventExitStatus="), "{evidence}");
+        assert_eq!(
+            kind_of(main_exit(Some(4), None, false)).unwrap().0,
+            ProblemKind::Crash
+        );
+        // Out of memory is a crash whatever the unit lists.
+        assert_eq!(
+            kind_of(main_exit(Some(75), None, true)).unwrap().0,
+            ProblemKind::Crash
+        );
     }
 }

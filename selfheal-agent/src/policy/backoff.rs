@@ -43,6 +43,25 @@ pub fn delay(config: &BackoffConfig, level: u32, jitter: &mut Jitter) -> Duratio
     Duration::from_secs_f64(moved.clamp(0.0, max))
 }
 
+/// The wait before restart attempt `attempt` (0-based) of an incident. The first attempt is
+/// immediate: a crashed service should be back faster than systemd's own `Restart=` would
+/// bring it. From the second attempt on, [`delay`] applies at one level below `level` (the
+/// first attempt already raised it), so a crash loop waits 1 s, 2 s, 4 s… with the defaults,
+/// and a new incident soon after an earlier one starts higher. With `immediate_first = false`
+/// every attempt waits [`delay`] at `level`.
+pub fn before_attempt(
+    config: &BackoffConfig,
+    attempt: u32,
+    level: u32,
+    jitter: &mut Jitter,
+) -> Duration {
+    match (attempt, config.immediate_first) {
+        (0, true) => Duration::ZERO,
+        (_, true) => delay(config, level.saturating_sub(1), jitter),
+        (_, false) => delay(config, level, jitter),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +115,41 @@ mod tests {
         };
         let mut jitter = Jitter::new(3);
         assert_eq!(delay(&config, 2, &mut jitter), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn the_first_attempt_of_an_incident_is_immediate_and_the_next_back_off() {
+        let config = BackoffConfig {
+            jitter: 0.0,
+            ..BackoffConfig::default()
+        };
+        let mut jitter = Jitter::new(5);
+        let waits: Vec<Duration> = [(0, 0), (1, 1), (2, 2)]
+            .iter()
+            .map(|&(attempt, level)| before_attempt(&config, attempt, level, &mut jitter))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                Duration::ZERO,
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            ]
+        );
+        // A new incident while the backoff is still raised: first attempt immediate anyway.
+        assert_eq!(before_attempt(&config, 0, 4, &mut jitter), Duration::ZERO);
+        assert_eq!(
+            before_attempt(&config, 1, 5, &mut jitter),
+            Duration::from_secs(16)
+        );
+        let waiting = BackoffConfig {
+            immediate_first: false,
+            ..config
+        };
+        assert_eq!(
+            before_attempt(&waiting, 0, 0, &mut jitter),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

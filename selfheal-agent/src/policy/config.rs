@@ -101,6 +101,10 @@ pub struct BackoffConfig {
     pub max: Duration,
     /// Restart attempts per incident.
     pub max_attempts: u32,
+    /// The first restart of an incident happens at once, so a crashed service is back sooner
+    /// than systemd's own `Restart=` would bring it; the delays above apply from the second
+    /// attempt. `false` waits `initial` (and more after recent incidents) before the first too.
+    pub immediate_first: bool,
     /// Each delay is moved by up to ± this fraction of itself, so units that failed together
     /// do not restart together.
     pub jitter: f64,
@@ -113,6 +117,7 @@ impl Default for BackoffConfig {
             multiplier: 2.0,
             max: Duration::from_secs(300),
             max_attempts: 3,
+            immediate_first: true,
             jitter: 0.1,
         }
     }

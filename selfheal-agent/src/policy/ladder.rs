@@ -131,10 +131,12 @@ fn try_rung(
                     human(window)
                 ));
             }
-            let delay = backoff::delay(&config.backoff, state.backoff_level, env.jitter)
-                .max(spec.restart_delay);
+            let delay =
+                backoff::before_attempt(&config.backoff, attempts, state.backoff_level, env.jitter)
+                    .max(spec.restart_delay);
             let (due, when) = match restart_time(state, env.config, now, now + delay) {
                 Ok(at) if at > now + delay => (at, start_limit_note(state, at, now)),
+                Ok(_) if delay.is_zero() => (now, "now (first attempt of the incident)".into()),
                 Ok(_) => (now + delay, format!("in {} (backoff)", human(delay))),
                 Err(why) => return Rung::Skip(why),
             };

@@ -149,7 +149,11 @@ pub fn read(input: &UnitResourcesInput) -> UnitResources {
         memory_bytes,
         memory_limit,
         memory_psi_some_avg10: super::cgroup_stats::psi_some_avg10(&input.dir, "memory"),
-        sockets: input.live_sockets,
+        // The kernel counts the sockets the unit creates; the ones accept() returns are not
+        // created by it and are counted from its fds.
+        sockets: input
+            .live_sockets
+            .map(|live| live + sockets::accepted_count(&tgids)),
         connections: sockets::connections_by_state(&tgids),
     }
 }

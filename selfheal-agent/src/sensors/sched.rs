@@ -19,14 +19,12 @@ use super::{
     ebpf::{SchedMaps, monotonic_ns},
     procfs, sockets,
 };
-use crate::detect::stall::{CpuContention, PendingWork, SchedSample, TaskSample, TaskState};
+use crate::detect::stall::{CpuContention, SchedSample, TaskSample, TaskState};
 
 /// `__TASK_STOPPED`: set alone or with TASK_WAKEKILL.
 const STOPPED_BIT: u32 = TASK_STOPPED;
 /// Frozen by the cgroup freezer (6.1+): reported as stopped.
 const FROZEN_BIT: u32 = 0x8000;
-/// Below this idle time the unit's sockets are not inspected (cheap ticks while it works).
-const PENDING_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// A unit to sample: its index and its cgroup directory on the v2 tree.
 #[derive(Clone, Debug)]
@@ -49,7 +47,7 @@ pub struct SchedSensor {
     prev_tasks: HashMap<u32, Totals>,
     prev_hist: HashMap<u32, [u64; RUNQ_BUCKETS]>,
     prev_throttle: HashMap<u32, (u64, u64)>,
-    prev_pending: HashMap<u32, PendingWork>,
+    prev_pending: HashMap<u32, sockets::QueueReading>,
     /// When the agent first sampled each unit: the floor for "idle since".
     watched_since_ns: HashMap<u32, u64>,
     /// Thread ids in the kernel map at the last sample.
@@ -194,16 +192,15 @@ impl SchedSensor {
         let idle_ns = now_ns.saturating_sub(last_ran);
         let idle_for = (!any_on_cpu && idle_ns >= window_ns).then(|| Duration::from_nanos(idle_ns));
 
-        let pending = if idle_for.is_some_and(|idle| idle >= PENDING_CHECK_AFTER) {
+        // Read every tick, running or not: a unit is wedged when requests wait unread in its
+        // accepted connections even while an acceptor or a timer thread still runs.
+        let pending = {
             let mut tgids: Vec<u32> = tasks.iter().map(|(_, t)| t.tgid).collect();
             tgids.sort_unstable();
             tgids.dedup();
-            let work = sockets::pending_work(&tgids, self.prev_pending.get(&unit.unit).copied());
-            self.prev_pending.insert(unit.unit, work);
+            let (work, reading) = sockets::pending_work(&tgids, self.prev_pending.get(&unit.unit));
+            self.prev_pending.insert(unit.unit, reading);
             work
-        } else {
-            self.prev_pending.remove(&unit.unit);
-            PendingWork::default()
         };
 
         let hist_delta = {

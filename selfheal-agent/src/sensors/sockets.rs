@@ -2,7 +2,7 @@
 //! receive queues. Read from /proc/PID/net/tcp{,6} (the unit's own network namespace) for the
 //! socket inodes its processes hold.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::detect::stall::PendingWork;
 
@@ -57,6 +57,47 @@ pub fn connections_by_state(tgids: &[u32]) -> Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// Connections the unit's processes hold on a port one of them listens on: the sockets
+/// `accept()` returned. The kernel's cgroup_sock hooks never see those (the kernel clones
+/// them from the listener, no `socket()` call runs in the unit), so they are counted here from
+/// the unit's fds and added to its live sockets: a server that never closes its clients'
+/// connections leaks sockets too.
+pub fn accepted_count(tgids: &[u32]) -> u64 {
+    let inodes = socket_inodes(tgids);
+    let Some(tgid) = tgids.first().filter(|_| !inodes.is_empty()) else {
+        return 0;
+    };
+    let mut tables = String::new();
+    for file in ["tcp", "tcp6"] {
+        if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
+            tables.extend(table.lines().skip(1).map(|line| format!("{line}\n")));
+        }
+    }
+    count_accepted(&tables, &inodes)
+}
+
+/// [`accepted_count`] over table rows (without their header lines).
+fn count_accepted(rows: &str, inodes: &HashSet<u64>) -> u64 {
+    // (state, local port, inode) of the unit's own rows.
+    let own: Vec<(&str, &str, u64)> = rows
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields.get(1)?.rsplit_once(':')?.1;
+            let inode = fields.get(9)?.parse::<u64>().ok()?;
+            Some((*fields.get(3)?, port, inode)).filter(|_| inodes.contains(&inode))
+        })
+        .collect();
+    let listening: HashSet<&str> = own
+        .iter()
+        .filter(|(state, ..)| *state == TCP_LISTEN)
+        .map(|(_, port, _)| *port)
+        .collect();
+    own.iter()
+        .filter(|(state, port, _)| *state != TCP_LISTEN && listening.contains(port))
+        .count() as u64
+}
+
 /// Socket inodes held by the processes `tgids`.
 fn socket_inodes(tgids: &[u32]) -> HashSet<u64> {
     let mut inodes = HashSet::new();
@@ -79,52 +120,96 @@ fn socket_inodes(tgids: &[u32]) -> HashSet<u64> {
     inodes
 }
 
-/// (accept queue total, receive queue bytes) of the given socket inodes in one /proc/net/tcp file.
-pub fn queues(table: &str, inodes: &HashSet<u64>) -> (u64, u64) {
-    let (mut accept, mut recv) = (0, 0);
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(state), Some(queues), Some(inode)) =
-            (fields.get(3), fields.get(4), fields.get(9))
-        else {
-            continue;
-        };
-        if !inode.parse::<u64>().is_ok_and(|i| inodes.contains(&i)) {
-            continue;
-        }
-        let rx = queues
-            .split_once(':')
-            .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
-            .unwrap_or(0);
-        match *state {
-            TCP_LISTEN => accept += rx,
-            TCP_ESTABLISHED => recv += rx,
-            _ => {}
-        }
-    }
-    (accept, recv)
+/// One reading of a unit's TCP queues, socket by socket, so the next reading can tell whether
+/// the unit consumed any of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueReading {
+    /// Listening sockets: inode → connections waiting in the accept queue.
+    listen: HashMap<u64, u64>,
+    /// Established connections: inode → bytes waiting in the receive queue.
+    connections: HashMap<u64, u64>,
 }
 
-/// What waits for the unit's processes now. `previous` is the last reading, to tell whether
-/// the queues are draining.
-pub fn pending_work(tgids: &[u32], previous: Option<PendingWork>) -> PendingWork {
-    let inodes = socket_inodes(tgids);
-    let (mut accept, mut recv) = (0, 0);
-    if let (false, Some(tgid)) = (inodes.is_empty(), tgids.first()) {
-        for file in ["tcp", "tcp6"] {
-            if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
-                let (a, r) = queues(&table, &inodes);
-                accept += a;
-                recv += r;
+impl QueueReading {
+    /// Reads the queues of the sockets the processes `tgids` hold.
+    pub fn read(tgids: &[u32]) -> Self {
+        let inodes = socket_inodes(tgids);
+        let mut reading = Self::default();
+        if let (false, Some(tgid)) = (inodes.is_empty(), tgids.first()) {
+            for file in ["tcp", "tcp6"] {
+                if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
+                    reading.add_table(&table, &inodes);
+                }
+            }
+        }
+        reading
+    }
+
+    /// Adds the lines of one /proc/net/tcp{,6} table that belong to `inodes`.
+    pub fn add_table(&mut self, table: &str, inodes: &HashSet<u64>) {
+        for line in table.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(state), Some(queues), Some(inode)) =
+                (fields.get(3), fields.get(4), fields.get(9))
+            else {
+                continue;
+            };
+            let Some(inode) = inode.parse::<u64>().ok().filter(|i| inodes.contains(i)) else {
+                continue;
+            };
+            let rx = queues
+                .split_once(':')
+                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+                .unwrap_or(0);
+            match *state {
+                // Saturating: a table with absurd queue sizes must not wrap (or panic in debug).
+                TCP_LISTEN => add(self.listen.entry(inode).or_default(), rx),
+                TCP_ESTABLISHED => add(self.connections.entry(inode).or_default(), rx),
+                _ => {}
             }
         }
     }
-    let draining = previous.is_some_and(|p| accept + recv < p.accept_queue + p.recv_queue);
-    PendingWork {
-        accept_queue: accept,
-        recv_queue: recv,
-        draining,
+
+    /// What waits for the unit now, and whether it consumed any of it since `previous`: a
+    /// listen queue shrank, a connection's unread bytes shrank or it closed with bytes
+    /// unread, or — while connections wait to be accepted — a new connection was accepted.
+    /// Accepting alone is no progress when the accepted requests are never read (an acceptor
+    /// thread alive while every worker is deadlocked), so it counts only for the backlog.
+    pub fn work(&self, previous: Option<&QueueReading>) -> PendingWork {
+        let accept_queue = self.listen.values().fold(0u64, |a, b| a.saturating_add(*b));
+        let draining = previous.is_some_and(|before| {
+            let listen_shrank = self
+                .listen
+                .iter()
+                .any(|(inode, n)| before.listen.get(inode).is_some_and(|b| n < b));
+            let read = before
+                .connections
+                .iter()
+                .any(|(inode, b)| *b > 0 && self.connections.get(inode).is_none_or(|now| now < b));
+            let accepted = before.listen.values().any(|n| *n > 0)
+                && self
+                    .connections
+                    .keys()
+                    .any(|inode| !before.connections.contains_key(inode));
+            listen_shrank || read || accepted
+        });
+        PendingWork {
+            accept_queue,
+            recv_queue: self.connections.values().fold(0u64, |a, b| a.saturating_add(*b)),
+            draining,
+        }
     }
+}
+
+fn add(slot: &mut u64, n: u64) {
+    *slot = slot.saturating_add(n);
+}
+
+/// What waits for the unit's processes now. `previous` is the last reading, to tell whether
+/// the queues are draining; the reading is returned for the next call.
+pub fn pending_work(tgids: &[u32], previous: Option<&QueueReading>) -> (PendingWork, QueueReading) {
+    let reading = QueueReading::read(tgids);
+    (reading.work(previous), reading)
 }
 
 #[cfg(test)]
@@ -137,22 +222,95 @@ mod tests {
    2: 0100007F:1F91 00000000:0000 0A 00000000:00000009 00:00000000 00000000     0        0 333 1 0000000000000000 100 0 0 10 0
 ";
 
-    #[test]
-    fn only_the_units_sockets_count_listen_as_accept_queue_and_established_as_bytes() {
-        let inodes: HashSet<u64> = [111, 222].into();
-        assert_eq!(queues(TABLE, &inodes), (3, 0x40));
+    fn reading(listen: &[(u64, u64)], connections: &[(u64, u64)]) -> QueueReading {
+        QueueReading {
+            listen: listen.iter().copied().collect(),
+            connections: connections.iter().copied().collect(),
+        }
     }
 
     #[test]
-    fn shrinking_queues_are_draining() {
-        let before = PendingWork {
-            accept_queue: 5,
-            recv_queue: 0,
-            draining: false,
+    fn only_the_units_sockets_count_listen_as_accept_queue_and_established_as_bytes() {
+        let mut read = QueueReading::default();
+        read.add_table(TABLE, &[111, 222].into());
+        assert_eq!(read, reading(&[(111, 3)], &[(222, 0x40)]));
+        let work = read.work(None);
+        assert_eq!((work.accept_queue, work.recv_queue), (3, 0x40));
+    }
+
+    /// Regression (found writing its fuzz target): queue sizes summed past u64::MAX overflowed.
+    #[test]
+    fn huge_queues_saturate_instead_of_overflowing() {
+        let line = |inode: u32| {
+            format!(
+                "   0: 0100007F:1F90 00000000:0000 0A 00000000:FFFFFFFFFFFFFFFF 00:00000000 \
+                 00000000     0        0 {inode} 1\n"
+            )
         };
-        let now = pending_work(&[], Some(before));
-        assert!(now.draining);
-        assert!(!pending_work(&[], None).draining);
+        let table = format!("header\n{}{}{}", line(1), line(1), line(2));
+        let mut read = QueueReading::default();
+        read.add_table(&table, &[1, 2].into());
+        assert_eq!(read.work(None).accept_queue, u64::MAX);
+    }
+
+    #[test]
+    fn a_shrinking_listen_queue_or_a_read_connection_is_draining() {
+        let before = reading(&[(1, 5)], &[(2, 100)]);
+        assert!(reading(&[(1, 4)], &[(2, 100)]).work(Some(&before)).draining);
+        assert!(reading(&[(1, 5)], &[(2, 10)]).work(Some(&before)).draining);
+        // Closed with its bytes: consumed (or given up), either way not stuck.
+        assert!(reading(&[(1, 5)], &[]).work(Some(&before)).draining);
+        assert!(!reading(&[(1, 5)], &[(2, 100)]).work(Some(&before)).draining);
+        assert!(!before.work(None).draining);
+    }
+
+    #[test]
+    fn accepting_drains_the_backlog_but_not_requests_left_unread() {
+        let queued = reading(&[(1, 2)], &[(2, 100)]);
+        let accepted = reading(&[(1, 2)], &[(2, 100), (3, 0)]);
+        assert!(accepted.work(Some(&queued)).draining);
+        // An acceptor alive while the workers are deadlocked: connections keep being accepted
+        // and their requests pile up unread.
+        let piling = reading(&[(1, 0)], &[(2, 100)]);
+        let more = reading(&[(1, 0)], &[(2, 100), (3, 80)]);
+        let work = more.work(Some(&piling));
+        assert!(!work.draining, "{work:?}");
+        assert_eq!(work.recv_queue, 180);
+    }
+
+    #[test]
+    fn idle_keep_alive_connections_are_no_pending_work() {
+        let idle = reading(&[(1, 0)], &[(2, 0), (3, 0)]);
+        let work = idle.work(Some(&idle));
+        assert_eq!((work.accept_queue, work.recv_queue), (0, 0));
+    }
+
+    #[test]
+    fn accepted_connections_are_those_on_a_port_the_unit_listens_on() {
+        // 111 listens on :1F90; 222 was accepted on it; 444 is an outgoing connection from
+        // :D2F0; 555 is another unit's connection on :1F90.
+        let rows = "\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1
+   1: 0100007F:1F90 0100007F:D2F0 08 00000000:00000000 00:00000000 00000000     0        0 222 1
+   2: 0100007F:D2F0 0100007F:1F91 01 00000000:00000000 00:00000000 00000000     0        0 444 1
+   3: 0100007F:1F90 0100007F:D2F1 01 00000000:00000000 00:00000000 00000000     0        0 555 1
+";
+        assert_eq!(count_accepted(rows, &[111, 222, 444].into()), 1);
+        assert_eq!(
+            count_accepted(rows, &[222, 444].into()),
+            0,
+            "no listener of its own"
+        );
+    }
+
+    #[test]
+    fn a_real_accepted_connection_is_counted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (_server, _) = listener.accept().expect("accept");
+        // Our client is on an ephemeral port, not the listener's: only the accepted one counts.
+        assert!(accepted_count(&[std::process::id()]) >= 1);
     }
 
     #[test]
@@ -161,7 +319,7 @@ mod tests {
         let _client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let work = pending_work(&[std::process::id()], None);
-        assert_eq!(work.accept_queue, 1, "{work:?}");
+        let (work, _) = pending_work(&[std::process::id()], None);
+        assert!(work.accept_queue >= 1, "{work:?}");
     }
 }

@@ -7,7 +7,7 @@ mod proxy;
 mod snapshot;
 
 pub use proxy::{JobProxy, ManagerProxy};
-pub use snapshot::{UnitSnapshot, read_snapshot};
+pub use snapshot::{ExitStatusSet, UnitSnapshot, read_snapshot};
 
 use thiserror::Error;
 

@@ -20,6 +20,8 @@ pub trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn freeze_unit(&self, name: &str) -> zbus::Result<()>;
     fn thaw_unit(&self, name: &str) -> zbus::Result<()>;
+    /// `whom`: "main", "control" or "all" processes of the unit.
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     fn set_unit_properties(
         &self,
         name: &str,

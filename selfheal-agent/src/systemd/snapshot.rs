@@ -38,6 +38,40 @@ pub struct UnitSnapshot {
     pub tasks_max: u64,
     /// CPUQuota= as CPU time per second of wall time, µs (u64::MAX: none).
     pub cpu_quota_per_sec_us: u64,
+    /// `SuccessExitStatus=`: exits that count as clean besides status 0 and SIGHUP, SIGINT,
+    /// SIGTERM, SIGPIPE.
+    pub success_exit: ExitStatusSet,
+    /// `RestartPreventExitStatus=`: exits after which `Restart=on-failure` does not restart.
+    pub restart_prevent: ExitStatusSet,
+}
+
+/// Exit statuses and signals, as systemd's `(aiai)` exit-status properties list them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExitStatusSet {
+    pub statuses: Vec<i32>,
+    pub signals: Vec<i32>,
+}
+
+impl ExitStatusSet {
+    /// Whether an exit with this status (or by this signal) is in the set.
+    pub fn contains(&self, status: Option<u32>, signal: Option<u32>) -> bool {
+        let has = |list: &[i32], v: Option<u32>| {
+            v.and_then(|v| i32::try_from(v).ok())
+                .is_some_and(|v| list.contains(&v))
+        };
+        match signal {
+            Some(_) => has(&self.signals, signal),
+            None => has(&self.statuses, status),
+        }
+    }
+}
+
+fn exit_statuses(props: &HashMap<String, OwnedValue>, key: &str) -> ExitStatusSet {
+    props
+        .get(key)
+        .and_then(|v| <(Vec<i32>, Vec<i32>)>::try_from(v.clone()).ok())
+        .map(|(statuses, signals)| ExitStatusSet { statuses, signals })
+        .unwrap_or_default()
 }
 
 fn string(props: &HashMap<String, OwnedValue>, key: &str) -> String {
@@ -131,6 +165,40 @@ pub async fn read_snapshot(
         snapshot.memory_high = uint64(&specific, "MemoryHigh");
         snapshot.tasks_max = uint64(&specific, "TasksMax");
         snapshot.cpu_quota_per_sec_us = uint64(&specific, "CPUQuotaPerSecUSec");
+        snapshot.success_exit = exit_statuses(&specific, "SuccessExitStatus");
+        snapshot.restart_prevent = exit_statuses(&specific, "RestartPreventExitStatus");
     }
     Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_status_set_matches_statuses_and_signals_separately() {
+        let set = ExitStatusSet {
+            statuses: vec![3, 75],
+            signals: vec![libc::SIGUSR1],
+        };
+        assert!(set.contains(Some(75), None));
+        assert!(!set.contains(Some(4), None));
+        assert!(set.contains(None, Some(libc::SIGUSR1 as u32)));
+        // A death by signal 3 (SIGQUIT) is not exit status 3.
+        assert!(!set.contains(None, Some(3)));
+        assert!(!ExitStatusSet::default().contains(Some(0), None));
+    }
+
+    #[test]
+    fn systemds_aiai_value_is_read_into_the_set() {
+        let value = zbus::zvariant::Value::from((vec![3i32, 75], vec![10i32]));
+        let props = HashMap::from([(
+            "SuccessExitStatus".to_owned(),
+            OwnedValue::try_from(value).expect("owned"),
+        )]);
+        let set = exit_statuses(&props, "SuccessExitStatus");
+        assert_eq!(set.statuses, [3, 75]);
+        assert_eq!(set.signals, [10]);
+        assert_eq!(exit_statuses(&props, "Missing"), ExitStatusSet::default());
+    }
 }

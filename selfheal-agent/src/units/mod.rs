@@ -2,6 +2,7 @@
 //! the [`tracker`] from systemd's D-Bus signals.
 
 pub mod cgroup_path;
+pub mod pattern;
 pub mod tracker;
 pub mod view;
 

@@ -204,3 +204,23 @@ fn invalid_error_exposes_its_parts() {
     );
     assert!(message.ends_with(r#"found "soon""#), "{message}");
 }
+
+#[test]
+fn a_malformed_unit_pattern_names_the_character_and_a_valid_one_is_not_watched_yet() {
+    assert_eq!(
+        error_of("[[unit]]\nname = \"crypto-agent@[A-Z.service\"\n"),
+        concat!(
+            r#"selfheal.toml:2:8: unit.name: invalid unit pattern "crypto-agent@[A-Z.service": "#,
+            r#""[" opens a character class that is never closed by "]" (at character 14)"#
+        )
+    );
+    assert!(
+        error_of("[[unit]]\nname = \"trading.slice/\"\n")
+            .contains("invalid unit pattern \"trading.slice/\": an empty pattern")
+    );
+    assert!(
+        error_of("[[unit]]\nname = \"crypto-agent@*.service\"\n").starts_with(
+            "selfheal.toml:2:8: unit.name: \"crypto-agent@*.service\" is a unit pattern"
+        )
+    );
+}

@@ -22,7 +22,7 @@ pub(super) fn holding(
             tasks_where(sample, |task| is_spinning(task, sample, config))
         }
         StallKind::Spinning => Vec::new(),
-        StallKind::Wedged => whole_unit(is_wedged(sample)),
+        StallKind::Wedged => whole_unit(super::wedged::holds(sample)),
         StallKind::Starved => whole_unit(is_starved(sample, config, in_run)),
     }
 }
@@ -65,16 +65,6 @@ pub(super) fn is_spinning(task: &TaskSample, sample: &SchedSample, config: &Stal
     !sample.window.is_zero()
         && task.voluntary_switches == 0
         && task.on_cpu.as_nanos() * 100 >= window * u128::from(config.spinning_cpu_percent)
-}
-
-/// Nothing of the unit ran during the window while connections or bytes wait for it and the
-/// queues do not shrink. An idle server with empty queues is healthy, however long it sleeps.
-pub(super) fn is_wedged(sample: &SchedSample) -> bool {
-    let pending = &sample.pending;
-    !sample.tasks.is_empty()
-        && sample.idle_for.is_some()
-        && (pending.accept_queue > 0 || pending.recv_queue > 0)
-        && !pending.draining
 }
 
 /// Its runnable tasks wait for a CPU: run-queue p99 or CPU pressure above the threshold

@@ -22,7 +22,7 @@ pub(super) fn problem(
         (StallKind::Stopped, _) => stopped(sample, held),
         (StallKind::Hung, Some(task)) => (hung(task, sample, held), Some(task)),
         (StallKind::Spinning, Some(task)) => (spinning(task, sample, config, held), Some(task)),
-        (StallKind::Wedged, _) => (wedged(sample, held), None),
+        (StallKind::Wedged, _) => (super::wedged::evidence(sample, held), None),
         (StallKind::Starved, _) => (starved(sample, config, held), None),
         // Subjects come from this very sample: a per-task kind always finds its task.
         (StallKind::Hung | StallKind::Spinning, None) => {
@@ -117,19 +117,6 @@ fn spinning(
         let _ = write!(text, "; {others} more task(s) spinning");
     }
     text
-}
-
-fn wedged(sample: &SchedSample, held: Duration) -> String {
-    let pending = &sample.pending;
-    let idle = sample.idle_for.unwrap_or(held).max(held);
-    format!(
-        "no task of the unit ran on a CPU for {}, and for {} work waited for it without \
-         draining: {} connection(s) in accept queues, {} byte(s) in receive queues",
-        human(idle),
-        human(held),
-        pending.accept_queue,
-        pending.recv_queue
-    )
 }
 
 fn starved(sample: &SchedSample, config: &StallConfig, held: Duration) -> String {

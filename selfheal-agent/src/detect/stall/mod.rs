@@ -16,6 +16,7 @@ mod config;
 mod evidence;
 #[cfg(test)]
 mod tests;
+mod wedged;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

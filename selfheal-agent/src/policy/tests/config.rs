@@ -23,6 +23,7 @@ initial = "1s"
 multiplier = 2.0
 max = "5m"
 max_attempts = 3
+immediate_first = true
 jitter = 0.1
 
 [policy.breaker]

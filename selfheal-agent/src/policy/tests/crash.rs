@@ -367,3 +367,28 @@ fn one_batch_of_actions_at_a_time() {
     h.done(&restart);
     assert_eq!(h.status(0).consecutive_failures, 0);
 }
+
+#[test]
+fn by_default_the_first_restart_of_an_incident_is_immediate_and_the_next_back_off() {
+    let mut h = Harness::exactly(PolicyConfig::default(), vec![spec("web.service")]);
+    let first = h.crash(0);
+    assert_eq!(first.actions, [Action::Restart], "{first:?}");
+    assert!(
+        first.reason.contains("restart attempt 1 of 3 now"),
+        "{}",
+        first.reason
+    );
+    h.done(&first);
+    h.advance(secs(1));
+    let crashed_at = h.now;
+    let second = h.crash(0);
+    assert!(second.actions.is_empty(), "{second:?}");
+    assert!(
+        second.reason.contains("restart attempt 2 of 3 in"),
+        "{}",
+        second.reason
+    );
+    h.next_action(0, secs(3))
+        .expect("the second restart after its backoff");
+    assert_near(h.now - crashed_at, 1.0, 0.1);
+}

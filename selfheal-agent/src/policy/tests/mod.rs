@@ -55,7 +55,15 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(config: PolicyConfig, units: Vec<UnitSpec>) -> Self {
+    /// The scenarios below were written for the backoff's mechanics: they wait before the first
+    /// restart too (`immediate_first = false`); [`Harness::immediate`] plays the default.
+    fn new(mut config: PolicyConfig, units: Vec<UnitSpec>) -> Self {
+        config.backoff.immediate_first = false;
+        Self::exactly(config, units)
+    }
+
+    /// A policy with exactly this config, first restarts immediate by default.
+    fn exactly(config: PolicyConfig, units: Vec<UnitSpec>) -> Self {
         let t0 = Instant::now();
         Self {
             policy: Policy::new(config, units, SEED),

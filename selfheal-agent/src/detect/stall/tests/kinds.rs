@@ -232,11 +232,28 @@ fn an_idle_server_with_nothing_waiting_is_healthy_however_long_it_sleeps() {
 }
 
 #[test]
-fn queues_that_drain_or_a_unit_that_runs_are_not_wedged() {
+fn queues_that_drain_are_not_wedged_even_when_nothing_else_ran() {
     let events = events_of(wedged, |sample, _| sample.pending.draining = true);
     assert_eq!(events, [], "draining");
-    let events = events_of(wedged, |sample, _| sample.idle_for = None);
-    assert_eq!(events, [], "ran during each window");
+}
+
+#[test]
+fn a_unit_whose_acceptor_still_runs_while_requests_wait_unread_is_wedged() {
+    let events = events_of(wedged, |sample, _| {
+        sample.idle_for = None;
+        sample.tasks[0].on_cpu = Duration::from_millis(5);
+        sample.tasks[0].voluntary_switches = 40;
+    });
+    let [StallEvent::Detected(problem)] = events.as_slice() else {
+        panic!("one wedged problem: {events:?}");
+    };
+    assert!(
+        problem
+            .evidence
+            .starts_with("some of its tasks still ran, and for 5s work waited"),
+        "{:?}",
+        problem.evidence
+    );
 }
 
 #[test]
