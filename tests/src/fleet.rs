@@ -21,6 +21,13 @@ pub struct Host {
     pub fault: PathBuf,
 }
 
+/// `[fleet]` keys every test host has unless `extra` sets them itself.
+const FLEET_DEFAULTS: [(&str, &str); 3] = [
+    ("lease_ttl", "\"3s\""),
+    ("settle", "\"2s\""),
+    ("breaker_cooldown", "\"3s\""),
+];
+
 /// The `[fleet]` table plus the group's unit, for host `name`; `extra` adds `[fleet]` keys.
 fn config(
     name: &str,
@@ -30,16 +37,22 @@ fn config(
     extra: &str,
 ) -> String {
     let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+    let defaults: String = FLEET_DEFAULTS
+        .iter()
+        .filter(|(key, _)| {
+            !extra
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{key} ")))
+        })
+        .map(|(key, value)| format!("{key} = {value}\n"))
+        .collect();
     format!(
         r#"[fleet]
 endpoints = [{}]
 name = "{fleet}"
 host = "{name}"
 zone = "z-{name}"
-lease_ttl = "3s"
-settle = "2s"
-breaker_cooldown = "3s"
-{extra}
+{defaults}{extra}
 
 [[unit]]
 name = "{UNIT}"
@@ -112,6 +125,16 @@ impl Host {
                 r["event"] == "action" && r["action"] == "restart" && r["outcome"] == "done"
             })
             .collect()
+    }
+
+    /// The agent's fleet-related log lines, for failure messages.
+    pub fn fleet_log(&self) -> String {
+        let log = self.agent.log_text();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("fleet") || l.contains("slot"))
+            .collect();
+        format!("--- {} ---\n{}", self.name, lines.join("\n"))
     }
 
     pub fn wait_healed(&self, timeout: Duration) -> anyhow::Result<Value> {

@@ -55,7 +55,15 @@ fn same_fault_everywhere_heals_one_host_at_a_time() -> anyhow::Result<()> {
         "with one slot for three hosts someone must have waited"
     );
 
-    let status: Value = serde_json::from_str(&hosts[0].fleet_cli(&["status", "--json"])?)?;
+    // The last host releases its slot, and records its action, after its settle period.
+    let mut status = Value::Null;
+    Sandbox::wait_until("every host's last action in the fleet view", WAIT, || {
+        status = serde_json::from_str(&hosts[0].fleet_cli(&["status", "--json"])?)?;
+        Ok(status["groups"]["web"]["recent"]
+            .as_object()
+            .map(|r| r.len())
+            == Some(3))
+    })?;
     assert_eq!(
         status["hosts"].as_object().map(|h| h.len()),
         Some(3),
@@ -68,10 +76,20 @@ fn same_fault_everywhere_heals_one_host_at_a_time() -> anyhow::Result<()> {
         Some(3),
         "{status:#}"
     );
-    assert_eq!(
-        group["recent"].as_object().map(|r| r.len()),
-        Some(3),
+    assert!(
+        group["slots"].as_object().is_some_and(|s| s.is_empty()),
         "{status:#}"
+    );
+    assert!(
+        group["failing"].as_array().is_some_and(|f| f.is_empty()),
+        "healed hosts still report failing: {status:#}"
+    );
+    assert_eq!(group["budget"]["limit"], 1, "{status:#}");
+    let text = hosts[1].fleet_cli(&["status"])?;
+    assert!(
+        text.contains("3 host(s) alive")
+            && text.contains("group web: 3 host(s), slots 0/1, breaker closed"),
+        "{text}"
     );
     Ok(())
 }
