@@ -4,7 +4,7 @@
 //!
 //! Pure parts: `budget.rs`, `breaker.rs`, `rules.rs`. The etcd side: `client.rs` (connection),
 //! `registry.rs` (this host alive by lease), `slots.rs` (the counting semaphore), `gate.rs`
-//! (what the engine asks before acting), `status.rs` (the CLI's view, pause and resume).
+//! (what the engine asks before acting), `permit.rs` (a held slot), `status.rs` (the CLI's view, pause and resume).
 
 pub mod breaker;
 pub mod budget;
@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod gate;
 pub mod keys;
+pub mod permit;
 pub mod registry;
 pub mod rules;
 pub mod slots;
@@ -22,7 +23,8 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 use tokio::sync::watch;
 
 pub use config::{FleetConfig, Share};
-pub use gate::{Gate, Held, Membership, Permit};
+pub use gate::{Gate, Held, Membership};
+pub use permit::Permit;
 pub use slots::SlotRecord;
 
 use crate::{config::Config, report::metrics::fleet::FleetMetrics};
