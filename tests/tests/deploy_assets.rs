@@ -391,7 +391,7 @@ fn the_agents_metrics_pass_promtool_check_metrics() {
     metrics.fleet.waited("web");
     metrics.fleet.denied("web", "breaker");
     metrics.fleet.set_breaker("web", 2);
-    metrics.fleet.set_connected(false);
+    metrics.fleet.set_connected("prod", false);
     let text = metrics.render();
     for family in FAMILIES {
         assert!(

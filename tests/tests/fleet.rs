@@ -276,6 +276,16 @@ fn a_host_cut_off_from_etcd_fails_static() -> anyhow::Result<()> {
     Sandbox::wait_until("h0 to alert that etcd is away", WAIT, || {
         Ok(cut.agent.log_text().contains("ALERT etcd unreachable"))
     })?;
+    let gauge = |host: &Host, up: u8| -> anyhow::Result<bool> {
+        let text = host.metrics()?;
+        Ok(text
+            .lines()
+            .any(|l| l == format!("selfheal_fleet_connected{{fleet=\"partition\"}} {up}")))
+    };
+    Sandbox::wait_until("h0 to export selfheal_fleet_connected 0", WAIT, || {
+        gauge(&cut, 0)
+    })?;
+    assert!(gauge(&connected, 1)?, "h1 is connected");
     cut.break_unit()?;
     connected.break_unit()?;
     connected.wait_healed(WAIT)?;

@@ -85,7 +85,7 @@ pub fn start(
     groups.dedup();
     let host = host_name(fleet);
     let link = Arc::new(registry::Link::default());
-    metrics.set_connected(false);
+    metrics.set_connected(&fleet.name, false);
     let registry = registry::Registry {
         link: link.clone(),
         config: fleet.clone(),

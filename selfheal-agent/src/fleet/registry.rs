@@ -49,14 +49,14 @@ impl Link {
         self.host_lease.load(Ordering::SeqCst)
     }
 
-    fn set(&self, client: Option<Client>, lease: i64, metrics: &FleetMetrics) {
+    fn set(&self, client: Option<Client>, lease: i64, fleet: &str, metrics: &FleetMetrics) {
         let up = client.is_some();
         if let Ok(mut slot) = self.client.lock() {
             *slot = client;
         }
         self.host_lease.store(lease, Ordering::SeqCst);
         self.connected.store(up, Ordering::SeqCst);
-        metrics.set_connected(up);
+        metrics.set_connected(fleet, up);
     }
 }
 
@@ -89,7 +89,7 @@ impl Registry {
             if let Err(e) = outcome {
                 // Alert once per outage: on the first failure, and again only after a recovery.
                 let alert = first || self.link.connected();
-                self.link.set(None, 0, &self.metrics);
+                self.link.set(None, 0, &self.config.name, &self.metrics);
                 if alert {
                     warn!(
                         "fleet: ALERT etcd unreachable or without quorum ({e}); failing static: \
@@ -126,7 +126,12 @@ impl Registry {
             within(client.put(key, "", bound())).await?;
         }
         let (mut keeper, mut acks) = within(client.lease_keep_alive(lease)).await?;
-        self.link.set(Some(client.clone()), lease, &self.metrics);
+        self.link.set(
+            Some(client.clone()),
+            lease,
+            &self.config.name,
+            &self.metrics,
+        );
         info!("fleet: registered as {} in {}", self.host, self.keys.root());
         loop {
             tokio::time::sleep(self.config.lease_ttl / 3).await;
@@ -138,7 +143,12 @@ impl Registry {
             }
             within(client.get(self.keys.pause(), None)).await?;
             if !self.link.connected() {
-                self.link.set(Some(client.clone()), lease, &self.metrics);
+                self.link.set(
+                    Some(client.clone()),
+                    lease,
+                    &self.config.name,
+                    &self.metrics,
+                );
             }
         }
     }

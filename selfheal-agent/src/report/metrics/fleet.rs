@@ -1,6 +1,6 @@
 //! Fleet mode's families: slots held, waits and denials, the fleet breaker, etcd connectivity.
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::register;
 
@@ -16,7 +16,8 @@ pub struct FleetMetrics {
     waits: IntCounterVec,
     denials: IntCounterVec,
     breaker: IntGaugeVec,
-    connected: IntGauge,
+    /// Labelled by fleet name, so hosts without fleet mode export no series at all.
+    connected: IntGaugeVec,
 }
 
 impl FleetMetrics {
@@ -53,10 +54,10 @@ impl FleetMetrics {
                 "A group's fleet breaker as this host last saw it: 0 closed, 1 half-open, 2 open.",
                 &["group"],
             ),
-            connected: register(
-                r,
-                IntGauge::new(CONNECTED, "1 while etcd answers with a quorum, else 0.")
-                    .expect("valid gauge"),
+            connected: gauge(
+                CONNECTED,
+                "1 while etcd answers this host with a quorum, else 0 (fail static).",
+                &["fleet"],
             ),
         }
     }
@@ -80,7 +81,9 @@ impl FleetMetrics {
         self.breaker.with_label_values(&[group]).set(state);
     }
 
-    pub fn set_connected(&self, connected: bool) {
-        self.connected.set(i64::from(connected));
+    pub fn set_connected(&self, fleet: &str, connected: bool) {
+        self.connected
+            .with_label_values(&[fleet])
+            .set(i64::from(connected));
     }
 }

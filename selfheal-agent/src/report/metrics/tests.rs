@@ -50,7 +50,7 @@ fn busy() -> Metrics {
     m.fleet.waited("web");
     m.fleet.denied("web", "budget");
     m.fleet.set_breaker("web", 2);
-    m.fleet.set_connected(true);
+    m.fleet.set_connected("prod", true);
     m
 }
 
