@@ -67,6 +67,29 @@ pub enum Command {
         #[command(flatten)]
         agent: AgentSocket,
     },
+    /// Fleet mode (etcd): `fleet status [--json]`, `fleet pause [GROUP]`, `fleet resume [GROUP]`.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+        /// The config whose `[fleet]` names etcd [default: /etc/selfheal/selfheal.toml]
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `selfheal-agent fleet ...`: fleet mode's view and switches, straight from etcd.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Hosts alive, and per group: hosts acting, slots held, breaker state, recent actions.
+    Status {
+        /// Print the view as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop automated disruptive action on GROUP, or fleet-wide when no group is given.
+    Pause { group: Option<String> },
+    /// Undo `fleet pause` for GROUP, or fleet-wide when no group is given.
+    Resume { group: Option<String> },
 }
 
 /// Where to reach the running agent.

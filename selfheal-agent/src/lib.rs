@@ -9,6 +9,7 @@ pub mod cgroupfs;
 pub mod config;
 pub mod daemon;
 pub mod detect;
+pub mod fleet;
 pub mod policy;
 pub mod report;
 pub mod sensors;

@@ -102,7 +102,55 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Explain { unit, agent } => text_answer(&agent, "explain", &unit).await,
         Command::Reset { unit, agent } => text_answer(&agent, "reset", &unit).await,
         Command::Release { unit, agent } => text_answer(&agent, "release", &unit).await,
+        Command::Fleet { command, config } => fleet_command(command, config.as_deref()).await,
     }
+}
+
+/// `fleet status | pause | resume`: reads and writes etcd directly, no agent needed.
+async fn fleet_command(
+    command: cli::FleetCommand,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    use selfheal_agent::fleet::{client, status};
+    let config = Config::load(config.unwrap_or(Config::default_path()))?.fleet;
+    if !config.enabled() {
+        anyhow::bail!("fleet mode is off: the config's [fleet] section names no etcd endpoints");
+    }
+    let mut etcd = client::connect(&config)
+        .await
+        .with_context(|| format!("cannot reach etcd at {}", config.endpoints.join(", ")))?;
+    match command {
+        cli::FleetCommand::Status { json } => {
+            let view = status::read(&mut etcd, &config.name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", status::render(&view));
+            }
+        }
+        cli::FleetCommand::Pause { group } => pause(&mut etcd, &config.name, group, true).await?,
+        cli::FleetCommand::Resume { group } => pause(&mut etcd, &config.name, group, false).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleet pause` / `fleet resume`.
+async fn pause(
+    etcd: &mut etcd_client::Client,
+    fleet: &str,
+    group: Option<String>,
+    pause: bool,
+) -> anyhow::Result<()> {
+    use selfheal_agent::fleet::status;
+    let key = status::set_paused(etcd, fleet, group.as_deref(), pause).await?;
+    let what = group.map_or_else(|| format!("fleet {fleet}"), |g| format!("group {g}"));
+    let done = if pause {
+        "paused: no automated disruptive action"
+    } else {
+        "resumed"
+    };
+    println!("{what}: {done} ({key})");
+    Ok(())
 }
 
 impl AgentSocket {

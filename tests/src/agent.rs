@@ -142,6 +142,11 @@ impl Agent {
         Ok(agent)
     }
 
+    /// The agent's pid (the fleet tests SIGSTOP an agent that holds a slot).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 pub mod agent;
 pub mod cgroupfs;
+pub mod etcd;
+pub mod fleet;
 pub mod require;
 pub mod sandbox;
 pub mod soak;

@@ -387,6 +387,11 @@ fn the_agents_metrics_pass_promtool_check_metrics() {
     );
     metrics.set_resource(unit, "threads", 12.0, None, None);
     metrics.probe_finished(unit, "http", false, Duration::from_millis(250));
+    metrics.fleet.set_slot_held("web", true);
+    metrics.fleet.waited("web");
+    metrics.fleet.denied("web", "breaker");
+    metrics.fleet.set_breaker("web", 2);
+    metrics.fleet.set_connected("prod", false);
     let text = metrics.render();
     for family in FAMILIES {
         assert!(

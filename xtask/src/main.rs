@@ -27,6 +27,7 @@ enum Command {
     Setup,
     /// Build and start the agent as root. Without a host systemd (or a config), starts a
     /// sandboxed systemd with demo units that misbehave, and heals them. Ctrl-C stops it all.
+    /// `-- --fleet-demo`: three sandboxed hosts share one disruption budget through etcd.
     Run {
         /// Arguments for `selfheal-agent run` (e.g. `-- --dry-run`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

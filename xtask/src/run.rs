@@ -15,6 +15,9 @@ use selfheal_tests::{Sandbox, sandbox::sweep_stale, service_unit};
 
 use crate::{cmd, setup};
 
+#[path = "run/fleet_demo.rs"]
+mod fleet_demo;
+
 const HOST_CONFIG: &str = "/etc/selfheal/selfheal.toml";
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -33,6 +36,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     cmd::run(cmd::cargo().args(["build", "--bins"]))?;
     let bin = cmd::target_dir().join("debug");
     let agent = bin.join("selfheal-agent");
+    if args.iter().any(|a| a == "--fleet-demo") {
+        return fleet_demo::fleet_demo();
+    }
 
     let has_config =
         Path::new(HOST_CONFIG).exists() || args.iter().any(|a| a.starts_with("--config"));
@@ -73,13 +79,18 @@ name = "steady.service"
 restart = "always"
 "#;
 
-fn demo(agent: &Path, workload: &Path, args: &[String]) -> anyhow::Result<()> {
+/// Ctrl-C and SIGTERM set [`STOP`]; the demos stop things in order.
+fn stop_on_signals() {
     let handler = request_stop as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
     // SAFETY: installing async-signal-safe handlers that only store to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
     }
+}
+
+fn demo(agent: &Path, workload: &Path, args: &[String]) -> anyhow::Result<()> {
+    stop_on_signals();
     sweep_stale();
     let sandbox = Sandbox::start("demo")?;
     let w = workload.display();

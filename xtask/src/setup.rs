@@ -32,6 +32,20 @@ const PACKAGES: &[(&str, &str)] = &[
         "prometheus-alertmanager",
         "amtool checks the example config; the end-to-end tests run a real Alertmanager",
     ),
+    // Fleet mode (issue 15). protoc must be there before the agent is built: `run` and `test`
+    // call `ensure` before their first cargo build.
+    (
+        "protobuf-compiler",
+        "the etcd-client crate runs protoc when the agent is built",
+    ),
+    (
+        "etcd-server",
+        "the fleet tests and `cargo xtask run -- --fleet-demo` run a real etcd cluster",
+    ),
+    (
+        "etcd-client",
+        "etcdctl reads etcd's own history in the fleet tests",
+    ),
 ];
 
 pub const NIGHTLY: &str = "nightly";

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::duration;
 use crate::detect::leak::{LeakConfig, LeakOverrides};
 use crate::detect::stall::{StallConfig, StallOverrides};
+use crate::fleet::{FleetConfig, Share};
 use crate::policy::{PolicyConfig, Remediation, RemediationConfig};
 use crate::report::alert_out::AlertmanagerConfig;
 use crate::report::http::HttpConfig;
@@ -29,6 +30,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub webhook: WebhookConfig,
     pub alertmanager: AlertmanagerConfig,
+    /// `[fleet]`: coordination with other hosts through etcd; off unless it names endpoints.
+    pub fleet: FleetConfig,
 }
 
 /// `[agent]`: the agent process itself.
@@ -109,6 +112,13 @@ pub struct UnitConfig {
     /// `[[unit.detector]]` tables, in file order.
     #[serde(default, rename = "detector")]
     pub detectors: Vec<DetectorConfig>,
+    /// Fleet mode: the group whose disruption budget the unit shares (default: its name).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Fleet mode: hosts that may disrupt the group at once, `1` or `"25%"` of its hosts
+    /// (default: `[fleet] max_disrupted`).
+    #[serde(default)]
+    pub max_disrupted: Option<Share>,
 }
 
 /// When a unit that exited should be started again.

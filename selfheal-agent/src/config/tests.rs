@@ -7,6 +7,7 @@ use super::*;
 
 mod errors;
 mod example;
+mod fleet;
 mod table_errors;
 mod units;
 

@@ -45,6 +45,9 @@ impl Config {
                 source.error(&keys(&["alertmanager"], "url"), message)
             })?;
         }
+        self.fleet
+            .validate()
+            .map_err(|(key, message)| source.error(&keys(&["fleet"], key), message))?;
         if self.alertmanager.timeout.is_zero() {
             let at = keys(&["alertmanager"], "timeout");
             return Err(source.error(&at, "expected a duration above zero, found 0s".into()));
@@ -118,6 +121,20 @@ impl Config {
             ];
             source.error(&at, error.message)
         })?;
+        // Fleet mode: a group name becomes an etcd key segment.
+        if let Some(group) = unit
+            .group
+            .as_deref()
+            .filter(|g| g.is_empty() || g.contains('/'))
+        {
+            let at = [
+                Step::Key("unit".into()),
+                Step::Index(index),
+                Step::Key("group".into()),
+            ];
+            let message = format!("expected a group name without \"/\", found {group:?}");
+            return Err(source.error(&at, message));
+        }
         Ok(())
     }
 }

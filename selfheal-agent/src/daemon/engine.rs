@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use super::{
     Shared,
     commands::Command,
-    execute::{Finished, Target, execute},
+    execute::{Finished, Target, execute_gated},
     persist,
 };
 use crate::{
@@ -64,6 +64,8 @@ pub struct EngineParts {
     pub v2_root: PathBuf,
     /// Unix time of the last tick, read by the watchdog: no tick, no ping.
     pub last_tick: Arc<std::sync::atomic::AtomicU64>,
+    /// Fleet mode's gate (None when `[fleet]` is off).
+    pub fleet: Option<Arc<crate::fleet::Gate>>,
 }
 
 /// The inputs the engine reads.
@@ -286,6 +288,7 @@ impl Engine {
             outcome,
             note: String::new(),
             took: Duration::ZERO,
+            slot: None,
         };
         if self.p.dry_run {
             self.on_finished(finish(ActionOutcome::NotExecuted("dry run".into())));
@@ -326,8 +329,9 @@ impl Engine {
                     object_path,
                     cgroup_dir: cgroup.map(|c| self.p.v2_root.join(c.trim_start_matches('/'))),
                 };
+                let (gate, live) = (self.p.fleet.clone(), self.live(unit));
                 tokio::spawn(async move {
-                    let done = execute(conn, target, action).await;
+                    let done = execute_gated(gate, live, conn, target, action).await;
                     let _ = tx.send(done).await;
                 });
             }
@@ -408,6 +412,7 @@ impl Engine {
             outcome: result,
             detail: &detail,
             duration_ms: done.took.as_millis() as u64,
+            slot: done.slot.as_ref(),
         });
         let event = Event::Action {
             action: done.action.describe(),
@@ -511,6 +516,15 @@ impl Engine {
             .get(unit as usize)
             .map(|u| context_of(u, ours))
             .unwrap_or_default()
+    }
+
+    /// Whether systemd reports the unit active: restarting it then disrupts a serving unit.
+    fn live(&self, unit: u32) -> bool {
+        let state = self.p.state.lock();
+        state
+            .units
+            .get(unit as usize)
+            .is_some_and(|u| u.systemd.active_state == "active")
     }
 
     pub(super) fn unit_name(&self, unit: u32) -> Option<String> {

@@ -23,6 +23,8 @@ pub struct Finished {
     /// outcome.
     pub note: String,
     pub took: Duration,
+    /// Fleet mode: the slot held for this action, for the audit log.
+    pub slot: Option<crate::fleet::SlotRecord>,
 }
 
 impl Finished {
@@ -133,5 +135,47 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
         outcome,
         note,
         took: started.elapsed(),
+        slot: None,
+    }
+}
+
+/// [`execute`] behind the fleet's gate (fleet mode): a disruptive action first takes a slot
+/// and holds it through the action and the settle period; a held action is not executed.
+pub async fn execute_gated(
+    gate: Option<std::sync::Arc<crate::fleet::Gate>>,
+    live: bool,
+    conn: zbus::Connection,
+    target: Target,
+    action: Action,
+) -> Finished {
+    let Some(gate) = gate else {
+        return execute(conn, target, action).await;
+    };
+    let held = |unit, action, why: String| Finished {
+        unit,
+        action,
+        outcome: ActionOutcome::NotExecuted(format!("held by the fleet: {why}")),
+        note: String::new(),
+        took: Duration::ZERO,
+        slot: None,
+    };
+    match gate.before(&target.name, action.name(), live).await {
+        Err(crate::fleet::Held(why)) => held(target.unit, action, why),
+        Ok(None) => execute(conn, target, action).await,
+        Ok(Some(permit)) if !permit.valid() => {
+            tokio::spawn(permit.finish(false, action.describe()));
+            held(
+                target.unit,
+                action,
+                "the slot's lease may have run out".into(),
+            )
+        }
+        Ok(Some(permit)) => {
+            let mut done = execute(conn, target, action).await;
+            done.slot = Some(permit.slot.clone());
+            let ok = done.outcome == ActionOutcome::Done;
+            tokio::spawn(permit.finish(ok, done.action.describe()));
+            done
+        }
     }
 }

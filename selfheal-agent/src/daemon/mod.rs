@@ -196,6 +196,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tick: config.agent.tick,
         v2_root: crate::cgroupfs::v2_root(),
         last_tick: last_tick.clone(),
+        fleet: crate::fleet::start(config, metrics.fleet.clone(), shutdown.clone()),
     });
     let inputs = engine::Inputs {
         exits,

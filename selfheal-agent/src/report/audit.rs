@@ -30,6 +30,9 @@ pub enum AuditRecord<'a> {
         outcome: &'a str,
         detail: &'a str,
         duration_ms: u64,
+        /// Fleet mode: the slot the action held (its etcd key, lease and revision).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slot: Option<&'a crate::fleet::SlotRecord>,
     },
 }
 
@@ -99,6 +102,7 @@ mod tests {
             outcome: "done",
             detail: "active",
             duration_ms: 12,
+            slot: None,
         });
         audit.record(&AuditRecord::Decision {
             unit: "web.service",

@@ -16,8 +16,10 @@ use prometheus::{
 
 use crate::detect::{ProblemKind, StallKind};
 
+pub mod fleet;
+
 /// Every metric family the agent exports.
-pub const FAMILIES: [&str; 22] = [
+pub const FAMILIES: [&str; 27] = [
     RESTARTS,
     CONSECUTIVE_FAILURES,
     PROBLEMS,
@@ -40,6 +42,12 @@ pub const FAMILIES: [&str; 22] = [
     PROBE_UP,
     PROBE_DURATION,
     BUILD_INFO,
+    // Fleet mode (metrics/fleet.rs).
+    fleet::SLOTS_HELD,
+    fleet::SLOT_WAITS,
+    fleet::DENIALS,
+    fleet::BREAKER_STATE,
+    fleet::CONNECTED,
 ];
 
 const RESTARTS: &str = "selfhealing_restarts_total";
@@ -113,6 +121,8 @@ pub struct Metrics {
     exhaustion: GaugeVec,
     probe_up: IntGaugeVec,
     probe_duration: GaugeVec,
+    /// Fleet mode's families (registered always; they stay empty when fleet mode is off).
+    pub fleet: fleet::FleetMetrics,
 }
 
 /// Registers `collector`; the definitions are constants, so a failure is a bug caught by tests.
@@ -249,6 +259,7 @@ impl Metrics {
                 "How long the unit's last health probe took.",
                 &["unit", "probe"],
             ),
+            fleet: fleet::FleetMetrics::new(r),
             registry,
         }
     }

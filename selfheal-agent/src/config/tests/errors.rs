@@ -15,7 +15,7 @@ fn bad_restart_value_lists_the_allowed_ones() {
 fn unknown_top_level_key_lists_the_known_tables() {
     assert_eq!(
         error_of("# selfheal\ncolour = \"blue\"\n[agent]\n"),
-        r#"selfheal.toml:2:1: colour: unknown key "colour"; expected one of "agent", "defaults", "unit", "policy", "http", "webhook", "alertmanager""#
+        r#"selfheal.toml:2:1: colour: unknown key "colour"; expected one of "agent", "defaults", "unit", "policy", "http", "webhook", "alertmanager", "fleet""#
     );
 }
 
@@ -32,7 +32,7 @@ fn unknown_key_in_a_unit_points_at_that_unit() {
     let text = "[[unit]]\nname = \"web.service\"\n\n[[unit]]\nname = \"db.service\"\nrestart_dealy = \"5s\"\n";
     assert_eq!(
         error_of(text),
-        r#"selfheal.toml:6:1: unit.restart_dealy: unknown key "restart_dealy"; expected one of "name", "restart", "restart_delay", "stall", "leak", "remediation", "probe", "detector""#
+        r#"selfheal.toml:6:1: unit.restart_dealy: unknown key "restart_dealy"; expected one of "name", "restart", "restart_delay", "stall", "leak", "remediation", "probe", "detector", "group", "max_disrupted""#
     );
 }
 

@@ -49,6 +49,7 @@ fn tables() -> Vec<(String, &'static [&'static str])> {
         (top("http"), &["http"]),
         (top("webhook"), &["webhook"]),
         (top("alertmanager"), &["alertmanager"]),
+        (top("fleet"), &["fleet"]),
     ]
 }
 
@@ -127,6 +128,7 @@ fn example_config_documents_the_real_defaults() {
     assert_eq!(example.http, defaults.http);
     assert_eq!(example.webhook, defaults.webhook);
     assert_eq!(example.alertmanager, defaults.alertmanager);
+    assert_eq!(example.fleet, defaults.fleet);
 }
 
 #[test]

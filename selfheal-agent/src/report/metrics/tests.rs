@@ -46,6 +46,11 @@ fn busy() -> Metrics {
         Some(Duration::from_secs(60)),
     );
     m.probe_finished(WEB, "http", true, Duration::from_millis(20));
+    m.fleet.set_slot_held("web", true);
+    m.fleet.waited("web");
+    m.fleet.denied("web", "budget");
+    m.fleet.set_breaker("web", 2);
+    m.fleet.set_connected("prod", true);
     m
 }
 
