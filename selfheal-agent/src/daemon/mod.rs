@@ -34,7 +34,7 @@ use crate::{
         audit::Audit,
         health::{HealthInput, HookHealth, UnitHealth},
         http::{self, HttpState},
-        metrics::{CircuitState, Metrics},
+        metrics::Metrics,
         status,
         watchdog::{self, Notifier},
         webhook::{BearerToken, Webhook},
@@ -267,7 +267,6 @@ pub fn health_input(state: &AgentState) -> HealthInput {
             .iter()
             .map(|u| {
                 let policy = u.view.policy.as_ref();
-                let field = |k: &str| policy.and_then(|p| p.get(k)).cloned();
                 UnitHealth {
                     name: u.name.clone(),
                     active_state: if u.exists() {
@@ -275,8 +274,8 @@ pub fn health_input(state: &AgentState) -> HealthInput {
                     } else {
                         "not-found".into()
                     },
-                    problem: field("incident")
-                        .and_then(|v| v.as_str().map(str::to_owned))
+                    problem: policy
+                        .and_then(|p| p.incident.clone())
                         .or_else(|| u.view.escalated_problem.clone())
                         .or_else(|| {
                             u.view
@@ -285,16 +284,9 @@ pub fn health_input(state: &AgentState) -> HealthInput {
                                 .find(|s| s.reported)
                                 .map(|s| s.kind.clone())
                         }),
-                    escalated: field("escalated").is_some_and(|v| !v.is_null()),
-                    circuit: match field("circuit")
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .as_deref()
-                    {
-                        Some("open") => CircuitState::Open,
-                        Some("half_open") => CircuitState::HalfOpen,
-                        _ => CircuitState::Closed,
-                    },
-                    recovering: field("next_action").is_some_and(|v| !v.is_null()),
+                    escalated: policy.is_some_and(|p| p.escalated.is_some()),
+                    circuit: policy.map(|p| p.circuit).unwrap_or_default(),
+                    recovering: policy.is_some_and(|p| p.next_action.is_some()),
                 }
             })
             .collect(),

@@ -16,7 +16,7 @@ use crate::{
         stall::{SchedSample, StallConfig, StallEvent, TaskState},
     },
     policy::UnitPolicyStatus,
-    report::metrics::{CircuitState, Metrics},
+    report::metrics::Metrics,
     sensors::{
         resources::{self, SystemdLimits, UnitResources, UnitResourcesInput},
         sched::UnitCgroup,
@@ -308,14 +308,7 @@ impl Engine {
                 self.p
                     .metrics
                     .set_consecutive_failures(&name, p.consecutive_failures);
-                self.p.metrics.set_circuit(
-                    &name,
-                    match p.circuit {
-                        crate::policy::CircuitState::Closed => CircuitState::Closed,
-                        crate::policy::CircuitState::HalfOpen => CircuitState::HalfOpen,
-                        crate::policy::CircuitState::Open => CircuitState::Open,
-                    },
-                );
+                self.p.metrics.set_circuit(&name, p.circuit);
             }
             for stall in self.stall.in_progress(unit, now) {
                 if stall.reported {
@@ -336,7 +329,7 @@ impl Engine {
             } else {
                 self.escalated.remove(&unit);
             }
-            view.policy = policy.and_then(|p| serde_json::to_value(p).ok());
+            view.policy = policy;
             u.view = view;
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     Policy,
@@ -48,7 +48,7 @@ fn until(at: Instant, now: Instant) -> String {
 }
 
 /// Where one unit stands, for `status`, metrics and health.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnitPolicyStatus {
     pub circuit: CircuitState,
     pub consecutive_failures: u32,
@@ -70,7 +70,7 @@ pub struct UnitPolicyStatus {
     pub last_action: Option<LastActionStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LastActionStatus {
     pub action: String,
     pub result: String,
