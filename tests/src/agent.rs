@@ -130,6 +130,11 @@ impl Agent {
         Ok(agent)
     }
 
+    /// The agent's process id, to signal it (SIGHUP reloads its config).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }

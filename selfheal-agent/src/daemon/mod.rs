@@ -1,18 +1,25 @@
 //! The running agent: wires sensors → detectors → policy → actuators, the status socket and
 //! the HTTP endpoint, tells systemd when it is ready (and keeps its watchdog fed), and shuts
-//! everything down on SIGINT/SIGTERM.
+//! everything down on SIGINT/SIGTERM. SIGHUP reloads the config (see [`reload`]).
 
+mod actuator;
 pub mod commands;
 mod engine;
 mod execute;
+mod perform;
 mod persist;
+pub mod reload;
 mod shared;
+mod supervisor;
 mod tick;
 
 pub use engine::signal_name;
 pub use shared::{AgentState, Shared};
 
+use supervisor::Supervisor;
+
 use std::{
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -50,6 +57,8 @@ use crate::{
 
 pub struct Options {
     pub config: Config,
+    /// The file `config` was read from, read again on SIGHUP (`None`: built-in defaults).
+    pub config_path: Option<PathBuf>,
     pub bus: Bus,
     pub dry_run: bool,
 }
@@ -59,6 +68,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config = &opts.config;
+    // Resolved once: the unit table, the probes and the policy all use this list.
+    let unit_policies = config.unit_policies();
     let conn = systemd::connect(opts.bus).await?;
     let manager_pid = systemd::manager_pid(&conn).await;
     let load = LoadOptions {
@@ -68,7 +79,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await
         .context("loading the eBPF programs panicked")??;
 
-    let state = Shared::new(AgentState::new(&opts, kernel.hooks.clone()));
+    let state = Shared::new(AgentState::new(&opts, &unit_policies, kernel.hooks.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -128,7 +139,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (probe_tx, probe_reports) = mpsc::channel(1024);
     let mut probe_detector = ProbeDetector::default();
     let mut probe_specs = (Vec::new(), Vec::new());
-    for (index, unit) in config.unit_policies().iter().enumerate() {
+    for (index, unit) in unit_policies.iter().enumerate() {
         for probe in &unit.probes {
             probe_detector.add_probe(index as u32, &probe.name, probe.rules());
         }
@@ -160,16 +171,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     });
 
-    let specs: Vec<UnitSpec> = config
-        .unit_policies()
-        .into_iter()
-        .map(|u| UnitSpec {
-            name: u.name,
-            restart: u.restart,
-            restart_delay: u.restart_delay,
-            remediation: u.remediation,
-        })
-        .collect();
+    let specs: Vec<UnitSpec> = unit_policies.iter().map(reload::spec).collect();
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -179,13 +181,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     persist::restore(&mut policy, &state_file);
     let audit_path = config.agent.audit_log.clone();
 
+    let names: Vec<String> = state.lock().units.iter().map(|u| u.name.clone()).collect();
+    let supervisor = Supervisor::new(policy, probe_detector, &names, opts.dry_run);
     let engine = engine::Engine::new(engine::EngineParts {
         conn: conn.clone(),
         state: state.clone(),
         manager_pid,
-        dry_run: opts.dry_run,
-        policy,
-        probes: probe_detector,
+        supervisor,
         sched: kernel.sched.take().map(SchedSensor::new),
         sockets: kernel.unit_sockets.take(),
         quarantine: Some(Quarantine::new(kernel.programs.clone())),
@@ -197,11 +199,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         v2_root: crate::cgroupfs::v2_root(),
         last_tick: last_tick.clone(),
     });
+    let (reload_tx, reloads) = mpsc::channel(4);
     let inputs = engine::Inputs {
         exits,
         probes: probe_reports,
         alerts,
         commands,
+        reloads,
     };
     tasks.spawn(engine.run(inputs, shutdown.clone()));
 
@@ -232,7 +236,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _ = notifier.ready();
     let _ = notifier.status(&format!("watching {} unit(s)", config.units.len()));
 
-    wait_for_signal().await?;
+    let mut signals = Signals::install()?;
+    let mut running = opts.config.clone();
+    while signals.next().await == Signal::Reload {
+        match &opts.config_path {
+            Some(path) => reload_config(path, &mut running, &reload_tx).await,
+            None => warn!("SIGHUP: the agent runs without a config file; nothing to reload"),
+        }
+    }
     info!("shutting down");
     let _ = notifier.stopping();
     let _ = shutdown_tx.send(true);
@@ -303,13 +314,51 @@ pub fn health_input(state: &AgentState) -> HealthInput {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Reload,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// Reads the config again (off the async threads) and hands it to the engine when the running
+/// agent can apply it; otherwise says why and keeps the running one.
+async fn reload_config(path: &Path, running: &mut Config, engine: &mpsc::Sender<reload::Reload>) {
+    let (file, current) = (path.to_owned(), running.clone());
+    let checked = tokio::task::spawn_blocking(move || reload::load(&file, &current)).await;
+    match checked {
+        Ok(Ok(accepted)) => {
+            info!("SIGHUP: {} read again; applying it", path.display());
+            *running = accepted.config.clone();
+            if engine.send(accepted).await.is_err() {
+                warn!("SIGHUP: the engine has stopped; the new config is not applied");
+            }
+        }
+        Ok(Err(e)) => error!("SIGHUP: new config refused, the running one stays in force: {e}"),
+        Err(e) => error!("SIGHUP: reading the config panicked: {e}"),
+    }
 }

@@ -7,6 +7,7 @@ use std::{
 
 use super::Options;
 use crate::{
+    config::UnitPolicy,
     sensors::ebpf::{HookStatus, KernelCounters},
     systemd::Bus,
     units::MonitoredUnit,
@@ -27,17 +28,12 @@ pub struct AgentState {
 }
 
 impl AgentState {
-    pub fn new(opts: &Options, hooks: Vec<HookStatus>) -> Self {
+    pub fn new(opts: &Options, units: &[UnitPolicy], hooks: Vec<HookStatus>) -> Self {
         Self {
             started: Instant::now(),
             bus: opts.bus,
             dry_run: opts.dry_run,
-            units: opts
-                .config
-                .unit_policies()
-                .into_iter()
-                .map(MonitoredUnit::new)
-                .collect(),
+            units: units.iter().cloned().map(MonitoredUnit::new).collect(),
             hooks,
             kernel_counters: None,
             http_address: String::new(),

@@ -8,7 +8,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use super::engine::Engine;
+use super::{engine::Engine, supervisor::Input};
 use crate::{
     detect::{
         LeakKind, ProblemKind,
@@ -105,7 +105,7 @@ impl Engine {
                 }
                 if s.quiet {
                     // Our own action (a restart, say) ends a stall: the policy must hear so.
-                    if self.acting.get(&s.unit).is_some_and(|n| *n > 0) {
+                    if self.p.supervisor.acting(s.unit) {
                         self.end_reported_stalls(s.unit, now, "the agent acted on the unit");
                     }
                     self.stall.forget(s.unit);
@@ -125,10 +125,7 @@ impl Engine {
                         .leak
                         .observe(s.unit, &s.leak, &sample, SystemTime::now())
                     {
-                        Some(LeakEvent::Detected(problem)) => {
-                            let context = self.context(problem.unit);
-                            self.raise(problem, context);
-                        }
+                        Some(LeakEvent::Detected(problem)) => self.raise(problem),
                         Some(LeakEvent::Cleared { unit, kind }) => {
                             self.cleared(unit, &ProblemKind::Leak(kind), "usage stopped growing")
                         }
@@ -160,9 +157,7 @@ impl Engine {
             views.push((s.unit, view));
         }
 
-        for decision in self.p.policy.tick(now) {
-            self.apply(decision, None);
-        }
+        self.feed(Input::Time);
         self.publish(now, views);
     }
 
@@ -184,7 +179,7 @@ impl Engine {
                     if self.main_pids.insert(unit, u.systemd.main_pid) != Some(u.systemd.main_pid) {
                         started.push(unit);
                     }
-                    let policy = self.p.policy.unit_status(unit, now);
+                    let policy = self.p.supervisor.policy().unit_status(unit, now);
                     let isolated = policy.as_ref().is_some_and(|p| p.frozen || p.quarantined);
                     Some(Sampled {
                         unit,
@@ -198,7 +193,7 @@ impl Engine {
                         },
                         stall: u.policy.stall.clone(),
                         leak: u.policy.leak.clone(),
-                        quiet: isolated || self.acting.get(&unit).is_some_and(|n| *n > 0),
+                        quiet: isolated || self.p.supervisor.acting(unit),
                     })
                 })
                 .collect()
@@ -206,7 +201,8 @@ impl Engine {
         // A new main process: a (re)start. Probes get their grace period; stalls and leaks of
         // the previous incarnation are forgotten.
         for unit in started {
-            self.p.probes.unit_started(unit, now);
+            // The supervisor starts the probes' grace period when it learns the new main pid.
+            self.sync_facts(unit);
             self.end_reported_stalls(unit, now, "the unit restarted");
             self.stall.forget(unit);
             let leaks: Vec<LeakKind> = self
@@ -246,10 +242,7 @@ impl Engine {
 
     fn on_stall(&mut self, event: StallEvent) {
         match event {
-            StallEvent::Detected(problem) => {
-                let context = self.context(problem.unit);
-                self.raise(problem, context);
-            }
+            StallEvent::Detected(problem) => self.raise(problem),
             StallEvent::Cleared { unit, kind, lasted } => {
                 if let Some(name) = self.unit_name(unit) {
                     self.p.metrics.clear_stall(&name, kind);
@@ -275,8 +268,8 @@ impl Engine {
                 .position(|(u, _)| *u == unit)
                 .map(|i| views.swap_remove(i).1)
                 .unwrap_or_default();
-            let policy = self.p.policy.unit_status(unit, now);
-            view.explain = self.p.policy.explain(unit, now, SystemTime::now());
+            let policy = self.p.supervisor.policy().unit_status(unit, now);
+            view.explain = self.p.supervisor.explain(unit, now, SystemTime::now());
             view.stalls = self
                 .stall
                 .in_progress(unit, now)
@@ -289,7 +282,8 @@ impl Engine {
                 .collect();
             view.probes = self
                 .p
-                .probes
+                .supervisor
+                .probes()
                 .probe_status(unit)
                 .into_iter()
                 .filter_map(|p| serde_json::to_value(p).ok())
@@ -324,11 +318,7 @@ impl Engine {
                 healthy,
                 now,
             );
-            if policy.as_ref().is_some_and(|p| p.escalated.is_some()) {
-                view.escalated_problem = self.escalated.get(&unit).cloned();
-            } else {
-                self.escalated.remove(&unit);
-            }
+            view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
             view.policy = policy;
             u.view = view;
         }

@@ -55,6 +55,9 @@ pub struct UnitPolicyStatus {
     pub restarts_left: u32,
     /// The escalation's reason while escalated.
     pub escalated: Option<String>,
+    /// The kind of problem that was escalated, while escalated.
+    #[serde(default)]
+    pub escalated_problem: Option<String>,
     /// The kind of the open incident.
     pub incident: Option<String>,
     /// A scheduled action and when it is due.
@@ -105,6 +108,7 @@ impl Policy {
                 config.budget.window,
             ),
             escalated: state.escalation.as_ref().map(|e| e.reason.clone()),
+            escalated_problem: state.escalation.as_ref().and_then(|e| e.problem.clone()),
             incident: state.incident.as_ref().map(|i| i.kind.name().to_owned()),
             next_action: scheduled.map(|(_, actions)| {
                 let names: Vec<String> = actions.iter().map(|a| a.describe()).collect();
