@@ -21,6 +21,7 @@ use super::{
     persist,
     reload::Reload,
     supervisor::{self, Input, Supervisor, UnitFacts},
+    tick::Readings,
 };
 use crate::{
     act::quarantine::Quarantine,
@@ -82,12 +83,17 @@ pub struct Engine {
     pub(super) incidents: HashMap<u32, Instant>,
     pub(super) finished_tx: mpsc::Sender<Finished>,
     finished_rx: Option<mpsc::Receiver<Finished>>,
+    /// A sampling pass is reading; its readings come back through `readings_tx`.
+    pub(super) sampling: bool,
+    pub(super) readings_tx: mpsc::Sender<Readings>,
+    readings_rx: Option<mpsc::Receiver<Readings>>,
     pub(super) dirty: bool,
 }
 
 impl Engine {
     pub fn new(parts: EngineParts) -> Self {
         let (finished_tx, finished_rx) = mpsc::channel(256);
+        let (readings_tx, readings_rx) = mpsc::channel(1);
         Self {
             p: parts,
             stall: StallDetector::new(),
@@ -97,12 +103,17 @@ impl Engine {
             incidents: HashMap::new(),
             finished_tx,
             finished_rx: Some(finished_rx),
+            sampling: false,
+            readings_tx,
+            readings_rx: Some(readings_rx),
             dirty: false,
         }
     }
 
     pub async fn run(mut self, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
-        let Some(mut finished) = self.finished_rx.take() else {
+        let (Some(mut finished), Some(mut readings)) =
+            (self.finished_rx.take(), self.readings_rx.take())
+        else {
             return;
         };
         let mut tick = tokio::time::interval(self.p.tick);
@@ -118,7 +129,8 @@ impl Engine {
                 Some(alert) = inputs.alerts.recv() => self.on_alert(alert),
                 Some(command) = inputs.commands.recv() => self.on_command(command),
                 Some(reload) = inputs.reloads.recv() => self.on_reload(reload),
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => self.on_tick(),
+                Some(sampled) = readings.recv() => self.on_readings(sampled),
                 // A backoff of 1 s must not wait for the next tick as well.
                 _ = wake_at(self.p.supervisor.policy().next_due()) => self.feed(Input::Time),
             }

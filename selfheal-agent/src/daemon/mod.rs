@@ -10,12 +10,14 @@ mod perform;
 mod persist;
 pub mod reload;
 mod shared;
+mod supervise;
 mod supervisor;
 mod tick;
 
 pub use engine::signal_name;
 pub use shared::{AgentState, Shared};
 
+use supervise::{BlindPart, Parts};
 use supervisor::Supervisor;
 
 use std::{
@@ -82,6 +84,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let state = Shared::new(AgentState::new(&opts, &unit_policies, kernel.hooks.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let parts = Parts::new(shutdown.clone());
+    state.lock().parts = Some(parts.clone());
 
     let metrics = Arc::new(Metrics::new());
     for unit in &state.lock().units {
@@ -132,7 +136,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let (exit_tx, exits) = mpsc::channel(4096);
     if let Some(ring) = kernel.events.take() {
-        tasks.spawn(read_exit_events(ring, exit_tx, shutdown.clone()));
+        parts.spawn(
+            &mut tasks,
+            BlindPart {
+                name: "exit reader",
+                detail: "process exits of monitored units (crash and exit detection)",
+                vital: true,
+            },
+            read_exit_events(ring, exit_tx, shutdown.clone()),
+        );
     }
     state.lock().kernel_counters = Some(kernel.counters);
 
@@ -151,12 +163,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Err(e) => warn!("{}: probes not started: {e}", unit.name),
         }
     }
-    tasks.spawn(run_probes(
-        probe_specs.0,
-        probe_specs.1,
-        probe_tx,
-        shutdown.clone(),
-    ));
+    if !probe_specs.0.is_empty() || !probe_specs.1.is_empty() {
+        parts.spawn(
+            &mut tasks,
+            BlindPart {
+                name: "probe runner",
+                detail: "health probes and operator-written detectors",
+                vital: false,
+            },
+            run_probes(probe_specs.0, probe_specs.1, probe_tx, shutdown.clone()),
+        );
+    }
 
     let tracker = Tracker {
         conn: conn.clone(),
@@ -165,11 +182,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         v2_root: crate::cgroupfs::v2_root(),
     };
     let tracker_shutdown = shutdown.clone();
-    tasks.spawn(async move {
+    let tracking = async move {
         if let Err(e) = tracker.run(tracker_shutdown).await {
             error!("unit tracking stopped: {e}");
         }
-    });
+    };
+    let part = BlindPart {
+        name: "unit tracker",
+        detail: "systemd's changes to the units (state, main pid, cgroup)",
+        vital: true,
+    };
+    parts.spawn(&mut tasks, part, tracking);
 
     let specs: Vec<UnitSpec> = unit_policies.iter().map(reload::spec).collect();
     let seed = SystemTime::now()
@@ -207,7 +230,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         commands,
         reloads,
     };
-    tasks.spawn(engine.run(inputs, shutdown.clone()));
+    let part = BlindPart {
+        name: "engine",
+        detail: "decisions and actions",
+        vital: true,
+    };
+    parts.spawn(&mut tasks, part, engine.run(inputs, shutdown.clone()));
 
     let notifier = Arc::new(Notifier::from_env().unwrap_or_else(|e| {
         warn!("cannot reach systemd's notify socket: {e}; running without readiness notification");
@@ -215,8 +243,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }));
     if let Some(interval) = watchdog::ping_interval_from_env() {
         let stale_after = (config.agent.tick * 5).max(interval * 2).as_secs().max(1);
-        let alive =
-            move || now_secs().saturating_sub(last_tick.load(Ordering::Relaxed)) <= stale_after;
+        let parts = parts.clone();
+        // No ping when the engine stopped ticking or a vital part stopped.
+        let alive = move || {
+            now_secs().saturating_sub(last_tick.load(Ordering::Relaxed)) <= stale_after
+                && parts.vital_parts_run()
+        };
         let notifier = notifier.clone();
         let shutdown = shutdown.clone();
         tasks
@@ -309,6 +341,14 @@ pub fn health_input(state: &AgentState) -> HealthInput {
                 attached: h.attached,
                 detail: h.detail.clone(),
             })
+            .collect(),
+        blind: state
+            .parts
+            .as_ref()
+            .map(|p| p.blind())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.to_owned(), p.detail.to_owned()))
             .collect(),
         uptime: state.started.elapsed(),
     }

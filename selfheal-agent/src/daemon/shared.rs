@@ -25,6 +25,8 @@ pub struct AgentState {
     pub http_address: String,
     /// Thread ids the kernel tracks in its scheduler map (monitored units' tasks only).
     pub tracked_tasks: Vec<u32>,
+    /// The agent's supervised tasks, for the parts that stopped.
+    pub parts: Option<super::supervise::Parts>,
 }
 
 impl AgentState {
@@ -38,6 +40,7 @@ impl AgentState {
             kernel_counters: None,
             http_address: String::new(),
             tracked_tasks: Vec::new(),
+            parts: None,
         }
     }
 }

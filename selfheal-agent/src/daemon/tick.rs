@@ -37,12 +37,30 @@ struct Sampled {
     quiet: bool,
 }
 
+/// One sampling pass's readings, handed back by the blocking reader.
+pub(super) struct Readings {
+    now: Instant,
+    sampled: Vec<Sampled>,
+    sched: Option<crate::sensors::sched::SchedSensor>,
+    sockets: Option<crate::sensors::ebpf::UnitSockets>,
+    samples: Vec<(u32, SchedSample)>,
+    resources: Vec<(u32, UnitResources)>,
+}
+
 impl Engine {
-    pub(super) async fn on_tick(&mut self) {
+    /// Starts a sampling pass off the async threads; its readings come back as an input of
+    /// their own ([`Engine::on_readings`]), so exits never wait behind the reads.
+    pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
         self.p
             .last_tick
             .store(super::now_secs(), std::sync::atomic::Ordering::Relaxed);
+        if self.sampling {
+            // The last pass is still reading (a slow procfs under load): timers run, the next
+            // pass starts when it is done.
+            self.feed(Input::Time);
+            return;
+        }
         let sampled = self.units_to_sample(now);
 
         // Blocking reads (bpf map syscalls, procfs, cgroupfs) run off the async threads.
@@ -66,7 +84,9 @@ impl Engine {
                 )
             })
             .collect();
-        let joined = tokio::task::spawn_blocking(move || {
+        self.sampling = true;
+        let readings = self.readings_tx.clone();
+        tokio::task::spawn_blocking(move || {
             let cgroups: Vec<UnitCgroup> = work.iter().map(|(c, _)| c.clone()).collect();
             let samples = sched
                 .as_mut()
@@ -79,12 +99,28 @@ impl Engine {
                     (input.unit, resources::read(&input))
                 })
                 .collect();
-            (sched, sockets, samples, resources)
-        })
-        .await;
-        let Ok((sched, sockets, samples, resources)) = joined else {
-            return;
-        };
+            let _ = readings.blocking_send(Readings {
+                now,
+                sampled,
+                sched,
+                sockets,
+                samples,
+                resources,
+            });
+        });
+    }
+
+    /// A sampling pass's readings: the stall and leak detectors run, views are published.
+    pub(super) fn on_readings(&mut self, readings: Readings) {
+        self.sampling = false;
+        let Readings {
+            now,
+            sampled,
+            sched,
+            sockets,
+            samples,
+            resources,
+        } = readings;
         if let Some(sched) = &sched {
             self.p.state.lock().tracked_tasks = sched.tracked().to_vec();
         }

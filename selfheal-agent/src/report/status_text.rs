@@ -223,6 +223,7 @@ mod tests {
             health: crate::report::health::assess(&crate::report::health::HealthInput {
                 units: vec![],
                 hooks: vec![],
+                blind: vec![],
                 uptime: Duration::from_secs(75),
             }),
             agent: AgentInfo {
