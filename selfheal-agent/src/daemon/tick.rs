@@ -127,10 +127,13 @@ impl Engine {
         self.p.sched = sched;
         self.p.sockets = sockets;
 
-        let mut views: Vec<(u32, UnitView)> = Vec::new();
+        // By unit: one lookup per unit, not a search of every unit's readings.
+        let samples: HashMap<u32, SchedSample> = samples.into_iter().collect();
+        let resources: HashMap<u32, UnitResources> = resources.into_iter().collect();
+        let mut views: HashMap<u32, UnitView> = HashMap::new();
         for s in &sampled {
             let mut view = UnitView::default();
-            if let Some((_, sample)) = samples.iter().find(|(u, _)| *u == s.unit) {
+            if let Some(sample) = samples.get(&s.unit) {
                 view.sched = Some(sched_view(sample));
                 if let Some(sched) = &view.sched {
                     self.p.metrics.set_scheduler(
@@ -151,7 +154,7 @@ impl Engine {
                     }
                 }
             }
-            if let Some((_, res)) = resources.iter().find(|(u, _)| *u == s.unit) {
+            if let Some(res) = resources.get(&s.unit) {
                 let tasks_max = resources::tasks_limit(&s.dir, &s.limits);
                 for sample in res.samples(now, tasks_max) {
                     if s.quiet {
@@ -190,7 +193,7 @@ impl Engine {
                     reported: trend.reported,
                 });
             }
-            views.push((s.unit, view));
+            views.insert(s.unit, view);
         }
 
         self.feed(Input::Time);
@@ -293,17 +296,13 @@ impl Engine {
     }
 
     /// Publishes each unit's view (status, health) and the gauges that follow from it.
-    fn publish(&mut self, now: Instant, mut views: Vec<(u32, UnitView)>) {
+    fn publish(&mut self, now: Instant, mut views: HashMap<u32, UnitView>) {
         if let Some(counters) = self.p.state.lock().kernel_counters.as_ref() {
             self.p.metrics.set_kernel_counters(&counters.snapshot());
         }
         let count = self.p.state.lock().units.len() as u32;
         for unit in 0..count {
-            let mut view = views
-                .iter()
-                .position(|(u, _)| *u == unit)
-                .map(|i| views.swap_remove(i).1)
-                .unwrap_or_default();
+            let mut view = views.remove(&unit).unwrap_or_default();
             let policy = self.p.supervisor.policy().unit_status(unit, now);
             view.explain = self.p.supervisor.explain(unit, now, SystemTime::now());
             view.stalls = self
