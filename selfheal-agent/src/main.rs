@@ -46,11 +46,11 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
-            config,
+            config: config_arg,
             user,
             dry_run,
         } => {
-            let config = match load_for_run(config.as_deref()) {
+            let config = match load_for_run(config_arg.as_deref()) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -63,6 +63,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 systemd::Bus::System
             };
             daemon::run(daemon::Options {
+                config_path: config_path(config_arg.as_deref()),
                 config,
                 bus,
                 dry_run,
@@ -219,6 +220,15 @@ fn utc(at_ms: u64) -> String {
 }
 
 /// The config for `run`: the given file, else the default path, else an empty config.
+/// The file `run` reads (and reads again on SIGHUP): the one given, else the default one
+/// when it exists.
+fn config_path(given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path.to_owned()),
+        None => Some(Config::default_path().to_owned()).filter(|p| p.exists()),
+    }
+}
+
 fn load_for_run(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
         Some(path) => Config::load(path),

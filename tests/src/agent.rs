@@ -142,7 +142,8 @@ impl Agent {
         Ok(agent)
     }
 
-    /// The agent's pid (the fleet tests SIGSTOP an agent that holds a slot).
+    /// The agent's process id, to signal it (SIGHUP reloads its config, the fleet tests
+    /// SIGSTOP an agent that holds a slot).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -1,6 +1,7 @@
-//! The engine: observations → detectors → policy → actuators, and outcomes back to the policy.
-//! It owns the pure parts (detectors, policy) and calls the impure ones (sensors, actuators)
-//! around them; everything it learns is published to the shared state for status and health.
+//! The engine: the loop around the [`Supervisor`]. It reads every input channel, hands each
+//! input to the supervisor with the facts the tracker published about the unit, and carries
+//! out the effects (see `perform.rs` and `actuator.rs`). The periodic sampling lives in
+//! `tick.rs`; the decisions, in the supervisor.
 
 use std::{
     collections::HashMap,
@@ -9,31 +10,30 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use log::{info, warn};
+use log::warn;
 use selfheal_common::exit::ExitEvent;
 use tokio::sync::{mpsc, watch};
 
 use super::{
     Shared,
     commands::Command,
-    execute::{Finished, Target, execute_gated},
+    execute::Finished,
     persist,
+    reload::Reload,
+    supervisor::{self, Input, Supervisor, UnitFacts},
+    tick::Readings,
 };
 use crate::{
     act::quarantine::Quarantine,
     detect::{
         Problem, ProblemKind,
-        exit::{ExitFacts, ExitRules, judge},
+        exit::{ExitFacts, ExitRules},
         leak::LeakDetector,
-        probe::{ProbeDetector, ProbeEvent},
         stall::StallDetector,
     },
-    policy::{Action, ActionOutcome, Decision, Policy, StartLimit, UnitContext},
+    policy::{ScaledLimits, StartLimit, UnitContext},
     report::{
-        alert_out::AlertPusher,
-        audit::{Audit, AuditRecord},
-        history::Event,
-        metrics::Metrics,
+        alert_out::AlertPusher, audit::Audit, history::Event, metrics::Metrics,
         webhook::AlertObservation,
     },
     sensors::{
@@ -42,7 +42,7 @@ use crate::{
         sched::SchedSensor,
     },
     systemd::read_snapshot,
-    units::ProcessRole,
+    units::{MonitoredUnit, ProcessRole},
 };
 
 /// Everything the engine is built from.
@@ -50,9 +50,7 @@ pub struct EngineParts {
     pub conn: zbus::Connection,
     pub state: Shared,
     pub manager_pid: Option<u32>,
-    pub dry_run: bool,
-    pub policy: Policy,
-    pub probes: ProbeDetector,
+    pub supervisor: Supervisor,
     pub sched: Option<SchedSensor>,
     pub sockets: Option<UnitSockets>,
     pub quarantine: Option<Quarantine>,
@@ -74,49 +72,55 @@ pub struct Inputs {
     pub probes: mpsc::Receiver<ProbeReport>,
     pub alerts: mpsc::Receiver<AlertObservation>,
     pub commands: mpsc::Receiver<Command>,
+    /// Configs accepted on SIGHUP.
+    pub reloads: mpsc::Receiver<Reload>,
 }
 
 pub struct Engine {
     pub(super) p: EngineParts,
     pub(super) stall: StallDetector,
     pub(super) leak: LeakDetector,
-    /// Actions running per unit: exits they cause are not problems.
-    pub(super) acting: HashMap<u32, usize>,
-    /// Main pid last seen per unit, to notice (re)starts for the probes' grace period.
+    /// Main pid last seen per unit by the sampler, to forget a previous incarnation's stalls
+    /// and leaks.
     pub(super) main_pids: HashMap<u32, u32>,
-    /// The problem kind each escalated unit was escalated for (the policy keeps only the
-    /// reason), so /health and status can name it.
-    pub(super) escalated: HashMap<u32, String>,
     /// The limits systemd had before the agent first scaled each unit: what `scale` multiplies
     /// when the config names no bases.
-    scale_bases: HashMap<u32, crate::policy::ScaledLimits>,
+    pub(super) scale_bases: HashMap<u32, ScaledLimits>,
     /// When each unit's open incident began, for `selfheal_recovery_duration_seconds`.
     pub(super) incidents: HashMap<u32, Instant>,
-    finished_tx: mpsc::Sender<Finished>,
+    pub(super) finished_tx: mpsc::Sender<Finished>,
     finished_rx: Option<mpsc::Receiver<Finished>>,
-    dirty: bool,
+    /// A sampling pass is reading; its readings come back through `readings_tx`.
+    pub(super) sampling: bool,
+    pub(super) readings_tx: mpsc::Sender<Readings>,
+    readings_rx: Option<mpsc::Receiver<Readings>>,
+    pub(super) dirty: bool,
 }
 
 impl Engine {
     pub fn new(parts: EngineParts) -> Self {
         let (finished_tx, finished_rx) = mpsc::channel(256);
+        let (readings_tx, readings_rx) = mpsc::channel(1);
         Self {
             p: parts,
             stall: StallDetector::new(),
             leak: LeakDetector::new(),
-            acting: HashMap::new(),
             main_pids: HashMap::new(),
-            escalated: HashMap::new(),
             scale_bases: HashMap::new(),
             incidents: HashMap::new(),
             finished_tx,
             finished_rx: Some(finished_rx),
+            sampling: false,
+            readings_tx,
+            readings_rx: Some(readings_rx),
             dirty: false,
         }
     }
 
     pub async fn run(mut self, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
-        let Some(mut finished) = self.finished_rx.take() else {
+        let (Some(mut finished), Some(mut readings)) =
+            (self.finished_rx.take(), self.readings_rx.take())
+        else {
             return;
         };
         let mut tick = tokio::time::interval(self.p.tick);
@@ -127,31 +131,51 @@ impl Engine {
                 biased;
                 _ = shutdown.changed() => break,
                 Some(event) = inputs.exits.recv() => self.on_exit(event).await,
-                Some(done) = finished.recv() => self.on_finished(done),
+                Some(done) = finished.recv() => self.feed(Input::Outcome(done)),
                 Some(report) = inputs.probes.recv() => self.on_probe(report),
                 Some(alert) = inputs.alerts.recv() => self.on_alert(alert),
                 Some(command) = inputs.commands.recv() => self.on_command(command),
-                _ = tick.tick() => self.on_tick().await,
+                Some(reload) = inputs.reloads.recv() => self.on_reload(reload),
+                _ = tick.tick() => self.on_tick(),
+                Some(sampled) = readings.recv() => self.on_readings(sampled),
                 // A backoff of 1 s must not wait for the next tick as well.
-                _ = wake_at(self.p.policy.next_due()) => self.on_due(),
+                _ = wake_at(self.p.supervisor.policy().next_due()) => self.feed(Input::Time),
             }
             if self.dirty {
                 self.dirty = false;
-                if let Err(e) = persist::save(&self.p.policy, &self.p.state_file) {
-                    warn!("cannot save state to {}: {e}", self.p.state_file.display());
-                }
+                self.save();
             }
         }
-        if let Err(e) = persist::save(&self.p.policy, &self.p.state_file) {
+        self.save();
+    }
+
+    fn save(&self) {
+        if let Err(e) = persist::save(self.p.supervisor.policy(), &self.p.state_file) {
             warn!("cannot save state to {}: {e}", self.p.state_file.display());
+        }
+    }
+
+    /// Hands one input to the supervisor and carries out what it asks.
+    pub(super) fn feed(&mut self, input: Input) {
+        let fx = self.p.supervisor.handle(input, Instant::now());
+        self.perform(fx);
+    }
+
+    /// Tells the supervisor what the tracker knows about the unit now.
+    pub(super) fn sync_facts(&mut self, unit: u32) {
+        let facts = self.p.state.lock().units.get(unit as usize).map(facts_of);
+        if let Some(facts) = facts {
+            let _ = self
+                .p
+                .supervisor
+                .handle(Input::Facts { unit, facts }, Instant::now());
         }
     }
 
     async fn on_exit(&mut self, event: ExitEvent) {
         // Both clocks are CLOCK_MONOTONIC; taken first, before any D-Bus round trip below.
         let kernel_to_agent_us = monotonic_ns().saturating_sub(event.ktime_ns) / 1000;
-        let index = event.unit as usize;
-        let Some(role) = self.role(index, &event).await else {
+        let Some(role) = self.role(event.unit as usize, &event).await else {
             return;
         };
         let signal = event.signal();
@@ -166,7 +190,6 @@ impl Engine {
             core_dumped: event.core_dumped(),
             kernel_to_agent_us: Some(kernel_to_agent_us),
         };
-        let evidence = record.summary();
         let facts = ExitFacts {
             pid: event.tgid,
             role,
@@ -174,357 +197,88 @@ impl Engine {
             signal,
             oom_killed: event.oom_killed(),
         };
-        let ours = self.acting.get(&event.unit).is_some_and(|n| *n > 0);
-        let (name, context, rules) = {
-            let mut state = self.p.state.lock();
-            let Some(unit) = state.units.get_mut(index) else {
-                return;
-            };
-            info!("{}: {evidence}", unit.name);
-            unit.history.push(SystemTime::now(), record);
-            let rules = ExitRules {
-                success: unit.systemd.success_exit.clone(),
-                restart_prevent: unit.systemd.restart_prevent.clone(),
-            };
-            (unit.name.clone(), context_of(unit, ours), rules)
-        };
-        let Some(problem) = judge(event.unit, &facts, &rules, evidence, Instant::now()) else {
-            return;
-        };
-        if ours {
-            info!("{name}: exit caused by the agent's own action; not a problem");
-            return;
-        }
-        self.raise(problem, context);
+        self.sync_facts(event.unit);
+        self.feed(Input::Exit {
+            unit: event.unit,
+            facts,
+            record,
+        });
+        self.note_incident(event.unit, Instant::now());
     }
 
-    /// A detector found a problem: the policy decides, the decision is applied.
-    pub(super) fn raise(&mut self, problem: Problem, context: UnitContext) {
-        if let Some(name) = self.unit_name(problem.unit) {
-            self.p.metrics.problem_detected(&name, &problem.kind);
-        }
-        let now = Instant::now();
-        let decision = self.p.policy.decide(&problem, &context, now);
-        if self
+    /// A sampler's detector found a problem.
+    pub(super) fn raise(&mut self, problem: Problem) {
+        let (unit, detected_at) = (problem.unit, problem.detected_at);
+        self.sync_facts(unit);
+        self.feed(Input::Problem(problem));
+        self.note_incident(unit, detected_at);
+    }
+
+    /// An incident the last input opened is timed from its problem's detection.
+    fn note_incident(&mut self, unit: u32, detected_at: Instant) {
+        let open = self
             .p
-            .policy
-            .unit_status(problem.unit, now)
-            .is_some_and(|s| s.incident.is_some())
-        {
-            self.incidents
-                .entry(problem.unit)
-                .or_insert(problem.detected_at);
-        }
-        self.apply(decision, Some(&problem));
-    }
-
-    /// Records a decision and starts its actions.
-    pub(super) fn apply(&mut self, decision: Decision, problem: Option<&Problem>) {
-        self.dirty = true;
-        let Some(name) = self.unit_name(decision.unit) else {
-            return;
-        };
-        let mut summary = decision.actions_summary();
-        if self.p.dry_run && !decision.actions.is_empty() {
-            summary.push_str(" (dry run: not acting)");
-        }
-        let evidence = problem.map(|p| p.evidence.as_str()).unwrap_or_default();
-        if decision
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Escalate { .. }))
-        {
-            let kind = problem.map_or_else(|| decision.cause.clone(), |p| p.kind.name().to_owned());
-            self.escalated.insert(decision.unit, kind);
-        }
-        info!(
-            "{name}: {}: {summary} ({})",
-            decision.cause, decision.reason
-        );
-        self.p.audit.record(&AuditRecord::Decision {
-            unit: &name,
-            problem: &decision.cause,
-            evidence,
-            actions: &summary,
-            reason: &decision.reason,
-            dry_run: self.p.dry_run,
-        });
-        let target = {
-            let mut state = self.p.state.lock();
-            let Some(unit) = state.units.get_mut(decision.unit as usize) else {
-                return;
-            };
-            unit.history.push(
-                SystemTime::now(),
-                Event::Decision {
-                    problem: decision.cause.clone(),
-                    action: summary,
-                    reason: decision.reason.clone(),
-                    evidence: evidence.to_owned(),
-                },
-            );
-            (unit.object_path.clone(), unit.watched_cgroup.clone())
-        };
-        for action in decision.actions {
-            self.start_action(decision.unit, &name, action, target.clone(), problem);
+            .supervisor
+            .policy()
+            .unit_status(unit, Instant::now())
+            .is_some_and(|s| s.incident.is_some());
+        if open {
+            self.incidents.entry(unit).or_insert(detected_at);
         }
     }
 
-    fn start_action(
-        &mut self,
-        unit: u32,
-        name: &str,
-        mut action: Action,
-        (object_path, cgroup): (Option<zbus::zvariant::OwnedObjectPath>, Option<String>),
-        problem: Option<&Problem>,
-    ) {
-        let now = Instant::now();
-        if let Action::Scale { factor, limits, .. } = &mut action {
-            self.fill_scale_bases(unit, *factor, limits);
-        }
-        let finish = |outcome: ActionOutcome| Finished {
+    /// A problem went away.
+    pub(super) fn cleared(&mut self, unit: u32, kind: &ProblemKind, evidence: &str) {
+        self.feed(Input::Cleared {
             unit,
-            action: action.clone(),
-            outcome,
-            note: String::new(),
-            took: Duration::ZERO,
-            slot: None,
-        };
-        if self.p.dry_run {
-            self.on_finished(finish(ActionOutcome::NotExecuted("dry run".into())));
-            return;
-        }
-        match &action {
-            Action::Quarantine | Action::Release => {
-                let outcome =
-                    self.isolate_network(unit, matches!(action, Action::Quarantine), cgroup);
-                self.p.metrics.set_quarantined(
-                    name,
-                    matches!(action, Action::Quarantine) && outcome == ActionOutcome::Done,
-                );
-                self.on_finished(finish(outcome));
-            }
-            Action::Escalate { reason } => {
-                let kind =
-                    problem.map_or(ProblemKind::Custom("escalation".into()), |p| p.kind.clone());
-                self.p.metrics.escalated(name, &kind);
-                warn!("{name}: ESCALATED to an operator: {reason}");
-                if let Some(pusher) = self.p.pusher.clone() {
-                    let (name, reason) = (name.to_owned(), reason.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = pusher.push_escalation(&name, &kind, &reason).await {
-                            warn!("{name}: cannot alert Alertmanager about the escalation: {e}");
-                        }
-                    });
-                }
-                self.on_finished(finish(ActionOutcome::Done));
-            }
-            _ => {
-                *self.acting.entry(unit).or_default() += 1;
-                let conn = self.p.conn.clone();
-                let tx = self.finished_tx.clone();
-                let target = Target {
-                    unit,
-                    name: name.to_owned(),
-                    object_path,
-                    cgroup_dir: cgroup.map(|c| self.p.v2_root.join(c.trim_start_matches('/'))),
-                };
-                let (gate, live) = (self.p.fleet.clone(), self.live(unit));
-                tokio::spawn(async move {
-                    let done = execute_gated(gate, live, conn, target, action).await;
-                    let _ = tx.send(done).await;
-                });
-            }
-        }
-        let _ = now;
-    }
-
-    /// Limits the config gives no base for are scaled from what systemd had before the agent
-    /// first scaled the unit (nothing is sent for limits that were unlimited).
-    fn fill_scale_bases(
-        &mut self,
-        unit: u32,
-        factor: f64,
-        limits: &mut crate::policy::ScaledLimits,
-    ) {
-        let base = *self.scale_bases.entry(unit).or_insert_with(|| {
-            let state = self.p.state.lock();
-            let finite = |v: u64| (v != 0 && v < (1 << 62)).then_some(v);
-            state
-                .units
-                .get(unit as usize)
-                .map_or_else(Default::default, |u| crate::policy::ScaledLimits {
-                    cpu_quota_percent: finite(u.systemd.cpu_quota_per_sec_us).map(|us| us / 10_000),
-                    memory_max: finite(u.systemd.memory_max),
-                    memory_high: finite(u.systemd.memory_high),
-                    tasks_max: finite(u.systemd.tasks_max),
-                })
+            kind: kind.clone(),
+            evidence: evidence.to_owned(),
         });
-        let scaled = |v: Option<u64>| v.map(|v| (v as f64 * factor).round() as u64);
-        limits.cpu_quota_percent = limits.cpu_quota_percent.or(scaled(base.cpu_quota_percent));
-        limits.memory_max = limits.memory_max.or(scaled(base.memory_max));
-        limits.memory_high = limits.memory_high.or(scaled(base.memory_high));
-        limits.tasks_max = limits.tasks_max.or(scaled(base.tasks_max));
-    }
-
-    fn isolate_network(&mut self, unit: u32, on: bool, cgroup: Option<String>) -> ActionOutcome {
-        let Some(quarantine) = self.p.quarantine.as_mut() else {
-            return ActionOutcome::NotExecuted(
-                "network quarantine is not available on this kernel".into(),
-            );
-        };
-        if !on {
-            quarantine.release(unit);
-            return ActionOutcome::Done;
-        }
-        let Some(cgroup) = cgroup else {
-            return ActionOutcome::Failed("the unit has no cgroup to quarantine".into());
-        };
-        let dir = self.p.v2_root.join(cgroup.trim_start_matches('/'));
-        match quarantine.isolate(unit, &dir) {
-            Ok(()) => ActionOutcome::Done,
-            Err(e) => ActionOutcome::Failed(e),
-        }
-    }
-
-    fn on_finished(&mut self, done: Finished) {
-        self.dirty = true;
-        if !matches!(
-            done.action,
-            Action::Quarantine | Action::Release | Action::Escalate { .. }
-        ) && let Some(n) = self.acting.get_mut(&done.unit)
-        {
-            *n = n.saturating_sub(1);
-        }
-        self.p
-            .policy
-            .on_outcome(done.unit, &done.action, &done.outcome, Instant::now());
-        let Some(name) = self.unit_name(done.unit) else {
-            return;
-        };
-        let (result, detail) = (done.result(), done.detail());
-        self.p
-            .metrics
-            .action_finished(&name, done.action.name(), result);
-        self.p.audit.record(&AuditRecord::Action {
-            unit: &name,
-            action: &done.action.describe(),
-            outcome: result,
-            detail: &detail,
-            duration_ms: done.took.as_millis() as u64,
-            slot: done.slot.as_ref(),
-        });
-        let event = Event::Action {
-            action: done.action.describe(),
-            outcome: result.to_owned(),
-            detail,
-            duration_ms: done.took.as_millis() as u64,
-        };
-        if result == "failed" {
-            warn!("{name}: {}", event.summary());
-        } else {
-            info!("{name}: {}", event.summary());
-        }
-        if let Some(unit) = self.p.state.lock().units.get_mut(done.unit as usize) {
-            unit.history.push(SystemTime::now(), event);
-        }
-        // Follow-ups (the next backoff step, a fallback) come out of the policy's tick.
-        for decision in self.p.policy.tick(Instant::now()) {
-            self.apply(decision, None);
-        }
     }
 
     fn on_probe(&mut self, report: ProbeReport) {
-        let events = match &report {
-            ProbeReport::Result(result) => {
-                if let Some(name) = self.unit_name(result.unit) {
-                    self.p
-                        .metrics
-                        .probe_finished(&name, &result.probe, result.ok, result.latency);
-                }
-                self.p.probes.on_result(result)
-            }
-            ProbeReport::Finding(finding) => self.p.probes.on_finding(finding),
+        let unit = match &report {
+            ProbeReport::Result(r) => r.unit,
+            ProbeReport::Finding(f) => f.unit,
         };
-        for event in events {
-            match event {
-                ProbeEvent::Detected(problem) => {
-                    let context = self.context(problem.unit);
-                    self.raise(problem, context);
-                }
-                ProbeEvent::Cleared {
-                    unit,
-                    kind,
-                    evidence,
-                    ..
-                } => self.cleared(unit, &kind, &evidence),
-            }
-        }
+        self.sync_facts(unit);
+        self.feed(Input::Probe(report));
+        self.note_incident(unit, Instant::now());
     }
 
     fn on_alert(&mut self, alert: AlertObservation) {
-        let index = self
-            .p
-            .state
-            .lock()
-            .units
-            .iter()
-            .position(|u| u.name == alert.unit_name);
-        let Some(index) = index else { return };
-        let unit = index as u32;
-        if alert.firing {
-            let problem = Problem {
-                unit,
-                kind: alert.kind,
-                detected_at: Instant::now(),
-                evidence: format!("Alertmanager: {}", alert.summary),
-                pid: None,
-                unkillable: false,
-            };
-            let context = self.context(unit);
-            self.raise(problem, context);
-        } else {
-            self.cleared(
-                unit,
-                &alert.kind,
-                &format!("Alertmanager: {} resolved", alert.summary),
-            );
+        let unit = self.p.supervisor.index_of(&alert.unit_name);
+        if let Some(unit) = unit {
+            self.sync_facts(unit);
+        }
+        self.feed(Input::Alert(alert));
+        if let Some(unit) = unit {
+            self.note_incident(unit, Instant::now());
         }
     }
 
-    /// A problem went away: the policy counts its recovery, history says so.
-    pub(super) fn cleared(&mut self, unit: u32, kind: &ProblemKind, evidence: &str) {
+    fn on_command(&mut self, command: Command) {
+        let (kind, unit, reply) = match command {
+            Command::Explain { unit, reply } => (supervisor::Command::Explain, unit, reply),
+            Command::Reset { unit, reply } => (supervisor::Command::Reset, unit, reply),
+            Command::Release { unit, reply } => (supervisor::Command::Release, unit, reply),
+        };
+        let (answer, fx) =
+            self.p
+                .supervisor
+                .command(kind, &unit, Instant::now(), SystemTime::now());
+        self.perform(fx);
+        let _ = reply.send(answer.map_err(|e| e.to_string()));
+    }
+
+    fn on_reload(&mut self, reload: Reload) {
+        self.p.supervisor.reload(reload.policy(), reload.specs());
+        let mut state = self.p.state.lock();
+        for (unit, policy) in state.units.iter_mut().zip(reload.units) {
+            unit.policy = policy;
+        }
         self.dirty = true;
-        self.p.policy.on_cleared(unit, kind, Instant::now());
-        if let Some(u) = self.p.state.lock().units.get_mut(unit as usize) {
-            info!("{}: {} cleared: {evidence}", u.name, kind.name());
-            u.history.push(
-                SystemTime::now(),
-                Event::Unit {
-                    message: format!("{} cleared: {evidence}", kind.name()),
-                },
-            );
-        }
-    }
-
-    pub(super) fn context(&self, unit: u32) -> UnitContext {
-        let ours = self.acting.get(&unit).is_some_and(|n| *n > 0);
-        self.p
-            .state
-            .lock()
-            .units
-            .get(unit as usize)
-            .map(|u| context_of(u, ours))
-            .unwrap_or_default()
-    }
-
-    /// Whether systemd reports the unit active: restarting it then disrupts a serving unit.
-    fn live(&self, unit: u32) -> bool {
-        let state = self.p.state.lock();
-        state
-            .units
-            .get(unit as usize)
-            .is_some_and(|u| u.systemd.active_state == "active")
+        log::info!("config reloaded: {} unit(s)", state.units.len());
     }
 
     pub(super) fn unit_name(&self, unit: u32) -> Option<String> {
@@ -570,16 +324,6 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// The policy has work due (a scheduled restart, a verification deadline, a breaker going
-    /// half-open): do it now rather than at the next tick.
-    fn on_due(&mut self) {
-        for decision in self.p.policy.tick(Instant::now()) {
-            self.apply(decision, None);
-        }
-    }
-}
-
 /// Sleeps until `due` when it is still ahead, for ever otherwise: a due time already past is
 /// one the policy could not act on yet (an action in flight, an escalated unit), and waking
 /// for it again and again would spin; the regular tick retries it.
@@ -590,12 +334,20 @@ async fn wake_at(due: Option<Instant>) {
     }
 }
 
-fn context_of(unit: &crate::units::MonitoredUnit, acting: bool) -> UnitContext {
-    UnitContext {
-        stopping: unit.stopping || acting,
-        start_limit: StartLimit {
-            burst: unit.systemd.start_limit_burst,
-            interval: Duration::from_micros(unit.systemd.start_limit_interval_us),
+/// What the supervisor needs from the tracker's picture of a unit.
+fn facts_of(unit: &MonitoredUnit) -> UnitFacts {
+    UnitFacts {
+        main_pid: unit.systemd.main_pid,
+        context: UnitContext {
+            stopping: unit.stopping,
+            start_limit: StartLimit {
+                burst: unit.systemd.start_limit_burst,
+                interval: Duration::from_micros(unit.systemd.start_limit_interval_us),
+            },
+        },
+        exit_rules: ExitRules {
+            success: unit.systemd.success_exit.clone(),
+            restart_prevent: unit.systemd.restart_prevent.clone(),
         },
     }
 }

@@ -28,12 +28,15 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// "done", "failed" or "skipped" (not executed), as history and metrics spell it.
-    pub fn result(&self) -> &'static str {
-        match self.outcome {
-            ActionOutcome::Done => "done",
-            ActionOutcome::Failed(_) => "failed",
-            ActionOutcome::NotExecuted(_) => "skipped",
+    /// An outcome the supervisor or its caller knows at once (dry run, quarantine, escalation).
+    pub fn now(unit: u32, action: Action, outcome: ActionOutcome) -> Self {
+        Self {
+            unit,
+            action,
+            outcome,
+            note: String::new(),
+            took: Duration::ZERO,
+            slot: None,
         }
     }
 

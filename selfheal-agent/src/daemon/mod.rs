@@ -1,18 +1,27 @@
 //! The running agent: wires sensors → detectors → policy → actuators, the status socket and
 //! the HTTP endpoint, tells systemd when it is ready (and keeps its watchdog fed), and shuts
-//! everything down on SIGINT/SIGTERM.
+//! everything down on SIGINT/SIGTERM. SIGHUP reloads the config (see [`reload`]).
 
+mod actuator;
 pub mod commands;
 mod engine;
 mod execute;
+mod perform;
 mod persist;
+pub mod reload;
 mod shared;
+mod supervise;
+mod supervisor;
 mod tick;
 
 pub use engine::signal_name;
 pub use shared::{AgentState, Shared};
 
+use supervise::{BlindPart, Parts};
+use supervisor::Supervisor;
+
 use std::{
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -34,7 +43,7 @@ use crate::{
         audit::Audit,
         health::{HealthInput, HookHealth, UnitHealth},
         http::{self, HttpState},
-        metrics::{CircuitState, Metrics},
+        metrics::Metrics,
         status,
         watchdog::{self, Notifier},
         webhook::{BearerToken, Webhook},
@@ -50,6 +59,8 @@ use crate::{
 
 pub struct Options {
     pub config: Config,
+    /// The file `config` was read from, read again on SIGHUP (`None`: built-in defaults).
+    pub config_path: Option<PathBuf>,
     pub bus: Bus,
     pub dry_run: bool,
 }
@@ -59,6 +70,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config = &opts.config;
+    // Resolved once: the unit table, the probes and the policy all use this list.
+    let unit_policies = config.unit_policies();
     let conn = systemd::connect(opts.bus).await?;
     let manager_pid = systemd::manager_pid(&conn).await;
     let load = LoadOptions {
@@ -67,10 +80,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut kernel = tokio::task::spawn_blocking(move || KernelSensors::load(load))
         .await
         .context("loading the eBPF programs panicked")??;
+    return_freed_heap();
 
-    let state = Shared::new(AgentState::new(&opts, kernel.hooks.clone()));
+    let state = Shared::new(AgentState::new(&opts, &unit_policies, kernel.hooks.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let parts = Parts::new(shutdown.clone());
+    state.lock().parts = Some(parts.clone());
 
     let metrics = Arc::new(Metrics::new());
     for unit in &state.lock().units {
@@ -121,14 +137,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let (exit_tx, exits) = mpsc::channel(4096);
     if let Some(ring) = kernel.events.take() {
-        tasks.spawn(read_exit_events(ring, exit_tx, shutdown.clone()));
+        parts.spawn(
+            &mut tasks,
+            BlindPart {
+                name: "exit reader",
+                detail: "process exits of monitored units (crash and exit detection)",
+                vital: true,
+            },
+            read_exit_events(ring, exit_tx, shutdown.clone()),
+        );
     }
     state.lock().kernel_counters = Some(kernel.counters);
 
     let (probe_tx, probe_reports) = mpsc::channel(1024);
     let mut probe_detector = ProbeDetector::default();
     let mut probe_specs = (Vec::new(), Vec::new());
-    for (index, unit) in config.unit_policies().iter().enumerate() {
+    for (index, unit) in unit_policies.iter().enumerate() {
         for probe in &unit.probes {
             probe_detector.add_probe(index as u32, &probe.name, probe.rules());
         }
@@ -140,12 +164,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Err(e) => warn!("{}: probes not started: {e}", unit.name),
         }
     }
-    tasks.spawn(run_probes(
-        probe_specs.0,
-        probe_specs.1,
-        probe_tx,
-        shutdown.clone(),
-    ));
+    if !probe_specs.0.is_empty() || !probe_specs.1.is_empty() {
+        parts.spawn(
+            &mut tasks,
+            BlindPart {
+                name: "probe runner",
+                detail: "health probes and operator-written detectors",
+                vital: false,
+            },
+            run_probes(probe_specs.0, probe_specs.1, probe_tx, shutdown.clone()),
+        );
+    }
 
     let tracker = Tracker {
         conn: conn.clone(),
@@ -154,22 +183,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         v2_root: crate::cgroupfs::v2_root(),
     };
     let tracker_shutdown = shutdown.clone();
-    tasks.spawn(async move {
+    let tracking = async move {
         if let Err(e) = tracker.run(tracker_shutdown).await {
             error!("unit tracking stopped: {e}");
         }
-    });
+    };
+    let part = BlindPart {
+        name: "unit tracker",
+        detail: "systemd's changes to the units (state, main pid, cgroup)",
+        vital: true,
+    };
+    parts.spawn(&mut tasks, part, tracking);
 
-    let specs: Vec<UnitSpec> = config
-        .unit_policies()
-        .into_iter()
-        .map(|u| UnitSpec {
-            name: u.name,
-            restart: u.restart,
-            restart_delay: u.restart_delay,
-            remediation: u.remediation,
-        })
-        .collect();
+    let specs: Vec<UnitSpec> = unit_policies.iter().map(reload::spec).collect();
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -179,13 +205,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     persist::restore(&mut policy, &state_file);
     let audit_path = config.agent.audit_log.clone();
 
+    let names: Vec<String> = state.lock().units.iter().map(|u| u.name.clone()).collect();
+    let supervisor = Supervisor::new(policy, probe_detector, &names, opts.dry_run);
     let engine = engine::Engine::new(engine::EngineParts {
         conn: conn.clone(),
         state: state.clone(),
         manager_pid,
-        dry_run: opts.dry_run,
-        policy,
-        probes: probe_detector,
+        supervisor,
         sched: kernel.sched.take().map(SchedSensor::new),
         sockets: kernel.unit_sockets.take(),
         quarantine: Some(Quarantine::new(kernel.programs.clone())),
@@ -198,13 +224,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         last_tick: last_tick.clone(),
         fleet: crate::fleet::start(config, metrics.fleet.clone(), shutdown.clone()),
     });
+    let (reload_tx, reloads) = mpsc::channel(4);
     let inputs = engine::Inputs {
         exits,
         probes: probe_reports,
         alerts,
         commands,
+        reloads,
     };
-    tasks.spawn(engine.run(inputs, shutdown.clone()));
+    let part = BlindPart {
+        name: "engine",
+        detail: "decisions and actions",
+        vital: true,
+    };
+    parts.spawn(&mut tasks, part, engine.run(inputs, shutdown.clone()));
 
     let notifier = Arc::new(Notifier::from_env().unwrap_or_else(|e| {
         warn!("cannot reach systemd's notify socket: {e}; running without readiness notification");
@@ -212,8 +245,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }));
     if let Some(interval) = watchdog::ping_interval_from_env() {
         let stale_after = (config.agent.tick * 5).max(interval * 2).as_secs().max(1);
-        let alive =
-            move || now_secs().saturating_sub(last_tick.load(Ordering::Relaxed)) <= stale_after;
+        let parts = parts.clone();
+        // No ping when the engine stopped ticking or a vital part stopped.
+        let alive = move || {
+            now_secs().saturating_sub(last_tick.load(Ordering::Relaxed)) <= stale_after
+                && parts.vital_parts_run()
+        };
         let notifier = notifier.clone();
         let shutdown = shutdown.clone();
         tasks
@@ -233,7 +270,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _ = notifier.ready();
     let _ = notifier.status(&format!("watching {} unit(s)", config.units.len()));
 
-    wait_for_signal().await?;
+    let mut signals = Signals::install()?;
+    let mut running = opts.config.clone();
+    while signals.next().await == Signal::Reload {
+        match &opts.config_path {
+            Some(path) => reload_config(path, &mut running, &reload_tx).await,
+            None => warn!("SIGHUP: the agent runs without a config file; nothing to reload"),
+        }
+    }
     info!("shutting down");
     let _ = notifier.stopping();
     let _ = shutdown_tx.send(true);
@@ -268,7 +312,6 @@ pub fn health_input(state: &AgentState) -> HealthInput {
             .iter()
             .map(|u| {
                 let policy = u.view.policy.as_ref();
-                let field = |k: &str| policy.and_then(|p| p.get(k)).cloned();
                 UnitHealth {
                     name: u.name.clone(),
                     active_state: if u.exists() {
@@ -276,8 +319,8 @@ pub fn health_input(state: &AgentState) -> HealthInput {
                     } else {
                         "not-found".into()
                     },
-                    problem: field("incident")
-                        .and_then(|v| v.as_str().map(str::to_owned))
+                    problem: policy
+                        .and_then(|p| p.incident.clone())
                         .or_else(|| u.view.escalated_problem.clone())
                         .or_else(|| {
                             u.view
@@ -286,16 +329,9 @@ pub fn health_input(state: &AgentState) -> HealthInput {
                                 .find(|s| s.reported)
                                 .map(|s| s.kind.clone())
                         }),
-                    escalated: field("escalated").is_some_and(|v| !v.is_null()),
-                    circuit: match field("circuit")
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .as_deref()
-                    {
-                        Some("open") => CircuitState::Open,
-                        Some("half_open") => CircuitState::HalfOpen,
-                        _ => CircuitState::Closed,
-                    },
-                    recovering: field("next_action").is_some_and(|v| !v.is_null()),
+                    escalated: policy.is_some_and(|p| p.escalated.is_some()),
+                    circuit: policy.map(|p| p.circuit).unwrap_or_default(),
+                    recovering: policy.is_some_and(|p| p.next_action.is_some()),
                 }
             })
             .collect(),
@@ -308,17 +344,73 @@ pub fn health_input(state: &AgentState) -> HealthInput {
                 detail: h.detail.clone(),
             })
             .collect(),
+        blind: state
+            .parts
+            .as_ref()
+            .map(|p| p.blind())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.to_owned(), p.detail.to_owned()))
+            .collect(),
         uptime: state.started.elapsed(),
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Reload,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// Reads the config again (off the async threads) and hands it to the engine when the running
+/// agent can apply it; otherwise says why and keeps the running one.
+async fn reload_config(path: &Path, running: &mut Config, engine: &mpsc::Sender<reload::Reload>) {
+    let (file, current) = (path.to_owned(), running.clone());
+    let checked = tokio::task::spawn_blocking(move || reload::load(&file, &current)).await;
+    match checked {
+        Ok(Ok(accepted)) => {
+            info!("SIGHUP: {} read again; applying it", path.display());
+            *running = accepted.config.clone();
+            if engine.send(accepted).await.is_err() {
+                warn!("SIGHUP: the engine has stopped; the new config is not applied");
+            }
+        }
+        Ok(Err(e)) => error!("SIGHUP: new config refused, the running one stays in force: {e}"),
+        Err(e) => error!("SIGHUP: reading the config panicked: {e}"),
+    }
+}
+
+/// Gives the heap freed after loading (the kernel's BTF, parsed while the programs load: a few
+/// MiB) back to the system; glibc would otherwise keep it in the agent's RSS for good.
+fn return_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

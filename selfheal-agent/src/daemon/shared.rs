@@ -7,6 +7,7 @@ use std::{
 
 use super::Options;
 use crate::{
+    config::UnitPolicy,
     sensors::ebpf::{HookStatus, KernelCounters},
     systemd::Bus,
     units::MonitoredUnit,
@@ -24,24 +25,22 @@ pub struct AgentState {
     pub http_address: String,
     /// Thread ids the kernel tracks in its scheduler map (monitored units' tasks only).
     pub tracked_tasks: Vec<u32>,
+    /// The agent's supervised tasks, for the parts that stopped.
+    pub parts: Option<super::supervise::Parts>,
 }
 
 impl AgentState {
-    pub fn new(opts: &Options, hooks: Vec<HookStatus>) -> Self {
+    pub fn new(opts: &Options, units: &[UnitPolicy], hooks: Vec<HookStatus>) -> Self {
         Self {
             started: Instant::now(),
             bus: opts.bus,
             dry_run: opts.dry_run,
-            units: opts
-                .config
-                .unit_policies()
-                .into_iter()
-                .map(MonitoredUnit::new)
-                .collect(),
+            units: units.iter().cloned().map(MonitoredUnit::new).collect(),
             hooks,
             kernel_counters: None,
             http_address: String::new(),
             tracked_tasks: Vec::new(),
+            parts: None,
         }
     }
 }

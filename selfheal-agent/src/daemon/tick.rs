@@ -8,7 +8,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use super::engine::Engine;
+use super::{engine::Engine, supervisor::Input};
 use crate::{
     detect::{
         LeakKind, ProblemKind,
@@ -16,7 +16,7 @@ use crate::{
         stall::{SchedSample, StallConfig, StallEvent, TaskState},
     },
     policy::UnitPolicyStatus,
-    report::metrics::{CircuitState, Metrics},
+    report::metrics::Metrics,
     sensors::{
         resources::{self, SystemdLimits, UnitResources, UnitResourcesInput},
         sched::UnitCgroup,
@@ -37,12 +37,30 @@ struct Sampled {
     quiet: bool,
 }
 
+/// One sampling pass's readings, handed back by the blocking reader.
+pub(super) struct Readings {
+    now: Instant,
+    sampled: Vec<Sampled>,
+    sched: Option<crate::sensors::sched::SchedSensor>,
+    sockets: Option<crate::sensors::ebpf::UnitSockets>,
+    samples: Vec<(u32, SchedSample)>,
+    resources: Vec<(u32, UnitResources)>,
+}
+
 impl Engine {
-    pub(super) async fn on_tick(&mut self) {
+    /// Starts a sampling pass off the async threads; its readings come back as an input of
+    /// their own ([`Engine::on_readings`]), so exits never wait behind the reads.
+    pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
         self.p
             .last_tick
             .store(super::now_secs(), std::sync::atomic::Ordering::Relaxed);
+        if self.sampling {
+            // The last pass is still reading (a slow procfs under load): timers run, the next
+            // pass starts when it is done.
+            self.feed(Input::Time);
+            return;
+        }
         let sampled = self.units_to_sample(now);
 
         // Blocking reads (bpf map syscalls, procfs, cgroupfs) run off the async threads.
@@ -66,7 +84,9 @@ impl Engine {
                 )
             })
             .collect();
-        let joined = tokio::task::spawn_blocking(move || {
+        self.sampling = true;
+        let readings = self.readings_tx.clone();
+        tokio::task::spawn_blocking(move || {
             let cgroups: Vec<UnitCgroup> = work.iter().map(|(c, _)| c.clone()).collect();
             let samples = sched
                 .as_mut()
@@ -79,22 +99,41 @@ impl Engine {
                     (input.unit, resources::read(&input))
                 })
                 .collect();
-            (sched, sockets, samples, resources)
-        })
-        .await;
-        let Ok((sched, sockets, samples, resources)) = joined else {
-            return;
-        };
+            let _ = readings.blocking_send(Readings {
+                now,
+                sampled,
+                sched,
+                sockets,
+                samples,
+                resources,
+            });
+        });
+    }
+
+    /// A sampling pass's readings: the stall and leak detectors run, views are published.
+    pub(super) fn on_readings(&mut self, readings: Readings) {
+        self.sampling = false;
+        let Readings {
+            now,
+            sampled,
+            sched,
+            sockets,
+            samples,
+            resources,
+        } = readings;
         if let Some(sched) = &sched {
             self.p.state.lock().tracked_tasks = sched.tracked().to_vec();
         }
         self.p.sched = sched;
         self.p.sockets = sockets;
 
-        let mut views: Vec<(u32, UnitView)> = Vec::new();
+        // By unit: one lookup per unit, not a search of every unit's readings.
+        let samples: HashMap<u32, SchedSample> = samples.into_iter().collect();
+        let resources: HashMap<u32, UnitResources> = resources.into_iter().collect();
+        let mut views: HashMap<u32, UnitView> = HashMap::new();
         for s in &sampled {
             let mut view = UnitView::default();
-            if let Some((_, sample)) = samples.iter().find(|(u, _)| *u == s.unit) {
+            if let Some(sample) = samples.get(&s.unit) {
                 view.sched = Some(sched_view(sample));
                 if let Some(sched) = &view.sched {
                     self.p.metrics.set_scheduler(
@@ -105,7 +144,7 @@ impl Engine {
                 }
                 if s.quiet {
                     // Our own action (a restart, say) ends a stall: the policy must hear so.
-                    if self.acting.get(&s.unit).is_some_and(|n| *n > 0) {
+                    if self.p.supervisor.acting(s.unit) {
                         self.end_reported_stalls(s.unit, now, "the agent acted on the unit");
                     }
                     self.stall.forget(s.unit);
@@ -115,7 +154,7 @@ impl Engine {
                     }
                 }
             }
-            if let Some((_, res)) = resources.iter().find(|(u, _)| *u == s.unit) {
+            if let Some(res) = resources.get(&s.unit) {
                 let tasks_max = resources::tasks_limit(&s.dir, &s.limits);
                 for sample in res.samples(now, tasks_max) {
                     if s.quiet {
@@ -125,10 +164,7 @@ impl Engine {
                         .leak
                         .observe(s.unit, &s.leak, &sample, SystemTime::now())
                     {
-                        Some(LeakEvent::Detected(problem)) => {
-                            let context = self.context(problem.unit);
-                            self.raise(problem, context);
-                        }
+                        Some(LeakEvent::Detected(problem)) => self.raise(problem),
                         Some(LeakEvent::Cleared { unit, kind }) => {
                             self.cleared(unit, &ProblemKind::Leak(kind), "usage stopped growing")
                         }
@@ -157,12 +193,10 @@ impl Engine {
                     reported: trend.reported,
                 });
             }
-            views.push((s.unit, view));
+            views.insert(s.unit, view);
         }
 
-        for decision in self.p.policy.tick(now) {
-            self.apply(decision, None);
-        }
+        self.feed(Input::Time);
         self.publish(now, views);
     }
 
@@ -184,7 +218,7 @@ impl Engine {
                     if self.main_pids.insert(unit, u.systemd.main_pid) != Some(u.systemd.main_pid) {
                         started.push(unit);
                     }
-                    let policy = self.p.policy.unit_status(unit, now);
+                    let policy = self.p.supervisor.policy().unit_status(unit, now);
                     let isolated = policy.as_ref().is_some_and(|p| p.frozen || p.quarantined);
                     Some(Sampled {
                         unit,
@@ -198,7 +232,7 @@ impl Engine {
                         },
                         stall: u.policy.stall.clone(),
                         leak: u.policy.leak.clone(),
-                        quiet: isolated || self.acting.get(&unit).is_some_and(|n| *n > 0),
+                        quiet: isolated || self.p.supervisor.acting(unit),
                     })
                 })
                 .collect()
@@ -206,7 +240,8 @@ impl Engine {
         // A new main process: a (re)start. Probes get their grace period; stalls and leaks of
         // the previous incarnation are forgotten.
         for unit in started {
-            self.p.probes.unit_started(unit, now);
+            // The supervisor starts the probes' grace period when it learns the new main pid.
+            self.sync_facts(unit);
             self.end_reported_stalls(unit, now, "the unit restarted");
             self.stall.forget(unit);
             let leaks: Vec<LeakKind> = self
@@ -246,10 +281,7 @@ impl Engine {
 
     fn on_stall(&mut self, event: StallEvent) {
         match event {
-            StallEvent::Detected(problem) => {
-                let context = self.context(problem.unit);
-                self.raise(problem, context);
-            }
+            StallEvent::Detected(problem) => self.raise(problem),
             StallEvent::Cleared { unit, kind, lasted } => {
                 if let Some(name) = self.unit_name(unit) {
                     self.p.metrics.clear_stall(&name, kind);
@@ -264,19 +296,15 @@ impl Engine {
     }
 
     /// Publishes each unit's view (status, health) and the gauges that follow from it.
-    fn publish(&mut self, now: Instant, mut views: Vec<(u32, UnitView)>) {
+    fn publish(&mut self, now: Instant, mut views: HashMap<u32, UnitView>) {
         if let Some(counters) = self.p.state.lock().kernel_counters.as_ref() {
             self.p.metrics.set_kernel_counters(&counters.snapshot());
         }
         let count = self.p.state.lock().units.len() as u32;
         for unit in 0..count {
-            let mut view = views
-                .iter()
-                .position(|(u, _)| *u == unit)
-                .map(|i| views.swap_remove(i).1)
-                .unwrap_or_default();
-            let policy = self.p.policy.unit_status(unit, now);
-            view.explain = self.p.policy.explain(unit, now, SystemTime::now());
+            let mut view = views.remove(&unit).unwrap_or_default();
+            let policy = self.p.supervisor.policy().unit_status(unit, now);
+            view.explain = self.p.supervisor.explain(unit, now, SystemTime::now());
             view.stalls = self
                 .stall
                 .in_progress(unit, now)
@@ -289,7 +317,8 @@ impl Engine {
                 .collect();
             view.probes = self
                 .p
-                .probes
+                .supervisor
+                .probes()
                 .probe_status(unit)
                 .into_iter()
                 .filter_map(|p| serde_json::to_value(p).ok())
@@ -308,14 +337,7 @@ impl Engine {
                 self.p
                     .metrics
                     .set_consecutive_failures(&name, p.consecutive_failures);
-                self.p.metrics.set_circuit(
-                    &name,
-                    match p.circuit {
-                        crate::policy::CircuitState::Closed => CircuitState::Closed,
-                        crate::policy::CircuitState::HalfOpen => CircuitState::HalfOpen,
-                        crate::policy::CircuitState::Open => CircuitState::Open,
-                    },
-                );
+                self.p.metrics.set_circuit(&name, p.circuit);
             }
             for stall in self.stall.in_progress(unit, now) {
                 if stall.reported {
@@ -331,12 +353,8 @@ impl Engine {
                 healthy,
                 now,
             );
-            if policy.as_ref().is_some_and(|p| p.escalated.is_some()) {
-                view.escalated_problem = self.escalated.get(&unit).cloned();
-            } else {
-                self.escalated.remove(&unit);
-            }
-            view.policy = policy.and_then(|p| serde_json::to_value(p).ok());
+            view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
+            view.policy = policy;
             u.view = view;
         }
     }

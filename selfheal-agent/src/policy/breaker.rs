@@ -4,16 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::BreakerConfig;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// The one circuit state: the policy's, status's, /health's and `selfheal_circuit_state`'s
+/// (0 closed, 1 half-open, 2 open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
-    Closed,
-    Open,
-    HalfOpen,
+    #[default]
+    Closed = 0,
+    HalfOpen = 1,
+    Open = 2,
 }
 
 impl CircuitState {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     Policy,
@@ -48,13 +48,16 @@ fn until(at: Instant, now: Instant) -> String {
 }
 
 /// Where one unit stands, for `status`, metrics and health.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnitPolicyStatus {
     pub circuit: CircuitState,
     pub consecutive_failures: u32,
     pub restarts_left: u32,
     /// The escalation's reason while escalated.
     pub escalated: Option<String>,
+    /// The kind of problem that was escalated, while escalated.
+    #[serde(default)]
+    pub escalated_problem: Option<String>,
     /// The kind of the open incident.
     pub incident: Option<String>,
     /// A scheduled action and when it is due.
@@ -70,7 +73,7 @@ pub struct UnitPolicyStatus {
     pub last_action: Option<LastActionStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LastActionStatus {
     pub action: String,
     pub result: String,
@@ -105,6 +108,7 @@ impl Policy {
                 config.budget.window,
             ),
             escalated: state.escalation.as_ref().map(|e| e.reason.clone()),
+            escalated_problem: state.escalation.as_ref().and_then(|e| e.problem.clone()),
             incident: state.incident.as_ref().map(|i| i.kind.name().to_owned()),
             next_action: scheduled.map(|(_, actions)| {
                 let names: Vec<String> = actions.iter().map(|a| a.describe()).collect();

@@ -353,6 +353,7 @@ pub fn start(state: &mut UnitState, actions: &[Action], now: Instant) {
             state.escalation = Some(Escalation {
                 at: now,
                 reason: reason.clone(),
+                problem: state.incident.as_ref().map(|i| i.kind.name().to_owned()),
             });
             state.incident = None;
         }

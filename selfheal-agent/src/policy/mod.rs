@@ -147,6 +147,13 @@ impl Policy {
         self.units.get_mut(usize::try_from(index).ok()?)
     }
 
+    /// Whether actions the policy handed out for the unit are still running: what the unit
+    /// does now (an exit, a stall) is their doing, not a problem.
+    pub fn acting(&self, unit: u32) -> bool {
+        self.unit(unit)
+            .is_some_and(|u| !u.state.in_flight.is_empty())
+    }
+
     /// Units under remediation now, for the storm breaker.
     fn active_units(&self, now: Instant) -> usize {
         let horizon = self.config.backoff.max;

@@ -66,6 +66,8 @@ pub fn is_event(kind: &ProblemKind) -> bool {
 pub struct Escalation {
     pub at: Instant,
     pub reason: String,
+    /// The kind of the incident that escalated, so status and /health can name it.
+    pub problem: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! - healthy: every unit active with no problem in progress, every kernel hook attached;
 //! - degraded: a unit not active, with a problem being healed or with its circuit breaker open
 //!   (healing suspended), or a kernel hook missing;
-//! - critical: a unit failed, or one the agent escalated (gave up healing).
+//! - critical: a unit failed, or one the agent escalated (gave up healing), or a part of the
+//!   agent stopped (it is blind to what that part saw).
 
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use super::metrics::CircuitState;
 pub struct HealthInput {
     pub units: Vec<UnitHealth>,
     pub hooks: Vec<HookHealth>,
+    /// Parts of the agent whose task stopped: what the agent no longer sees or does.
+    pub blind: Vec<(String, String)>,
     pub uptime: Duration,
 }
 
@@ -81,6 +84,12 @@ pub struct CircuitCounts {
 pub fn assess(input: &HealthInput) -> HealthReport {
     let mut checks: Vec<Check> = input.units.iter().map(unit_check).collect();
     checks.extend(input.hooks.iter().map(hook_check));
+    checks.extend(input.blind.iter().map(|(name, detail)| Check {
+        name: name.clone(),
+        kind: "agent_task".to_owned(),
+        status: Overall::Critical,
+        detail: format!("stopped: {detail}"),
+    }));
     let mut circuits = CircuitCounts::default();
     for unit in &input.units {
         match unit.circuit {
@@ -190,6 +199,7 @@ mod tests {
         HealthInput {
             units,
             hooks,
+            blind: Vec::new(),
             uptime: Duration::from_secs(185),
         }
     }
@@ -323,5 +333,18 @@ mod tests {
         assert_eq!(json["checks"][0]["status"], "critical");
         assert_eq!(json["circuit_breakers"]["half_open"], 0);
         assert_eq!(json["uptime_seconds"], 185);
+    }
+
+    #[test]
+    fn a_stopped_part_of_the_agent_is_critical_and_named() {
+        let mut blind = input(vec![unit("web.service", "active")], vec![]);
+        blind.blind = vec![("exit reader".into(), "process exits".into())];
+        let report = assess(&blind);
+        assert_eq!(report.overall, Overall::Critical);
+        let check = report.checks.last().expect("a check");
+        assert_eq!(
+            (check.kind.as_str(), check.detail.as_str()),
+            ("agent_task", "stopped: process exits")
+        );
     }
 }

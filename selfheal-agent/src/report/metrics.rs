@@ -90,13 +90,8 @@ const STALL_KINDS: [StallKind; 5] = [
     StallKind::Starved,
 ];
 
-/// A unit's circuit breaker, as `selfheal_circuit_state` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CircuitState {
-    Closed = 0,
-    HalfOpen = 1,
-    Open = 2,
-}
+/// A unit's circuit breaker, as `selfheal_circuit_state` reports it: the policy's own type.
+pub use crate::policy::CircuitState;
 
 pub struct Metrics {
     registry: Registry,

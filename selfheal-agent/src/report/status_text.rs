@@ -91,7 +91,7 @@ pub fn render(doc: &StatusDoc) -> String {
 fn details(unit: &super::status::UnitStatus) -> Vec<String> {
     let view = &unit.view;
     let mut lines = Vec::new();
-    if let Some(reason) = view.policy.as_ref().and_then(|p| p["escalated"].as_str()) {
+    if let Some(reason) = view.policy.as_ref().and_then(|p| p.escalated.as_deref()) {
         let what = view.escalated_problem.as_deref().unwrap_or("a problem");
         lines.push(format!(
             "ESCALATED ({what}): {reason}; no action until `selfheal-agent reset {}`",
@@ -223,6 +223,7 @@ mod tests {
             health: crate::report::health::assess(&crate::report::health::HealthInput {
                 units: vec![],
                 hooks: vec![],
+                blind: vec![],
                 uptime: Duration::from_secs(75),
             }),
             agent: AgentInfo {

@@ -195,7 +195,10 @@ impl QueueReading {
         });
         PendingWork {
             accept_queue,
-            recv_queue: self.connections.values().fold(0u64, |a, b| a.saturating_add(*b)),
+            recv_queue: self
+                .connections
+                .values()
+                .fold(0u64, |a, b| a.saturating_add(*b)),
             draining,
         }
     }

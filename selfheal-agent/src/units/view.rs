@@ -4,10 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::UnitPolicyStatus;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UnitView {
     /// The policy's status of the unit (budget left, circuit, escalation, isolation…).
-    pub policy: Option<serde_json::Value>,
+    pub policy: Option<UnitPolicyStatus>,
     /// Why the unit is in its current state, in plain words.
     pub explain: String,
     pub stalls: Vec<StallView>,

@@ -57,6 +57,8 @@ enum CircuitRecord {
 struct EscalationRecord {
     at_ms: i64,
     reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +144,7 @@ impl UnitRecord {
             escalation: s.escalation.as_ref().map(|e| EscalationRecord {
                 at_ms: c.ms(e.at),
                 reason: e.reason.clone(),
+                problem: e.problem.clone(),
             }),
             fallback_running: s.fallback.running,
             fallback_failed: s.fallback.failed.clone(),
@@ -246,6 +249,7 @@ impl UnitRecord {
             escalation: self.escalation.map(|e| Escalation {
                 at: at(e.at_ms),
                 reason: e.reason,
+                problem: e.problem,
             }),
             fallback: Fallback {
                 running: self.fallback_running,

@@ -159,6 +159,13 @@ fn an_integration_failure_without_a_fallback_escalates() {
         panic!("{decision:?}");
     };
     assert!(reason.contains("no fallback unit declared"), "{reason}");
+    // The policy remembers what was escalated: status and /health name it.
+    let status = h.status(0);
+    assert_eq!(status.escalated.as_deref(), Some(reason.as_str()));
+    assert_eq!(
+        status.escalated_problem.as_deref(),
+        Some("integration_failure")
+    );
 }
 
 #[test]

@@ -90,8 +90,9 @@ fn an_escalation_survives_and_units_no_longer_configured_are_named() {
     let state = h.policy.save(h.now, wall());
     let (policy, now, unknown) = restart_agent(&state, secs(5));
     assert_eq!(unknown, ["gone.service"]);
-    let escalated = policy.unit_status(1, now).unwrap().escalated;
-    assert!(escalated.is_some_and(|r| r.contains("escalates")));
+    let status = policy.unit_status(1, now).unwrap();
+    assert!(status.escalated.is_some_and(|r| r.contains("escalates")));
+    assert_eq!(status.escalated_problem.as_deref(), Some("hung"));
 }
 
 #[test]

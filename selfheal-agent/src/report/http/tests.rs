@@ -43,6 +43,7 @@ async fn start(webhook_on: bool, active_state: &'static str) -> Server {
             recovering: false,
         }],
         hooks: vec![],
+        blind: Vec::new(),
         uptime: Duration::from_secs(7),
     });
     let state = HttpState {

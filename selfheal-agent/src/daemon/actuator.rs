@@ -1,0 +1,138 @@
+//! The actuator side of the engine: the one place where an action is about to run
+//! ([`Engine::start`]) and where every action's end is reported ([`Engine::finished`]).
+//! Quarantine, release and escalation run here at once; systemd-side actions run as their own
+//! tasks (`execute.rs`) and come back through the engine's outcome channel.
+
+use std::path::PathBuf;
+
+use log::warn;
+
+use super::{
+    engine::Engine,
+    execute::{Finished, Target, execute_gated},
+    supervisor::{Input, Work},
+};
+use crate::{
+    detect::ProblemKind,
+    policy::{Action, ActionOutcome, ScaledLimits},
+};
+
+impl Engine {
+    /// An action is about to run.
+    pub(super) fn start(&mut self, mut work: Work) {
+        if let Action::Scale { factor, limits, .. } = &mut work.action {
+            self.fill_scale_bases(work.unit, *factor, limits);
+        }
+        let (unit, name) = (work.unit, work.name.clone());
+        match &work.action {
+            Action::Quarantine | Action::Release => {
+                let on = matches!(work.action, Action::Quarantine);
+                let outcome = self.isolate_network(unit, on);
+                let quarantined = on && outcome == ActionOutcome::Done;
+                self.p.metrics.set_quarantined(&name, quarantined);
+                self.finished(Finished::now(unit, work.action, outcome));
+            }
+            Action::Escalate { reason } => {
+                let kind = work
+                    .kind
+                    .clone()
+                    .unwrap_or_else(|| ProblemKind::Custom("escalation".into()));
+                self.p.metrics.escalated(&name, &kind);
+                warn!("{name}: ESCALATED to an operator: {reason}");
+                if let Some(pusher) = self.p.pusher.clone() {
+                    let reason = reason.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = pusher.push_escalation(&name, &kind, &reason).await {
+                            warn!("{name}: cannot alert Alertmanager about the escalation: {e}");
+                        }
+                    });
+                }
+                self.finished(Finished::now(unit, work.action, ActionOutcome::Done));
+            }
+            _ => {
+                let (object_path, cgroup_dir) = self.target_of(unit);
+                let target = Target {
+                    unit,
+                    name,
+                    object_path,
+                    cgroup_dir,
+                };
+                let (conn, tx) = (self.p.conn.clone(), self.finished_tx.clone());
+                let (gate, live) = (self.p.fleet.clone(), self.live(unit));
+                tokio::spawn(async move {
+                    let done = execute_gated(gate, live, conn, target, work.action).await;
+                    let _ = tx.send(done).await;
+                });
+            }
+        }
+    }
+
+    /// An action ended (those run at once; spawned ones come back through the channel).
+    pub(super) fn finished(&mut self, done: Finished) {
+        self.feed(Input::Outcome(done));
+    }
+
+    /// Whether systemd reports the unit active: restarting it then disrupts a serving unit.
+    fn live(&self, unit: u32) -> bool {
+        let state = self.p.state.lock();
+        state
+            .units
+            .get(unit as usize)
+            .is_some_and(|u| u.systemd.active_state == "active")
+    }
+
+    fn target_of(&self, unit: u32) -> (Option<zbus::zvariant::OwnedObjectPath>, Option<PathBuf>) {
+        let state = self.p.state.lock();
+        let Some(u) = state.units.get(unit as usize) else {
+            return (None, None);
+        };
+        let dir = u
+            .watched_cgroup
+            .as_ref()
+            .map(|c| self.p.v2_root.join(c.trim_start_matches('/')));
+        (u.object_path.clone(), dir)
+    }
+
+    /// Limits the config gives no base for are scaled from what systemd had before the agent
+    /// first scaled the unit (nothing is sent for limits that were unlimited).
+    fn fill_scale_bases(&mut self, unit: u32, factor: f64, limits: &mut ScaledLimits) {
+        let base = *self.scale_bases.entry(unit).or_insert_with(|| {
+            let state = self.p.state.lock();
+            let finite = |v: u64| (v != 0 && v < (1 << 62)).then_some(v);
+            state
+                .units
+                .get(unit as usize)
+                .map_or_else(Default::default, |u| ScaledLimits {
+                    cpu_quota_percent: finite(u.systemd.cpu_quota_per_sec_us).map(|us| us / 10_000),
+                    memory_max: finite(u.systemd.memory_max),
+                    memory_high: finite(u.systemd.memory_high),
+                    tasks_max: finite(u.systemd.tasks_max),
+                })
+        });
+        let scaled = |v: Option<u64>| v.map(|v| (v as f64 * factor).round() as u64);
+        limits.cpu_quota_percent = limits.cpu_quota_percent.or(scaled(base.cpu_quota_percent));
+        limits.memory_max = limits.memory_max.or(scaled(base.memory_max));
+        limits.memory_high = limits.memory_high.or(scaled(base.memory_high));
+        limits.tasks_max = limits.tasks_max.or(scaled(base.tasks_max));
+    }
+
+    fn isolate_network(&mut self, unit: u32, on: bool) -> ActionOutcome {
+        let cgroup = self.target_of(unit).1;
+        let Some(quarantine) = self.p.quarantine.as_mut() else {
+            return ActionOutcome::NotExecuted(
+                "network quarantine is not available on this kernel".into(),
+            );
+        };
+        if !on {
+            quarantine.release(unit);
+            return ActionOutcome::Done;
+        }
+        let Some(dir) = cgroup else {
+            return ActionOutcome::Failed("the unit has no cgroup to quarantine".into());
+        };
+        match quarantine.isolate(unit, &dir) {
+            Ok(()) => ActionOutcome::Done,
+            Err(e) => ActionOutcome::Failed(e),
+        }
+    }
+}

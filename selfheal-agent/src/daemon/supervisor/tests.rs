@@ -1,0 +1,429 @@
+//! Scenario tests: the supervisor driven with every kind of input and an injected clock.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{command::CommandError, *};
+use crate::{
+    config::RestartPolicy,
+    detect::{StallKind, probe::ProbeRules},
+    policy::{Action, PolicyConfig, Remediation, UnitContext, UnitSpec},
+    sensors::probes::{CustomFinding, ProbeResult},
+    units::ProcessRole,
+};
+
+const WEB: u32 = 0;
+const DB: u32 = 1;
+
+fn spec(name: &str) -> UnitSpec {
+    UnitSpec {
+        name: name.to_owned(),
+        restart: RestartPolicy::OnFailure,
+        restart_delay: Duration::ZERO,
+        remediation: Remediation::default(),
+    }
+}
+
+struct Harness {
+    sup: Supervisor,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(dry_run: bool) -> Self {
+        let names = ["web.service".to_owned(), "db.service".to_owned()];
+        let policy = Policy::new(
+            PolicyConfig::default(),
+            names.iter().map(|n| spec(n)).collect(),
+            7,
+        );
+        let mut probes = ProbeDetector::default();
+        probes.add_probe(
+            WEB,
+            "http",
+            ProbeRules {
+                consecutive_failures: 3,
+                grace: Duration::from_secs(5),
+                ..ProbeRules::default()
+            },
+        );
+        Self {
+            sup: Supervisor::new(policy, probes, &names, dry_run),
+            now: Instant::now(),
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Effects {
+        self.sup.handle(input, self.now)
+    }
+
+    fn advance(&mut self, secs: u64) -> Effects {
+        self.now += Duration::from_secs(secs);
+        self.feed(Input::Time)
+    }
+
+    /// Feeds `input`, then lets time pass until the policy hands out an action (a backoff may
+    /// delay the first restart); returns everything that came out.
+    fn until_work(&mut self, input: Input) -> Effects {
+        let mut all = self.feed(input);
+        for _ in 0..30 {
+            if !all.run.is_empty() {
+                break;
+            }
+            let fx = self.advance(1);
+            merge(&mut all, fx);
+        }
+        all
+    }
+
+    fn finish(&mut self, work: &Work, outcome: ActionOutcome) -> Effects {
+        self.feed(Input::Outcome(Finished::now(
+            work.unit,
+            work.action.clone(),
+            outcome,
+        )))
+    }
+}
+
+fn merge(all: &mut Effects, fx: Effects) {
+    all.run.extend(fx.run);
+    all.history.extend(fx.history);
+    all.audit.extend(fx.audit);
+    all.metrics.extend(fx.metrics);
+    all.save |= fx.save;
+}
+
+fn exit(unit: u32, role: ProcessRole, status: u32) -> Input {
+    let facts = ExitFacts {
+        pid: 42,
+        role,
+        status: Some(status),
+        signal: None,
+        oom_killed: false,
+    };
+    let record = Event::Exit {
+        pid: 42,
+        comm: "web".into(),
+        role,
+        status: Some(status),
+        signal: None,
+        signal_name: None,
+        oom_killed: false,
+        core_dumped: false,
+        kernel_to_agent_us: Some(10),
+    };
+    Input::Exit {
+        unit,
+        facts,
+        record,
+    }
+}
+
+fn notes(fx: &Effects) -> Vec<&str> {
+    fx.history
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Unit { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn decisions(fx: &Effects) -> Vec<(&str, &str)> {
+    fx.audit
+        .iter()
+        .filter_map(|a| match a {
+            AuditNote::Decision {
+                problem, actions, ..
+            } => Some((problem.as_str(), actions.as_str())),
+            AuditNote::Action { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_crash_of_the_main_process_hands_out_a_restart() {
+    let mut h = Harness::new(false);
+    let fx = h.until_work(exit(WEB, ProcessRole::Main, 3));
+    assert!(matches!(fx.history[0], (WEB, Event::Exit { .. })));
+    assert_eq!(decisions(&fx)[0].0, "crash");
+    assert!(fx.metrics.contains(&MetricNote::ProblemDetected {
+        unit: "web.service".into(),
+        kind: ProblemKind::Crash,
+    }));
+    assert_eq!(fx.run.len(), 1);
+    assert_eq!(fx.run[0].action, Action::Restart);
+    assert_eq!(fx.run[0].name, "web.service");
+    assert!(fx.save);
+    assert!(h.sup.acting(WEB));
+}
+
+#[test]
+fn a_child_exit_is_recorded_but_is_no_problem() {
+    let mut h = Harness::new(false);
+    let fx = h.feed(exit(WEB, ProcessRole::Child, 1));
+    assert_eq!(fx.history.len(), 1);
+    assert!(fx.audit.is_empty() && fx.run.is_empty());
+}
+
+#[test]
+fn an_exit_while_the_agent_acts_is_the_agents_doing() {
+    let mut h = Harness::new(false);
+    let fx = h.until_work(exit(WEB, ProcessRole::Main, 3));
+    assert_eq!(fx.run.len(), 1);
+    let fx = h.feed(exit(WEB, ProcessRole::Main, 0));
+    assert_eq!(
+        notes(&fx),
+        ["exit caused by the agent's own action; not a problem"]
+    );
+    assert!(fx.audit.is_empty() && fx.run.is_empty());
+}
+
+#[test]
+fn an_outcome_is_recorded_everywhere_once_and_ends_the_action() {
+    let mut h = Harness::new(false);
+    let fx = h.until_work(exit(WEB, ProcessRole::Main, 3));
+    let fx = h.finish(&fx.run[0], ActionOutcome::Done);
+    assert!(!h.sup.acting(WEB));
+    assert!(fx.save);
+    assert_eq!(
+        fx.metrics,
+        [MetricNote::ActionFinished {
+            unit: "web.service".into(),
+            action: "restart",
+            result: "done",
+        }]
+    );
+    assert!(matches!(
+        &fx.audit[..],
+        [AuditNote::Action {
+            outcome: "done",
+            ..
+        }]
+    ));
+    assert!(matches!(
+        &fx.history[..],
+        [(WEB, Event::Action { outcome, .. })] if outcome == "done"
+    ));
+}
+
+#[test]
+fn a_dry_run_hands_out_nothing_and_reports_every_action_skipped() {
+    let mut h = Harness::new(true);
+    let fx = h.until_work(exit(WEB, ProcessRole::Main, 3));
+    assert!(fx.run.is_empty());
+    assert!(
+        decisions(&fx)
+            .iter()
+            .any(|(_, actions)| actions.ends_with("(dry run: not acting)"))
+    );
+    assert!(fx.audit.iter().any(|a| matches!(
+        a,
+        AuditNote::Action { outcome: "skipped", detail, .. } if detail == "dry run"
+    )));
+    assert!(!h.sup.acting(WEB));
+}
+
+#[test]
+fn a_samplers_problem_is_decided_with_its_evidence_and_its_clearing_is_recorded() {
+    let mut h = Harness::new(false);
+    let problem = Problem {
+        unit: DB,
+        kind: ProblemKind::Stall(StallKind::Hung),
+        detected_at: h.now,
+        evidence: "no task ran for 30 s".into(),
+        pid: Some(7),
+        unkillable: false,
+    };
+    let fx = h.feed(Input::Problem(problem));
+    assert!(fx.audit.iter().any(|a| matches!(
+        a,
+        AuditNote::Decision { problem, evidence, .. }
+            if problem == "hung" && evidence == "no task ran for 30 s"
+    )));
+    let fx = h.feed(Input::Cleared {
+        unit: DB,
+        kind: ProblemKind::Stall(StallKind::Hung),
+        evidence: "activity resumed".into(),
+    });
+    assert_eq!(notes(&fx), ["hung cleared: activity resumed"]);
+    assert!(fx.save);
+}
+
+fn probe_result(h: &Harness, ok: bool) -> Input {
+    Input::Probe(ProbeReport::Result(ProbeResult {
+        unit: WEB,
+        probe: "http".into(),
+        ok,
+        latency: Duration::from_millis(3),
+        detail: if ok { "HTTP 200" } else { "HTTP 500" }.into(),
+        at: h.now,
+        dependency: false,
+    }))
+}
+
+#[test]
+fn failed_probes_after_the_start_grace_raise_a_problem() {
+    let mut h = Harness::new(false);
+    let facts = UnitFacts {
+        main_pid: 100,
+        ..UnitFacts::default()
+    };
+    h.feed(Input::Facts { unit: WEB, facts });
+    // Inside the grace period after the (re)start: failures do not count.
+    for _ in 0..3 {
+        let fx = h.feed(probe_result(&h, false));
+        assert!(fx.audit.is_empty());
+        assert!(matches!(
+            &fx.metrics[..],
+            [MetricNote::ProbeFinished { ok: false, .. }]
+        ));
+    }
+    h.advance(10);
+    let mut raised = Vec::new();
+    for _ in 0..3 {
+        let fx = h.feed(probe_result(&h, false));
+        raised.extend(
+            decisions(&fx)
+                .into_iter()
+                .map(|(p, _)| p.to_owned())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(raised, ["consecutive_failures"]);
+}
+
+#[test]
+fn a_custom_detectors_finding_raises_its_kind() {
+    let mut h = Harness::new(false);
+    let finding = CustomFinding {
+        unit: DB,
+        detector: "replication".into(),
+        kind: "replication_lag".into(),
+        evidence: "lag 40 s".into(),
+        at: h.now,
+        ok: false,
+    };
+    let fx = h.feed(Input::Probe(ProbeReport::Finding(finding)));
+    assert_eq!(decisions(&fx)[0].0, "replication_lag");
+}
+
+fn alert(unit: &str, firing: bool) -> Input {
+    Input::Alert(AlertObservation {
+        unit_name: unit.into(),
+        kind: ProblemKind::Custom("high_latency".into()),
+        fingerprint: "f1".into(),
+        firing,
+        summary: "p99 over 2 s".into(),
+    })
+}
+
+#[test]
+fn alerts_reach_the_named_unit_and_only_monitored_ones() {
+    let mut h = Harness::new(false);
+    let fx = h.feed(alert("db.service", true));
+    assert!(fx.audit.iter().any(|a| matches!(
+        a,
+        AuditNote::Decision { unit, evidence, .. }
+            if unit == "db.service" && evidence == "Alertmanager: p99 over 2 s"
+    )));
+    assert_eq!(h.feed(alert("other.service", true)), Effects::default());
+    let fx = h.feed(alert("db.service", false));
+    assert_eq!(
+        notes(&fx),
+        ["high_latency cleared: Alertmanager: p99 over 2 s resolved"]
+    );
+}
+
+#[test]
+fn a_unit_being_stopped_is_left_alone() {
+    let mut h = Harness::new(false);
+    let facts = UnitFacts {
+        main_pid: 100,
+        context: UnitContext {
+            stopping: true,
+            ..UnitContext::default()
+        },
+        ..UnitFacts::default()
+    };
+    h.feed(Input::Facts { unit: WEB, facts });
+    let fx = h.until_work(exit(WEB, ProcessRole::Main, 3));
+    assert!(fx.run.is_empty());
+}
+
+#[test]
+fn lost_exits_are_said_in_the_units_history() {
+    let mut h = Harness::new(false);
+    let fx = h.feed(Input::ExitsLost { unit: DB, lost: 4 });
+    assert_eq!(notes(&fx), ["the kernel lost 4 exit record(s) of the unit"]);
+}
+
+#[test]
+fn events_for_unknown_units_are_dropped() {
+    let mut h = Harness::new(false);
+    assert_eq!(h.feed(exit(9, ProcessRole::Main, 3)), Effects::default());
+    let cleared = Input::Cleared {
+        unit: 9,
+        kind: ProblemKind::Crash,
+        evidence: String::new(),
+    };
+    assert_eq!(h.feed(cleared), Effects::default());
+}
+
+#[test]
+fn a_failed_restart_is_retried_when_time_passes() {
+    let mut h = Harness::new(false);
+    let fx = h.until_work(exit(WEB, ProcessRole::Main, 3));
+    let fx = h.finish(&fx.run[0], ActionOutcome::Failed("job failed".into()));
+    let mut all = fx;
+    for _ in 0..60 {
+        if !all.run.is_empty() {
+            break;
+        }
+        let fx = h.advance(1);
+        merge(&mut all, fx);
+    }
+    assert_eq!(all.run.len(), 1, "a second attempt after the backoff");
+    assert_eq!(all.run[0].action, Action::Restart);
+}
+
+#[test]
+fn commands_answer_from_the_policy_and_name_unknown_units() {
+    let mut h = Harness::new(false);
+    let wall = SystemTime::now();
+    let (answer, fx) = h.sup.command(Command::Explain, "nope.service", h.now, wall);
+    assert_eq!(
+        answer,
+        Err(CommandError::NotMonitored("nope.service".into()))
+    );
+    assert_eq!(fx, Effects::default());
+    let (answer, _) = h.sup.command(Command::Explain, "web.service", h.now, wall);
+    assert!(answer.expect("explained").contains("web.service"));
+    let (answer, fx) = h.sup.command(Command::Reset, "web.service", h.now, wall);
+    assert!(answer.expect("reset").contains("restart budget full"));
+    assert!(notes(&fx)[0].starts_with("operator reset: "));
+    let (answer, fx) = h.sup.command(Command::Release, "db.service", h.now, wall);
+    assert!(answer.expect("released").contains("not isolated"));
+    assert!(fx.run.is_empty());
+}
+
+#[test]
+fn an_exit_status_the_unit_declares_successful_is_not_restarted_under_on_failure() {
+    let mut h = Harness::new(false);
+    let facts = UnitFacts {
+        main_pid: 100,
+        exit_rules: crate::detect::exit::ExitRules {
+            success: crate::systemd::ExitStatusSet {
+                statuses: vec![3],
+                signals: vec![],
+            },
+            ..Default::default()
+        },
+        ..UnitFacts::default()
+    };
+    h.feed(Input::Facts { unit: WEB, facts });
+    let fx = h.until_work(exit(WEB, ProcessRole::Main, 3));
+    assert!(fx.run.is_empty(), "{:?}", fx.run);
+    // Another status is still a crash.
+    let fx = h.until_work(exit(WEB, ProcessRole::Main, 4));
+    assert_eq!(fx.run[0].action, Action::Restart);
+}
