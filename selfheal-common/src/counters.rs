@@ -23,11 +23,15 @@ pub enum Counter {
     OomVictims = 6,
     /// cgroup paths too long to hash in the kernel (userspace still resolves them over D-Bus).
     PathsTooLong = 7,
+    /// Tasks given a monitored unit's tag (fork, cgroup move, or the walk at watch time).
+    TasksTagged = 8,
+    /// Tasks whose tag was removed because they left every monitored cgroup.
+    TasksUntagged = 9,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::ThreadExits,
         Counter::ProcessExits,
         Counter::EventsSubmitted,
@@ -36,6 +40,8 @@ impl Counter {
         Counter::CgroupsReleased,
         Counter::OomVictims,
         Counter::PathsTooLong,
+        Counter::TasksTagged,
+        Counter::TasksUntagged,
     ];
 
     /// Number of slots in the `COUNTERS` map.
@@ -52,6 +58,8 @@ impl Counter {
             Counter::CgroupsReleased => "cgroups_released",
             Counter::OomVictims => "oom_victims",
             Counter::PathsTooLong => "paths_too_long",
+            Counter::TasksTagged => "tasks_tagged",
+            Counter::TasksUntagged => "tasks_untagged",
         }
     }
 }

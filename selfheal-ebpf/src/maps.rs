@@ -28,9 +28,10 @@ pub static OOM_VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// pid → scheduler state, for tasks of monitored units only.
+/// pid → scheduler state, for tasks of monitored units only. Not preallocated: entries cost
+/// memory only for the tasks that exist (`BPF_F_NO_PREALLOC`).
 #[map]
-pub static TASKS: HashMap<u32, TaskStat> = HashMap::with_max_entries(MAX_TASKS, 0);
+pub static TASKS: HashMap<u32, TaskStat> = HashMap::with_max_entries(MAX_TASKS, BPF_F_NO_PREALLOC);
 
 /// unit → per-CPU scheduler aggregate.
 #[map]
@@ -50,6 +51,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 /// Per-CPU scratch space for a cgroup path (too large for the 512-byte BPF stack).
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<[u8; MAX_PATH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Map flag: allocate hash entries when they are inserted, not all at load time.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[inline(always)]
 pub fn count(counter: Counter) {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, CgroupSkb, CgroupSock, ProgramError, TracePoint},
+    programs::{BtfTracePoint, CgroupSkb, CgroupSock, Iter, ProgramError, TracePoint},
 };
 use log::{info, warn};
 use selfheal_common::{filter, sched};
@@ -14,7 +14,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{
-    CgroupFilter, KernelCounters, SchedMaps, UnitSockets,
+    CgroupFilter, KernelCounters, SchedMaps, TaskWalk, UnitSockets,
     btf::KernelBtf,
     hooks::{HOOKS, Hook, HookKind},
 };
@@ -165,6 +165,23 @@ impl KernelSensors {
         };
         let (pid, tgid) = (offset("pid")?, offset("tgid")?);
         let (exit_code, real_parent) = (offset("exit_code")?, offset("real_parent")?);
+        let struct_offset = |strukt, field| {
+            kernel_btf
+                .member_offset(strukt, field)
+                .map_err(|e| LoadError::Btf(e.to_string()))
+        };
+        let (sum_exec, run_delay) = (
+            offset("se.sum_exec_runtime")?,
+            offset("sched_info.run_delay")?,
+        );
+        let task_cgroups = offset("cgroups")?;
+        let dfl_cgrp = struct_offset("css_set", "dfl_cgrp")?;
+        let (cgroup_kn, cgroup_root) = (
+            struct_offset("cgroup", "kn")?,
+            struct_offset("cgroup", "root")?,
+        );
+        let kn_id = struct_offset("kernfs_node", "id")?;
+        let hierarchy_id = struct_offset("cgroup_root", "hierarchy_id")?;
         let has_group_dead = u32::from(
             kernel_btf
                 .tracepoint_arg_count("sched_process_exit")
@@ -174,10 +191,20 @@ impl KernelSensors {
         drop(kernel_btf);
 
         let mut ebpf = EbpfLoader::new()
+            // TASK_TAGS (task storage) has no aya map type; the kernel programs alone use it.
+            .allow_unsupported_maps()
             .override_global("TASK_PID_OFFSET", &pid, true)
             .override_global("TASK_TGID_OFFSET", &tgid, true)
             .override_global("TASK_EXIT_CODE_OFFSET", &exit_code, true)
             .override_global("TASK_REAL_PARENT_OFFSET", &real_parent, true)
+            .override_global("TASK_SUM_EXEC_OFFSET", &sum_exec, true)
+            .override_global("TASK_RUN_DELAY_OFFSET", &run_delay, true)
+            .override_global("TASK_CGROUPS_OFFSET", &task_cgroups, true)
+            .override_global("CSS_SET_DFL_CGRP_OFFSET", &dfl_cgrp, true)
+            .override_global("CGROUP_KN_OFFSET", &cgroup_kn, true)
+            .override_global("CGROUP_ROOT_OFFSET", &cgroup_root, true)
+            .override_global("KERNFS_NODE_ID_OFFSET", &kn_id, true)
+            .override_global("CGROUP_ROOT_HIERARCHY_ID_OFFSET", &hierarchy_id, true)
             .override_global("HAS_GROUP_DEAD", &has_group_dead, true)
             .override_global(
                 "QUARANTINE_ALLOW_LOOPBACK",
@@ -207,15 +234,16 @@ impl KernelSensors {
         let unit_sockets = PerCpuArray::try_from(take(&mut ebpf, filter::UNIT_SOCKETS)?)
             .map_err(map_error(filter::UNIT_SOCKETS))?;
         let programs = Arc::new(Mutex::new(ebpf));
+        let walk = TaskWalk::new(programs.clone());
         Ok(Self {
             _mounts: mounts,
             hooks,
-            filter: CgroupFilter::new(programs.clone(), monitored, watched),
+            filter: CgroupFilter::new(programs.clone(), monitored, watched, walk.clone()),
             programs,
             unit_sockets: Some(UnitSockets::new(unit_sockets)),
             counters: KernelCounters::new(counters),
             events: Some(events),
-            sched: Some(SchedMaps::new(tasks, unit_sched)),
+            sched: Some(SchedMaps::new(tasks, unit_sched, walk)),
         })
     }
 }
@@ -262,6 +290,14 @@ fn attach(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> HookStatus {
                 program
                     .load()
                     .map_err(|e| format!("cgroup_skb {}: {e}", hook.program))?;
+            }
+            HookKind::Iter(kind) => {
+                let program: &mut Iter = program
+                    .try_into()
+                    .map_err(|e: ProgramError| e.to_string())?;
+                program
+                    .load(kind, btf)
+                    .map_err(|e| format!("iter/{kind}: {e}"))?;
             }
             HookKind::Tracepoint(category, name) => {
                 let program: &mut TracePoint = program

@@ -9,6 +9,7 @@ mod hooks;
 mod loader;
 mod sched;
 mod unit_sockets;
+mod walk;
 
 pub use counters::KernelCounters;
 pub use events::read_exit_events;
@@ -16,3 +17,4 @@ pub use filter::{CgroupFilter, cgroup_id};
 pub use loader::{HookStatus, KernelSensors, LoadOptions};
 pub use sched::{SchedMaps, UnitAggregate, monotonic_ns};
 pub use unit_sockets::UnitSockets;
+pub use walk::TaskWalk;
