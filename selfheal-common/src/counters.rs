@@ -27,11 +27,13 @@ pub enum Counter {
     TasksTagged = 8,
     /// Tasks whose tag was removed because they left every monitored cgroup.
     TasksUntagged = 9,
+    /// Clean exits of a unit's own children: counted per unit, no record sent.
+    ExitsCounted = 10,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::ThreadExits,
         Counter::ProcessExits,
         Counter::EventsSubmitted,
@@ -42,6 +44,7 @@ impl Counter {
         Counter::PathsTooLong,
         Counter::TasksTagged,
         Counter::TasksUntagged,
+        Counter::ExitsCounted,
     ];
 
     /// Number of slots in the `COUNTERS` map.
@@ -60,6 +63,7 @@ impl Counter {
             Counter::PathsTooLong => "paths_too_long",
             Counter::TasksTagged => "tasks_tagged",
             Counter::TasksUntagged => "tasks_untagged",
+            Counter::ExitsCounted => "exits_counted",
         }
     }
 }

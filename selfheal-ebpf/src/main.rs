@@ -8,6 +8,8 @@
 #![no_main]
 
 mod cgroup_dir;
+mod floor;
+mod local_storage;
 mod maps;
 mod oom;
 mod process_exit;
@@ -16,7 +18,6 @@ mod sched;
 mod sock;
 mod tag;
 mod task;
-mod task_tags;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use selfheal_common::{
     counters::Counter,
+    exit::UnitExits,
     filter::{MAX_MONITORED_CGROUPS, MAX_PATH_LEN, MAX_WATCHED_PATHS, UnitRef},
     sched::{MAX_TASKS, MAX_UNITS, TaskStat, UnitSched},
 };
@@ -24,9 +25,15 @@ pub static WATCHED_PATHS: HashMap<u64, UnitRef> = HashMap::with_max_entries(MAX_
 #[map]
 pub static OOM_VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
 
-/// Exit records for userspace. 256 KiB holds ~3,600 records: bursts of exits, not a stream.
+/// Exit records for userspace. 1 MiB holds ~13,000 records (80 bytes with the header): seconds
+/// of a burst of exits that need a record, which the kernel has already thinned (see
+/// process_exit.rs).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+/// unit → per-CPU exit counts: exits that got no record (clean child exits), records lost.
+#[map]
+pub static UNIT_EXITS: PerCpuArray<UnitExits> = PerCpuArray::with_max_entries(MAX_UNITS, 0);
 
 /// pid → scheduler state, for tasks of monitored units only. Not preallocated: entries cost
 /// memory only for the tasks that exist (`BPF_F_NO_PREALLOC`).
@@ -36,10 +43,6 @@ pub static TASKS: HashMap<u32, TaskStat> = HashMap::with_max_entries(MAX_TASKS, 
 /// unit → per-CPU scheduler aggregate.
 #[map]
 pub static UNIT_SCHED: PerCpuArray<UnitSched> = PerCpuArray::with_max_entries(MAX_UNITS, 0);
-
-/// Socket cookie → unit that created it, for the inet sockets of monitored units.
-#[map]
-pub static SOCKET_OWNER: LruHashMap<u64, u32> = LruHashMap::with_max_entries(262_144, 0);
 
 /// unit → live inet sockets (per CPU; the sum over CPUs is the count).
 #[map]

@@ -19,9 +19,9 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfT
 use selfheal_common::sched::{TASK_RUNNING, TaskStat, runq_bucket};
 
 use crate::{
+    local_storage::TASK_TAGS,
     maps::{TASKS, UNIT_SCHED},
     task,
-    task_tags::TASK_TAGS,
 };
 
 #[btf_tracepoint(function = "sched_switch")]

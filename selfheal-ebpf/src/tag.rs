@@ -19,9 +19,9 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use selfheal_common::{counters::Counter, sched::TaskTag};
 
 use crate::{
+    local_storage::TASK_TAGS,
     maps::{MONITORED_CGROUPS, count},
     task,
-    task_tags::TASK_TAGS,
 };
 
 #[btf_tracepoint(function = "sched_process_fork")]

@@ -99,15 +99,7 @@ pub fn exit_code(task: *const u8) -> Result<u32, i64> {
     read_i32(task, &TASK_EXIT_CODE_OFFSET).map(|v| v as u32)
 }
 
-/// Process id of the task's parent (`real_parent->tgid`).
-pub fn parent_tgid(task: *const u8) -> Result<u32, i64> {
-    // SAFETY: as in read_i32.
-    let parent = unsafe {
-        bpf_probe_read_kernel(
-            task.add(offset(&TASK_REAL_PARENT_OFFSET))
-                .cast::<*const u8>(),
-        )
-    }
-    .map_err(i64::from)?;
-    tgid(parent)
+/// The task's parent (`real_parent`).
+pub fn parent(task: *const u8) -> Result<*const u8, i64> {
+    read(task, &TASK_REAL_PARENT_OFFSET)
 }

@@ -83,3 +83,24 @@ pub const HOOKS: [Hook; 12] = [
         lost: "network quarantine is not available",
     },
 ];
+
+/// Empty programs on the hot hooks, attached only for the bench (see selfheal-ebpf/src/floor.rs).
+pub const FLOOR_ENV: &str = "SELFHEAL_BENCH_FLOOR";
+
+pub const FLOOR_HOOKS: [Hook; 3] = [
+    Hook {
+        program: "floor_switch",
+        kind: HookKind::BtfTracepoint("sched_switch"),
+        lost: "no dispatch floor for sched_switch (bench only)",
+    },
+    Hook {
+        program: "floor_fork",
+        kind: HookKind::BtfTracepoint("sched_process_fork"),
+        lost: "no dispatch floor for sched_process_fork (bench only)",
+    },
+    Hook {
+        program: "floor_exit",
+        kind: HookKind::BtfTracepoint("sched_process_exit"),
+        lost: "no dispatch floor for sched_process_exit (bench only)",
+    },
+];

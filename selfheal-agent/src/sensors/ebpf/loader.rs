@@ -9,14 +9,14 @@ use aya::{
     programs::{BtfTracePoint, CgroupSkb, CgroupSock, Iter, ProgramError, TracePoint},
 };
 use log::{info, warn};
-use selfheal_common::{filter, sched};
+use selfheal_common::{exit, filter, sched};
 use serde::Serialize;
 use thiserror::Error;
 
 use super::{
-    CgroupFilter, KernelCounters, SchedMaps, TaskWalk, UnitSockets,
+    CgroupFilter, KernelCounters, SchedMaps, TaskWalk, UnitExitCounts, UnitSockets,
     btf::KernelBtf,
-    hooks::{HOOKS, Hook, HookKind},
+    hooks::{FLOOR_ENV, FLOOR_HOOKS, HOOKS, Hook, HookKind},
 };
 
 /// The object built by build.rs from the `selfheal-ebpf` crate.
@@ -62,6 +62,8 @@ pub struct KernelSensors {
     pub hooks: Vec<HookStatus>,
     pub filter: CgroupFilter,
     pub counters: KernelCounters,
+    /// Per-unit exit counts: clean child exits without a record, records lost.
+    pub unit_exits: Option<UnitExitCounts>,
     pub events: Option<RingBuf<MapData>>,
     pub sched: Option<SchedMaps>,
     pub unit_sockets: Option<UnitSockets>,
@@ -218,6 +220,11 @@ impl KernelSensors {
             .iter()
             .map(|hook| attach(&mut ebpf, &aya_btf, hook))
             .collect();
+        if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
+            for hook in &FLOOR_HOOKS {
+                attach(&mut ebpf, &aya_btf, hook);
+            }
+        }
         let monitored = HashMap::try_from(take(&mut ebpf, filter::MONITORED_CGROUPS)?)
             .map_err(map_error(filter::MONITORED_CGROUPS))?;
         let watched = HashMap::try_from(take(&mut ebpf, filter::WATCHED_PATHS)?)
@@ -231,6 +238,8 @@ impl KernelSensors {
         let unit_sched = PerCpuArray::try_from(take(&mut ebpf, sched::UNIT_SCHED)?)
             .map_err(map_error(sched::UNIT_SCHED))?;
 
+        let unit_exits = PerCpuArray::try_from(take(&mut ebpf, exit::UNIT_EXITS)?)
+            .map_err(map_error(exit::UNIT_EXITS))?;
         let unit_sockets = PerCpuArray::try_from(take(&mut ebpf, filter::UNIT_SOCKETS)?)
             .map_err(map_error(filter::UNIT_SOCKETS))?;
         let programs = Arc::new(Mutex::new(ebpf));
@@ -242,6 +251,7 @@ impl KernelSensors {
             programs,
             unit_sockets: Some(UnitSockets::new(unit_sockets)),
             counters: KernelCounters::new(counters),
+            unit_exits: Some(UnitExitCounts::new(unit_exits)),
             events: Some(events),
             sched: Some(SchedMaps::new(tasks, unit_sched, walk)),
         })

@@ -11,7 +11,7 @@ mod sched;
 mod unit_sockets;
 mod walk;
 
-pub use counters::KernelCounters;
+pub use counters::{KernelCounters, UnitExitCounts};
 pub use events::read_exit_events;
 pub use filter::{CgroupFilter, cgroup_id};
 pub use loader::{HookStatus, KernelSensors, LoadOptions};
