@@ -13,8 +13,9 @@ pub const TASK_TAGS: &str = "TASK_TAGS";
 pub const TAG_WALK: &str = "tag_walk";
 pub const UNIT_SCHED: &str = "UNIT_SCHED";
 
-/// Capacity of `TASKS`: threads of all monitored units together.
-pub const MAX_TASKS: u32 = 65536;
+/// Capacity of `TASKS`: threads of all monitored units together. Entries are allocated as
+/// tasks appear; the bucket table (16 bytes per slot) is what the capacity costs up front.
+pub const MAX_TASKS: u32 = 16384;
 /// Capacity of `UNIT_SCHED` (indexed by unit): the most units one agent monitors.
 pub const MAX_UNITS: u32 = 1024;
 /// Run-queue latency histogram buckets: bucket `i` counts waits in [2^i, 2^(i+1)) µs

@@ -12,10 +12,11 @@ use selfheal_common::{
     sched::{MAX_TASKS, MAX_UNITS, TaskStat, UnitSched},
 };
 
-/// v2 cgroup id → monitored unit. The first thing every probe looks at.
+/// v2 cgroup id → monitored unit, for the probes that filter by the current cgroup (exit,
+/// socket creation) and for tagging tasks. Not preallocated, like `TASKS`.
 #[map]
 pub static MONITORED_CGROUPS: HashMap<u64, UnitRef> =
-    HashMap::with_max_entries(MAX_MONITORED_CGROUPS, 0);
+    HashMap::with_max_entries(MAX_MONITORED_CGROUPS, BPF_F_NO_PREALLOC);
 
 /// FNV-1a hash of a unit's cgroup path → unit, for adopting cgroups as they are created.
 #[map]

@@ -148,13 +148,11 @@ pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Section> {
         section.notes.push(format!(
             "Overhead above target: {}. The probes' time comes from bpf_stats (it includes the \
              stats' own clock reads, tens of ns per run); the rest of a ratio is the agent's \
-             userspace CPU on two shared cores, cache effects and noise. Every context switch \
-             and wakeup on the machine runs sched_switch/sched_wakeup, monitored or not: \
-             `bpf_ktime_get_ns()` before the cgroup filter, a read of the incoming task's pid and \
-             its lookup in the 64 k-entry TASKS hash. Taking the time only after a filter hit and \
-             keeping task state in task-local storage (BPF_MAP_TYPE_TASK_STORAGE, reached from \
-             the task pointer without hashing) would make the unmonitored path one cgroup-id \
-             lookup, and remove the hash updates for monitored tasks.",
+             userspace CPU on two shared cores, cache effects and noise. Every context switch on \
+             the machine still enters sched_switch: for an unmonitored task that is the \
+             tracepoint dispatch (the empty-program floor above) plus two task-storage misses; \
+             the floor itself can only go with the hook, by attaching sched_switch only while a \
+             unit is suspect and reading task state with the task iterator otherwise.",
             missed.join("; ")
         ));
     }
