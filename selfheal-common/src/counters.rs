@@ -23,11 +23,17 @@ pub enum Counter {
     OomVictims = 6,
     /// cgroup paths too long to hash in the kernel (userspace still resolves them over D-Bus).
     PathsTooLong = 7,
+    /// Tasks given a monitored unit's tag (fork, cgroup move, or the walk at watch time).
+    TasksTagged = 8,
+    /// Tasks whose tag was removed because they left every monitored cgroup.
+    TasksUntagged = 9,
+    /// Clean exits of a unit's own children: counted per unit, no record sent.
+    ExitsCounted = 10,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 11] = [
         Counter::ThreadExits,
         Counter::ProcessExits,
         Counter::EventsSubmitted,
@@ -36,6 +42,9 @@ impl Counter {
         Counter::CgroupsReleased,
         Counter::OomVictims,
         Counter::PathsTooLong,
+        Counter::TasksTagged,
+        Counter::TasksUntagged,
+        Counter::ExitsCounted,
     ];
 
     /// Number of slots in the `COUNTERS` map.
@@ -52,6 +61,9 @@ impl Counter {
             Counter::CgroupsReleased => "cgroups_released",
             Counter::OomVictims => "oom_victims",
             Counter::PathsTooLong => "paths_too_long",
+            Counter::TasksTagged => "tasks_tagged",
+            Counter::TasksUntagged => "tasks_untagged",
+            Counter::ExitsCounted => "exits_counted",
         }
     }
 }

@@ -5,8 +5,22 @@ pub const EXIT_FLAG_OOM_KILLED: u32 = 1 << 0;
 /// `ExitEvent::flags`: the exiting thread was the thread-group leader.
 pub const EXIT_FLAG_GROUP_LEADER: u32 = 1 << 1;
 
+/// Map name of the per-unit exit counts.
+pub const UNIT_EXITS: &str = "UNIT_EXITS";
+
+/// Per unit and CPU (`UNIT_EXITS`, indexed by unit): what the exit hook did not send.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnitExits {
+    /// Clean exits of processes whose parent is in the unit: counted, no record.
+    pub quiet: u64,
+    /// Records lost because the ring buffer was full: the unit must be resynced from systemd.
+    pub lost: u64,
+}
+
 /// One process (thread group) of a monitored unit exited. Written to the `EVENTS` ring buffer
-/// by the `sched_process_exit` program when the last thread of the group exits.
+/// by the `sched_process_exit` program when the last thread of the group exits, for the exits
+/// userspace acts on or reports (see selfheal-ebpf/src/process_exit.rs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitEvent {
@@ -70,3 +84,6 @@ impl ExitEvent {
 #[cfg(feature = "user")]
 // SAFETY: repr(C), integer fields only, no padding (the u32 fields pair up).
 unsafe impl aya::Pod for ExitEvent {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u64 fields only.
+unsafe impl aya::Pod for UnitExits {}

@@ -4,10 +4,18 @@
 
 /// Map names.
 pub const TASKS: &str = "TASKS";
+/// Task-local storage (`BPF_MAP_TYPE_TASK_STORAGE`): a task of a monitored unit carries a
+/// [`TaskTag`], every other task has none, so the scheduler hook's unmonitored path is a
+/// storage miss and a return.
+pub const TASK_TAGS: &str = "TASK_TAGS";
+/// The `iter/task` program that tags the tasks already in a unit's cgroups when the unit
+/// starts being watched (the only moment the kernel cannot see them join).
+pub const TAG_WALK: &str = "tag_walk";
 pub const UNIT_SCHED: &str = "UNIT_SCHED";
 
-/// Capacity of `TASKS`: threads of all monitored units together.
-pub const MAX_TASKS: u32 = 65536;
+/// Capacity of `TASKS`: threads of all monitored units together. Entries are allocated as
+/// tasks appear; the bucket table (16 bytes per slot) is what the capacity costs up front.
+pub const MAX_TASKS: u32 = 16384;
 /// Capacity of `UNIT_SCHED` (indexed by unit): the most units one agent monitors.
 pub const MAX_UNITS: u32 = 1024;
 /// Run-queue latency histogram buckets: bucket `i` counts waits in [2^i, 2^(i+1)) µs
@@ -23,6 +31,15 @@ pub const TASK_TRACED: u32 = 0x8;
 /// Set with UNINTERRUPTIBLE for idle kernel waits (TASK_IDLE): not a hung task.
 pub const TASK_NOLOAD: u32 = 0x400;
 
+/// The tag a task of a monitored unit carries in `TASK_TAGS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskTag {
+    /// Index of the monitored unit.
+    pub unit: u32,
+    pub _pad: u32,
+}
+
 /// One task (thread) of a monitored unit, keyed by its pid in `TASKS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,16 +52,18 @@ pub struct TaskStat {
     pub state: u32,
     /// 1 while the task is on a CPU.
     pub on_cpu: u32,
-    /// `bpf_ktime_get_ns()` of the last switch in or out, or of the last wakeup.
+    /// `bpf_ktime_get_ns()` of the last switch in or out.
     pub since_ns: u64,
-    /// Total time on a CPU, up to the last switch out.
+    /// Total time on a CPU up to the last switch out: the kernel's own
+    /// `se.sum_exec_runtime`, read at switch-out.
     pub oncpu_ns: u64,
     /// Switches out in a sleeping state (the task blocked or yielded).
     pub voluntary: u64,
     /// Switches out while still runnable (preempted).
     pub involuntary: u64,
-    /// When the task became runnable without being on a CPU; 0 when it is not waiting.
-    pub runnable_since_ns: u64,
+    /// Total time spent runnable waiting for a CPU up to the last switch out: the kernel's
+    /// `sched_info.run_delay`, read at switch-out.
+    pub run_delay_ns: u64,
 }
 
 /// Per-unit, per-CPU scheduler aggregate (`UNIT_SCHED`, a per-CPU array indexed by unit).
@@ -65,6 +84,10 @@ impl Default for UnitSched {
         }
     }
 }
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u32 fields only.
+unsafe impl aya::Pod for TaskTag {}
 
 /// Histogram bucket for a run-queue wait of `ns` nanoseconds.
 #[inline(always)]

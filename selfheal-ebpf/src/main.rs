@@ -1,18 +1,22 @@
 //! selfheal's kernel programs: one module per kernel hook.
 //!
-//! The programs stay dumb and cheap: each first checks whether the current task belongs to a
-//! monitored cgroup (one hash lookup), returns at once when it does not, and writes a ring
-//! buffer record only on a state change (a process exit). Judgement happens in userspace.
+//! The programs stay dumb and cheap: each first checks whether the task belongs to a monitored
+//! unit (the scheduler hook: a task-local storage miss; the rarer hooks: one cgroup lookup),
+//! returns at once when it does not, and writes a ring buffer record only on a state change (a
+//! process exit). Judgement happens in userspace.
 #![no_std]
 #![no_main]
 
 mod cgroup_dir;
+mod floor;
+mod local_storage;
 mod maps;
 mod oom;
 mod process_exit;
 mod quarantine;
 mod sched;
 mod sock;
+mod tag;
 mod task;
 
 #[cfg(not(test))]

@@ -1,98 +1,120 @@
-//! Hooks: tp_btf `sched_switch`, `sched_wakeup` and `sched_wakeup_new`.
+//! Hook: tp_btf `sched_switch`.
 //!
-//! Kernel prototypes (5.18+): `trace_sched_switch(bool preempt, struct task_struct *prev,
-//! struct task_struct *next, unsigned int prev_state)`, called with `prev` as current;
-//! `trace_sched_wakeup(struct task_struct *p)` and `trace_sched_wakeup_new(struct task_struct
-//! *p)`, the latter from `wake_up_new_task()` in the forking parent's context.
+//! Kernel prototype (5.18+): `trace_sched_switch(bool preempt, struct task_struct *prev,
+//! struct task_struct *next, unsigned int prev_state)`, called with `prev` as current, after
+//! the scheduler has updated `prev`'s `se.sum_exec_runtime` and before `next`'s
+//! `sched_info.run_delay` takes in its latest wait.
 //!
-//! For tasks of monitored units we keep, in `TASKS`, the state they left the CPU in, when,
-//! their total CPU time, voluntary and involuntary switch counts and since when they wait for a
-//! CPU; per unit and CPU, the last time one of them ran and a log2 histogram of run-queue
-//! waits. Everything else costs one cgroup-id lookup (prev) and one pid lookup (next).
+//! Filter first, without hashing: a task of a monitored unit carries a tag in `TASK_TAGS`
+//! (task-local storage, see `tag.rs` for where tasks get it), so for every other task this
+//! program costs two storage misses and returns; the clock is read only after a hit.
+//!
+//! For tagged tasks we keep, in `TASKS`, the state they left the CPU in and when, and at each
+//! switch-out the kernel's own totals of time on a CPU (`se.sum_exec_runtime`) and time waiting
+//! for one (`sched_info.run_delay`): no wakeup hook is needed for either. Per unit and CPU we
+//! keep the last time one of them ran and a log2 histogram of run-queue waits: between two
+//! switch-outs a task arrives on a CPU once, so the growth of `run_delay` is that one wait.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use selfheal_common::sched::{TASK_RUNNING, TaskStat, runq_bucket};
 
 use crate::{
-    maps::{TASKS, UNIT_SCHED, current_unit},
+    local_storage::TASK_TAGS,
+    maps::{TASKS, UNIT_SCHED},
     task,
 };
 
 #[btf_tracepoint(function = "sched_switch")]
 #[inline(always)]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_sched_switch(&ctx);
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    // Each tag is checked on its own: LLVM would merge "neither is tagged" into an OR of the
+    // two pointers, which the verifier rejects (`pointer |= pointer prohibited`).
+    let mut now = 0;
+    if let Some(tag) = TASK_TAGS.get(prev) {
+        // SAFETY: helper without preconditions.
+        now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: a pointer to prev's storage, valid for this program run.
+        let unit = unsafe { (*tag).unit };
+        let prev_state: u64 = ctx.arg(3);
+        let _ = switched_out(prev, unit, prev_state as u32, now);
+    }
+    if let Some(tag) = TASK_TAGS.get(next) {
+        if now == 0 {
+            // SAFETY: helper without preconditions.
+            now = unsafe { bpf_ktime_get_ns() };
+        }
+        // SAFETY: as above, for next.
+        let unit = unsafe { (*tag).unit };
+        let _ = switched_in(next, unit, now);
+    }
     0
 }
 
 #[inline(always)]
-fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-
-    // prev (the current task) leaves the CPU.
-    if let Some((_, unit)) = current_unit() {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let pid = pid_tgid as u32;
-        let prev_state: u64 = ctx.arg(3);
-        let state = prev_state as u32;
-        match TASKS.get_ptr_mut(&pid) {
-            Some(stat) => {
-                // SAFETY: a pointer into the map value, valid for this program run.
-                let stat = unsafe { &mut *stat };
-                if stat.on_cpu != 0 {
-                    stat.oncpu_ns += now.saturating_sub(stat.since_ns);
-                }
-                switched_out(stat, state, now);
-            }
-            None => {
-                let mut stat = TaskStat {
-                    tgid: (pid_tgid >> 32) as u32,
-                    unit: unit.unit,
-                    ..TaskStat::default()
-                };
-                switched_out(&mut stat, state, now);
-                let _ = TASKS.insert(&pid, &stat, 0);
-            }
+fn switched_out(prev: *const u8, unit: u32, state: u32, now: u64) -> Result<(), i64> {
+    let pid = task::pid(prev)?;
+    let exec = task::sum_exec_runtime(prev);
+    let run_delay = task::run_delay(prev);
+    let stat = match TASKS.get_ptr_mut(&pid) {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        Some(stat) => unsafe { &mut *stat },
+        None => {
+            let stat = TaskStat {
+                tgid: task::tgid(prev)?,
+                unit,
+                run_delay_ns: run_delay,
+                ..TaskStat::default()
+            };
+            TASKS.insert(&pid, &stat, 0).map_err(i64::from)?;
+            // SAFETY: as above; the entry was just created.
+            unsafe { &mut *TASKS.get_ptr_mut(&pid).ok_or(-1i64)? }
         }
-        ran(unit.unit, now);
+    };
+    if run_delay > stat.run_delay_ns {
+        waited(unit, run_delay - stat.run_delay_ns);
     }
-
-    // next enters the CPU.
-    let next: *const u8 = ctx.arg(2);
-    let pid = task::pid(next)?;
-    if let Some(stat) = TASKS.get_ptr_mut(&pid) {
-        // SAFETY: as above.
-        let stat = unsafe { &mut *stat };
-        if stat.runnable_since_ns != 0 {
-            waited(stat.unit, now.saturating_sub(stat.runnable_since_ns));
-            stat.runnable_since_ns = 0;
-        }
-        stat.on_cpu = 1;
-        stat.state = TASK_RUNNING;
-        stat.since_ns = now;
-        ran(stat.unit, now);
+    stat.unit = unit;
+    stat.on_cpu = 0;
+    stat.state = state;
+    stat.since_ns = now;
+    stat.oncpu_ns = exec;
+    stat.run_delay_ns = run_delay;
+    if state == TASK_RUNNING {
+        // Preempted: still runnable.
+        stat.involuntary += 1;
+    } else {
+        stat.voluntary += 1;
     }
+    ran(unit, now);
     Ok(())
 }
 
 #[inline(always)]
-fn switched_out(stat: &mut TaskStat, state: u32, now: u64) {
-    stat.on_cpu = 0;
-    stat.state = state;
-    stat.since_ns = now;
-    if state == TASK_RUNNING {
-        // Preempted: still runnable, now waiting for a CPU again.
-        stat.involuntary += 1;
-        stat.runnable_since_ns = now;
+fn switched_in(next: *const u8, unit: u32, now: u64) -> Result<(), i64> {
+    let pid = task::pid(next)?;
+    if let Some(stat) = TASKS.get_ptr_mut(&pid) {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        let stat = unsafe { &mut *stat };
+        stat.on_cpu = 1;
+        stat.state = TASK_RUNNING;
+        stat.since_ns = now;
     } else {
-        stat.voluntary += 1;
-        stat.runnable_since_ns = 0;
+        // A task tagged since its last switch-out (a new fork, a moved task).
+        let stat = TaskStat {
+            tgid: task::tgid(next)?,
+            unit,
+            on_cpu: 1,
+            since_ns: now,
+            oncpu_ns: task::sum_exec_runtime(next),
+            run_delay_ns: task::run_delay(next),
+            ..TaskStat::default()
+        };
+        let _ = TASKS.insert(&pid, &stat, 0);
     }
+    ran(unit, now);
+    Ok(())
 }
 
 #[inline(always)]
@@ -114,58 +136,4 @@ fn waited(unit: u32, ns: u64) {
             }
         }
     }
-}
-
-#[btf_tracepoint(function = "sched_wakeup")]
-#[inline(always)]
-pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_sched_wakeup(&ctx);
-    0
-}
-
-#[inline(always)]
-fn try_sched_wakeup(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let p: *const u8 = ctx.arg(0);
-    let pid = task::pid(p)?;
-    if let Some(stat) = TASKS.get_ptr_mut(&pid) {
-        // SAFETY: as above.
-        let stat = unsafe { &mut *stat };
-        // SAFETY: helper without preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
-        stat.state = TASK_RUNNING;
-        stat.since_ns = now;
-        if stat.on_cpu == 0 {
-            stat.runnable_since_ns = now;
-        }
-    }
-    Ok(())
-}
-
-#[btf_tracepoint(function = "sched_wakeup_new")]
-#[inline(always)]
-pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_sched_wakeup_new(&ctx);
-    0
-}
-
-#[inline(always)]
-fn try_sched_wakeup_new(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    // The forking parent is current: the child starts in its cgroup.
-    let Some((_, unit)) = current_unit() else {
-        return Ok(());
-    };
-    let p: *const u8 = ctx.arg(0);
-    let pid = task::pid(p)?;
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let stat = TaskStat {
-        tgid: task::tgid(p)?,
-        unit: unit.unit,
-        state: TASK_RUNNING,
-        since_ns: now,
-        runnable_since_ns: now,
-        ..TaskStat::default()
-    };
-    let _ = TASKS.insert(&pid, &stat, 0);
-    Ok(())
 }

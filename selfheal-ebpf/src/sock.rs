@@ -1,17 +1,18 @@
 //! Hooks: cgroup_sock `sock_create` and `sock_release` (BPF_CGROUP_INET_SOCK_CREATE/RELEASE).
 //!
-//! They count live inet sockets per monitored unit, exactly: on creation the socket's cookie is
-//! tied to the creating task's unit, on release the count of that unit goes down, whichever
-//! process closes it. The agent attaches them to the parent cgroups (slices) of monitored units,
+//! They count live inet sockets per monitored unit, exactly: on creation the socket is tied to
+//! the creating task's unit in its own storage (`SOCKET_OWNER`, socket-local), on release the
+//! count of that unit goes down, whichever process closes it. Releasing any other socket costs
+//! one socket-storage miss (a NULL check), with no hashing and no preallocated table. The agent attaches them to the parent cgroups (slices) of monitored units,
 //! which systemd does not recreate when a unit restarts, so no socket is created before the
-//! hook is there; sockets of other units in those slices cost one hash lookup.
+//! hook is there; sockets created by other units in those slices cost one cgroup lookup.
 
-use aya_ebpf::{
-    EbpfContext as _, helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock,
-    programs::SockContext,
+use aya_ebpf::{EbpfContext as _, macros::cgroup_sock, programs::SockContext};
+
+use crate::{
+    local_storage::SOCKET_OWNER,
+    maps::{UNIT_SOCKETS, current_unit},
 };
-
-use crate::maps::{SOCKET_OWNER, UNIT_SOCKETS, current_unit};
 
 /// Return value that lets the operation proceed.
 const ALLOW: i32 = 1;
@@ -19,12 +20,10 @@ const ALLOW: i32 = 1;
 #[cgroup_sock(sock_create)]
 #[inline(always)]
 pub fn sock_create(ctx: SockContext) -> i32 {
-    if let Some((_, unit)) = current_unit() {
-        // SAFETY: the context is a valid bpf_sock for this program type.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-        if SOCKET_OWNER.insert(&cookie, &unit.unit, 0).is_ok() {
-            add(unit.unit, 1);
-        }
+    if let Some((_, unit)) = current_unit()
+        && SOCKET_OWNER.insert(ctx.as_ptr(), &unit.unit)
+    {
+        add(unit.unit, 1);
     }
     ALLOW
 }
@@ -32,12 +31,9 @@ pub fn sock_create(ctx: SockContext) -> i32 {
 #[cgroup_sock(sock_release)]
 #[inline(always)]
 pub fn sock_release(ctx: SockContext) -> i32 {
-    // SAFETY: as above.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: the value is copied out before the entry is removed.
-    if let Some(unit) = unsafe { SOCKET_OWNER.get(&cookie) }.copied() {
-        let _ = SOCKET_OWNER.remove(&cookie);
-        add(unit, -1);
+    if let Some(unit) = SOCKET_OWNER.get(ctx.as_ptr()) {
+        // SAFETY: the socket's own storage, valid for this program run; freed with the socket.
+        add(unsafe { *unit }, -1);
     }
     ALLOW
 }

@@ -15,7 +15,6 @@ use selfheal_tests::{
     Sandbox,
     etcd::{EtcdCluster, proxy::Proxy},
     fleet::{Host, UNIT, WAIT, start_fleet},
-    require::require_root,
 };
 use serde_json::Value;
 
@@ -27,7 +26,7 @@ fn prefix(fleet: &str) -> String {
 /// are healed in turn; each restart's slot is in etcd's history.
 #[test]
 fn same_fault_everywhere_heals_one_host_at_a_time() -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let etcd = EtcdCluster::start("budget")?;
     // A breaker that cannot open here: this test is about the budget alone.
     let hosts = start_fleet(3, "budget", &etcd.endpoints(), "breaker_threshold = 10")?;
@@ -98,7 +97,7 @@ fn same_fault_everywhere_heals_one_host_at_a_time() -> anyhow::Result<()> {
 /// cool-down, its success closes the breaker, and the others then heal under the budget.
 #[test]
 fn most_hosts_failing_open_the_breaker_then_one_canary_closes_it() -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let etcd = EtcdCluster::start("breaker")?;
     let hosts = start_fleet(
         4,
@@ -174,7 +173,7 @@ fn most_hosts_failing_open_the_breaker_then_one_canary_closes_it() -> anyhow::Re
 /// `fleet pause`: nothing acts (no slot is ever taken) until `fleet resume`.
 #[test]
 fn pause_stops_every_host_until_resume() -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let etcd = EtcdCluster::start("pause")?;
     let hosts = start_fleet(3, "pause", &etcd.endpoints(), "breaker_threshold = 10")?;
     let said = hosts[0].fleet_cli(&["pause"])?;
@@ -211,7 +210,7 @@ fn pause_stops_every_host_until_resume() -> anyhow::Result<()> {
 /// the other host proceeds.
 #[test]
 fn a_stopped_holder_loses_its_slot_and_others_proceed() -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let etcd = EtcdCluster::start("sigstop")?;
     // A long settle keeps the slot held after the restart: the holder is stopped holding it.
     let hosts = start_fleet(
@@ -263,7 +262,7 @@ fn a_stopped_holder_loses_its_slot_and_others_proceed() -> anyhow::Result<()> {
 /// host keeps acting normally.
 #[test]
 fn a_host_cut_off_from_etcd_fails_static() -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let etcd = EtcdCluster::start("partition")?;
     let proxy = Proxy::start(&etcd.client_addrs())?;
     let extra = "breaker_threshold = 10\nslot_wait = \"6s\"";
@@ -333,7 +332,7 @@ fn a_host_cut_off_from_etcd_fails_static() -> anyhow::Result<()> {
 /// at once.
 #[test]
 fn losing_quorum_mid_action_holds_then_everyone_heals() -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let mut etcd = EtcdCluster::start("quorum")?;
     let hosts = start_fleet(
         3,

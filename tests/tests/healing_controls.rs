@@ -4,20 +4,14 @@
 //! `systemd --user`, the real agent, and stall thresholds short enough to fire several times
 //! over during each test if the rules were wrong.
 
-#[expect(
-    dead_code,
-    reason = "each test file uses its own part of the shared helpers"
-)]
-mod remediation_support;
-
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::TcpStream,
     time::{Duration, Instant},
 };
 
-use remediation_support::{WAIT, history_and_log, wait_loaded, workload};
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::agent::{WAIT, history_and_log, wait_loaded, workload};
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 
 /// Four thresholds of 3 s: a wrong rule would have fired.
 const WATCH: Duration = Duration::from_secs(12);
@@ -68,7 +62,7 @@ fn round_trip(conn: &mut (TcpStream, BufReader<TcpStream>), n: u64) -> anyhow::R
 #[test]
 fn a_server_under_sustained_load_and_one_with_idle_keep_alive_connections_see_no_action()
 -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let sandbox = Sandbox::start("controls-net")?;
     let (busy, idle) = (free_port()?, free_port()?);
     let units = [("loaded.service", busy), ("keepalive.service", idle)];
@@ -116,7 +110,7 @@ fn a_server_under_sustained_load_and_one_with_idle_keep_alive_connections_see_no
 #[test]
 fn a_batch_job_computing_with_spinning_off_and_a_unit_its_operator_restarts_see_no_action()
 -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let sandbox = Sandbox::start("controls-cpu")?;
     sandbox.install_unit(
         "batch.service",

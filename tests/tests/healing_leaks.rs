@@ -3,12 +3,6 @@
 //! connections is a `connection_leak` (and a `socket_leak`) with a time to exhaustion. A real
 //! `systemd --user`, the real agent, real TCP clients.
 
-#[expect(
-    dead_code,
-    reason = "each test file uses its own part of the shared helpers"
-)]
-mod remediation_support;
-
 use std::{
     net::TcpStream,
     sync::{
@@ -18,14 +12,14 @@ use std::{
     time::Duration,
 };
 
-use remediation_support::{WAIT, audit_lines, text, wait_loaded, workload};
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::agent::{WAIT, audit_lines, text, wait_loaded, workload};
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use serde_json::Value;
 
 #[test]
 fn a_server_that_never_closes_its_clients_connections_is_a_connection_and_socket_leak()
 -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let sandbox = Sandbox::start("serverleak")?;
     let unit = "holder.service";
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -3,28 +3,17 @@
 //! which signals did it), and systemd's `SuccessExitStatus=` / `RestartPreventExitStatus=` are
 //! honoured for `restart = "on-failure"`. A real `systemd --user` and the real agent.
 
-#[expect(
-    dead_code,
-    reason = "each test file uses its own part of the shared helpers"
-)]
-mod remediation_support;
-
 use std::time::Duration;
 
-use remediation_support::{
-    WAIT, audit_lines, history_and_log, kill_main, records_where, text, wait_for_record,
-    wait_loaded, workload,
+use selfheal_tests::agent::{
+    WAIT, audit_lines, history_and_log, kill_main, records_where, restart_done, text,
+    wait_for_record, wait_loaded, workload,
 };
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
-use serde_json::Value;
-
-fn is_restart_done(r: &Value) -> bool {
-    r["action"] == "restart" && r["outcome"] == "done"
-}
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 
 #[test]
 fn a_sigkilled_unit_is_restarted_at_once_without_a_backoff() -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let sandbox = Sandbox::start("immediate")?;
     let unit = "killed.service";
     sandbox.install_unit(unit, &service_unit(unit, &workload("sleep"), &[]))?;
@@ -37,7 +26,7 @@ fn a_sigkilled_unit_is_restarted_at_once_without_a_backoff() -> anyhow::Result<(
     })?;
 
     let old = kill_main(&sandbox, unit, libc::SIGKILL)?;
-    wait_for_record(&agent, unit, "action", "the restart", is_restart_done)?;
+    wait_for_record(&agent, unit, "action", "the restart", restart_done)?;
     let decisions = records_where(&agent, unit, "decision", |d| d["problem"] == "crash")?;
     let [decision] = decisions.as_slice() else {
         panic!("one crash decision: {decisions:#?}");
@@ -65,7 +54,7 @@ const WAITING_STOP: &[&str] = &[
 #[test]
 fn a_stopped_unit_is_restarted_without_waiting_for_its_stop_timeout_and_the_audit_says_how()
 -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let sandbox = Sandbox::start("promptstop")?;
     let unit = "paused.service";
     sandbox.install_unit(unit, &service_unit(unit, &workload("sleep"), WAITING_STOP))?;
@@ -106,7 +95,7 @@ fn a_stopped_unit_is_restarted_without_waiting_for_its_stop_timeout_and_the_audi
 #[test]
 fn exits_the_unit_declares_successful_or_not_to_restart_are_left_alone_under_on_failure()
 -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let sandbox = Sandbox::start("exitstatus")?;
     let units = [
         ("declared.service", "exit 75 300", "SuccessExitStatus=75"),
@@ -141,7 +130,7 @@ fn exits_the_unit_declares_successful_or_not_to_restart_are_left_alone_under_on_
         "plain.service",
         "action",
         "the control's restart",
-        is_restart_done,
+        restart_done,
     )?;
     for (unit, setting) in [
         ("declared.service", "SuccessExitStatus="),

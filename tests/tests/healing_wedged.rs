@@ -2,21 +2,15 @@
 //! while its acceptor (and a timer thread) go on running has requests waiting unread in its
 //! accepted connections; it is wedged and restarted. A real `systemd --user`, the real agent.
 
-#[expect(
-    dead_code,
-    reason = "each test file uses its own part of the shared helpers"
-)]
-mod remediation_support;
-
 use std::{io::Write as _, net::TcpStream};
 
-use remediation_support::{WAIT, history_and_log, text, wait_for_record, wait_loaded, workload};
-use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
+use selfheal_tests::agent::{WAIT, history_and_log, text, wait_for_record, wait_loaded, workload};
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 
 #[test]
 fn a_server_whose_workers_deadlock_while_its_acceptor_runs_is_wedged_and_restarted()
 -> anyhow::Result<()> {
-    require_root();
+    selfheal_tests::require_root!();
     let sandbox = Sandbox::start("deadlock")?;
     let unit = "deadlocked.service";
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -35,6 +35,7 @@ fn rewrite(sandbox: &Sandbox, units: &str) -> anyhow::Result<std::path::PathBuf>
 #[test]
 fn sighup_applies_a_valid_config_and_refuses_the_rest_keeping_the_running_one() -> anyhow::Result<()>
 {
+    selfheal_tests::require_root!();
     let sandbox = Sandbox::start("reload")?;
     let agent = Agent::start(&sandbox, UNITS, &[])?;
     assert_eq!(restart_policy(&agent)?, "on-failure");

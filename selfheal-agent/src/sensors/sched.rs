@@ -37,6 +37,7 @@ pub struct UnitCgroup {
 #[derive(Clone, Copy, Default)]
 struct Totals {
     oncpu_ns: u64,
+    run_delay_ns: u64,
     voluntary: u64,
     involuntary: u64,
 }
@@ -52,6 +53,9 @@ pub struct SchedSensor {
     watched_since_ns: HashMap<u32, u64>,
     /// Thread ids in the kernel map at the last sample.
     tracked: Vec<u32>,
+    /// Threads seeded from procfs because the kernel had not tagged them: each asks for one
+    /// task walk, not one per tick.
+    seeded: HashSet<u32>,
 }
 
 impl SchedSensor {
@@ -65,6 +69,7 @@ impl SchedSensor {
             prev_pending: HashMap::new(),
             watched_since_ns: HashMap::new(),
             tracked: Vec::new(),
+            seeded: HashSet::new(),
         }
     }
 
@@ -85,6 +90,7 @@ impl SchedSensor {
         self.tracked = tracked.keys().copied().collect();
         self.tracked.sort_unstable();
         let mut alive = HashSet::new();
+        let mut untagged = false;
         for unit in units {
             self.watched_since_ns.entry(unit.unit).or_insert(now_ns);
             for tid in procfs::threads_in_tree(&unit.dir) {
@@ -92,12 +98,19 @@ impl SchedSensor {
                 if tracked.get(&tid).is_some_and(|t| t.unit == unit.unit) {
                     continue;
                 }
+                // Not tagged in the kernel yet (or not switched since): its state from /proc
+                // until the scheduler hook takes over.
+                untagged |= self.seeded.insert(tid);
                 if let Some(stat) = seed_stat(tid, unit.unit, now_ns) {
                     let _ = self.maps.seed(tid, &stat);
                     tracked.insert(tid, stat);
                 }
             }
         }
+        if untagged {
+            self.maps.tag_untracked();
+        }
+        self.seeded.retain(|tid| alive.contains(tid));
         // Tasks that left every monitored cgroup, or whose exit we did not see.
         for (tid, _) in tracked.iter().filter(|(tid, _)| !alive.contains(tid)) {
             self.maps.forget(*tid);
@@ -139,6 +152,7 @@ impl SchedSensor {
             };
             let totals = Totals {
                 oncpu_ns: stat.oncpu_ns + running_for,
+                run_delay_ns: stat.run_delay_ns,
                 voluntary: stat.voluntary,
                 involuntary: stat.involuntary,
             };
@@ -148,11 +162,13 @@ impl SchedSensor {
                 Some(p) => totals.oncpu_ns.saturating_sub(p.oncpu_ns),
                 None => totals.oncpu_ns.min(window_ns),
             };
+            let run_delay_ns =
+                prev.map_or(0, |p| totals.run_delay_ns.saturating_sub(p.run_delay_ns));
             let state = task_state(stat);
             let voluntary = delta(totals.voluntary, prev.map(|p| p.voluntary));
             // Any task the detector may name needs its comm. A task that ran without blocking
             // may be spinning at whatever share the unit's `spinning_cpu_percent` asks, which
-            // the sensor does not know: a spinner on a busy host gets a fifth of a CPU.
+            // the sensor does not know.
             let interesting = matches!(
                 state,
                 TaskState::DiskSleep | TaskState::Stopped | TaskState::Traced
@@ -170,6 +186,7 @@ impl SchedSensor {
                 state,
                 state_for: Duration::from_nanos(now_ns.saturating_sub(stat.since_ns)),
                 on_cpu: Duration::from_nanos(on_cpu_ns),
+                run_delay: Duration::from_nanos(run_delay_ns),
                 voluntary_switches: voluntary,
                 involuntary_switches: delta(totals.involuntary, prev.map(|p| p.involuntary)),
                 wchan: if hung { procfs::wchan(*tid) } else { None },
@@ -259,9 +276,11 @@ fn task_state(stat: &TaskStat) -> TaskState {
 }
 
 /// A task found in a unit's cgroup that the probes have not tracked yet, with its state as
-/// /proc reports it. Its time in that state counts from now.
+/// /proc reports it and the kernel's own CPU and run-queue totals, so that the first switch the
+/// probe sees adds only what happened since. Its time in that state counts from now.
 fn seed_stat(tid: u32, unit: u32, now_ns: u64) -> Option<TaskStat> {
     let line = procfs::task_stat(tid)?;
+    let (exec_ns, run_delay_ns) = schedstat(tid).unwrap_or_default();
     let (state, on_cpu) = match line.state {
         'R' => (TASK_RUNNING, 1),
         'D' => (TASK_UNINTERRUPTIBLE, 0),
@@ -276,8 +295,22 @@ fn seed_stat(tid: u32, unit: u32, now_ns: u64) -> Option<TaskStat> {
         state,
         on_cpu,
         since_ns: now_ns,
+        oncpu_ns: exec_ns,
+        run_delay_ns,
         ..TaskStat::default()
     })
+}
+
+/// `/proc/TID/schedstat`: `se.sum_exec_runtime`, `sched_info.run_delay` (ns) and timeslices,
+/// the very fields the scheduler hook reads at switch-out.
+fn schedstat(tid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).ok()?;
+    parse_schedstat(&text)
+}
+
+fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
+    Some((fields.next()?.ok()?, fields.next()?.ok()?))
 }
 
 /// Upper bound of the bucket holding the `q` quantile of run-queue waits (bucket i holds waits
@@ -313,6 +346,18 @@ mod tests {
         );
         assert_eq!(runq_percentile(&hist, 0.5), Some(Duration::from_micros(16)));
         assert_eq!(runq_percentile(&[0; RUNQ_BUCKETS], 0.99), None);
+    }
+
+    #[test]
+    fn schedstat_gives_exec_time_and_run_delay() {
+        assert_eq!(
+            parse_schedstat("2520314 10000 12\n"),
+            Some((2_520_314, 10_000))
+        );
+        assert_eq!(parse_schedstat("12 x 1"), None);
+        assert_eq!(parse_schedstat(""), None);
+        let own = schedstat(std::process::id()).expect("this kernel has CONFIG_SCHED_INFO");
+        assert!(own.0 > 0, "this test ran on a CPU: {own:?}");
     }
 
     #[test]

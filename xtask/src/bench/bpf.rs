@@ -1,5 +1,5 @@
 //! The agent's kernel programs and maps as bpftool sees them: per-program run counts and run
-//! time (with `kernel.bpf_stats_enabled`), map memory. Programs are told apart by the fds the
+//! time (while a `BPF_ENABLE_STATS` fd is open), map memory. Programs are told apart by the fds the
 //! agent's pid holds, since other agents (tests running beside the bench) load the same names.
 
 use std::{collections::HashSet, process::Command};
@@ -114,23 +114,47 @@ pub fn delta(before: &[ProgStat], after: &[ProgStat]) -> Vec<(String, u64, f64)>
         .collect()
 }
 
-/// Turns `kernel.bpf_stats_enabled` on for its lifetime (it costs two clock reads per program
-/// run, so it stays off while ratios are measured) and puts the old value back.
+/// Per-program run-time stats, on while this lives: the fd of `bpf(BPF_ENABLE_STATS)`. The
+/// kernel counts such fds and turns stats off when the last one closes, also when the bench
+/// dies, so nothing is left on and the global sysctl is never written. Stats cost two clock
+/// reads per program run, so they stay off while ratios are measured ([`stats_enabled`]).
 pub struct StatsOn {
-    previous: String,
+    _fd: std::os::fd::OwnedFd,
 }
+
+/// `BPF_ENABLE_STATS` (bpf(2) command 32) with `BPF_STATS_RUN_TIME` (0).
+const BPF_ENABLE_STATS: libc::c_long = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
 
 impl StatsOn {
     pub fn new() -> anyhow::Result<StatsOn> {
-        let previous = std::fs::read_to_string(STATS_SYSCTL)
-            .with_context(|| format!("reading {STATS_SYSCTL}"))?;
-        std::fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing {STATS_SYSCTL}"))?;
-        Ok(StatsOn { previous })
+        // union bpf_attr for this command: { __u32 type; }, zero-padded.
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&BPF_STATS_RUN_TIME.to_ne_bytes());
+        // SAFETY: bpf(2) reads `attr.len()` bytes from a buffer we own.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_ENABLE_STATS,
+                attr.as_ptr(),
+                attr.len() as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("bpf(BPF_ENABLE_STATS) failed (needs CAP_SYS_ADMIN, kernel 5.8+)");
+        }
+        // SAFETY: a new fd the kernel just returned, owned by nobody else.
+        let fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        Ok(StatsOn { _fd: fd })
     }
 }
 
-impl Drop for StatsOn {
-    fn drop(&mut self) {
-        let _ = std::fs::write(STATS_SYSCTL, self.previous.trim());
-    }
+/// Whether per-program stats are on right now, by anyone: the sysctl reads the kernel's
+/// switch, which a `BPF_ENABLE_STATS` fd also turns.
+pub fn stats_enabled() -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(STATS_SYSCTL).with_context(|| format!("reading {STATS_SYSCTL}"))?;
+    Ok(text.trim() != "0")
 }

@@ -12,6 +12,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nginx-light", "the real server under load"),
     ("wrk", "drives nginx"),
     ("monit", "the supervisor selfheal is compared with"),
+    (
+        "linux-perf",
+        "`perf bench sched pipe|messaging`, the kernel's own scheduler benchmarks",
+    ),
 ];
 
 /// Makes invoke-rc.d refuse to start services while packages install (exit 101 = "forbidden").

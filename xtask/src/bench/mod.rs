@@ -9,6 +9,7 @@ mod harness;
 mod install;
 mod latency;
 mod overhead;
+mod perf;
 mod profile;
 mod report;
 mod scale;
@@ -31,6 +32,10 @@ pub struct Plan {
     /// Runs per condition and round.
     pub reps: usize,
     pub pingpong_round_trips: u64,
+    /// `perf bench sched pipe -l`: round trips per run.
+    pub perf_pipe_loops: u64,
+    /// `perf bench sched messaging -g 4 -l`: messages per sender per run.
+    pub perf_messaging_loops: u64,
     pub syscalls: u64,
     pub wrk_seconds: u64,
     pub exit_samples: usize,
@@ -57,6 +62,8 @@ impl Plan {
                 rounds: 3,
                 reps: 1,
                 pingpong_round_trips: 50_000,
+                perf_pipe_loops: 50_000,
+                perf_messaging_loops: 50,
                 syscalls: 1_000_000,
                 wrk_seconds: 1,
                 exit_samples: 100,
@@ -79,6 +86,8 @@ impl Plan {
                 rounds: 10,
                 reps: 3,
                 pingpong_round_trips: 200_000,
+                perf_pipe_loops: 200_000,
+                perf_messaging_loops: 200,
                 syscalls: 3_000_000,
                 wrk_seconds: 2,
                 exit_samples: 1_000,

@@ -11,12 +11,23 @@ use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 use super::{
     Plan, bpf,
     harness::{self, Bins},
+    perf,
     report::{Section, Target},
     stats::{Percent, Spread},
 };
 
 const TITLE: &str = "Overhead";
+/// The agent attaches its empty floor programs when this is "1" (sensors/ebpf/hooks.rs).
+const FLOOR_ENV: &str = "SELFHEAL_BENCH_FLOOR";
+/// Program → the empty program on the same hook.
+const FLOORS: [(&str, &str); 3] = [
+    ("sched_switch", "floor_switch"),
+    ("sched_process_fork", "floor_fork"),
+    ("sched_process_exit", "floor_exit"),
+];
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// `perf bench sched messaging -g`: 4 groups of 20 senders and 20 receivers.
+const MESSAGING_GROUPS: u64 = 4;
 /// Lets the agent finish starting (first ticks, unit discovery) before anything is timed.
 const AGENT_SETTLE: Duration = Duration::from_millis(1500);
 
@@ -37,7 +48,7 @@ struct Workload {
     plain: Runner,
     watched: Runner,
     /// Largest slowdown allowed when unmonitored / monitored (None: no target).
-    targets: (f64, Option<f64>),
+    targets: (Option<f64>, Option<f64>),
 }
 
 /// How a run of one variant (plain or watched) is started and read.
@@ -65,6 +76,7 @@ pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Section> {
 
     // samples[w][round][cond] = costs of that round.
     let mut samples: Vec<Rounds> = workloads.iter().map(|_| Vec::new()).collect();
+    let mut stats_checks = 0;
     for round in 0..plan.rounds {
         println!("xtask bench: overhead round {}/{}", round + 1, plan.rounds);
         for s in &mut samples {
@@ -72,7 +84,7 @@ pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Section> {
         }
         let agent_first = round % 2 == 1;
         if !agent_first {
-            measure(&ctx, &workloads, Cond::NoAgent, &mut samples, round)?;
+            stats_checks += measure(&ctx, &workloads, Cond::NoAgent, &mut samples, round)?;
         }
         {
             let _agent = Agent::start(&sandbox, &config, &[])?;
@@ -85,15 +97,21 @@ pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Section> {
                 };
                 for cond in order {
                     measure_once(&ctx, &workloads, cond, &mut samples, round)?;
+                    stats_checks += 1;
                 }
             }
         }
         if agent_first {
-            measure(&ctx, &workloads, Cond::NoAgent, &mut samples, round)?;
+            stats_checks += measure(&ctx, &workloads, Cond::NoAgent, &mut samples, round)?;
         }
     }
     let mut section = Section::new(TITLE);
     let verdicts = summarize(&mut section, plan, &workloads, &samples);
+    section.line(format!(
+        "BPF run-time stats were off during every timed run: `kernel.bpf_stats_enabled` read 0 \
+         before each of the {stats_checks} timed runs (the bench turns stats on only below, \
+         through a `BPF_ENABLE_STATS` fd, never the sysctl).\n"
+    ));
     let shares = probe_costs(&ctx, &workloads, &config, &mut section)?;
     let mut missed = Vec::new();
     for (label, cond, ratio, limit) in verdicts {
@@ -130,13 +148,11 @@ pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Section> {
         section.notes.push(format!(
             "Overhead above target: {}. The probes' time comes from bpf_stats (it includes the \
              stats' own clock reads, tens of ns per run); the rest of a ratio is the agent's \
-             userspace CPU on two shared cores, cache effects and noise. Every context switch \
-             and wakeup on the machine runs sched_switch/sched_wakeup, monitored or not: \
-             `bpf_ktime_get_ns()` before the cgroup filter, a read of the incoming task's pid and \
-             its lookup in the 64 k-entry TASKS hash. Taking the time only after a filter hit and \
-             keeping task state in task-local storage (BPF_MAP_TYPE_TASK_STORAGE, reached from \
-             the task pointer without hashing) would make the unmonitored path one cgroup-id \
-             lookup, and remove the hash updates for monitored tasks.",
+             userspace CPU on two shared cores, cache effects and noise. Every context switch on \
+             the machine still enters sched_switch: for an unmonitored task that is the \
+             tracepoint dispatch (the empty-program floor above) plus two task-storage misses; \
+             the floor itself can only go with the hook, by attaching sched_switch only while a \
+             unit is suspect and reading task state with the task iterator otherwise.",
             missed.join("; ")
         ));
     }
@@ -149,11 +165,11 @@ fn measure(
     cond: Cond,
     s: &mut [Rounds],
     round: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     for _ in 0..ctx.plan.reps {
         measure_once(ctx, w, cond, s, round)?;
     }
-    Ok(())
+    Ok(ctx.plan.reps)
 }
 
 fn measure_once(
@@ -163,6 +179,12 @@ fn measure_once(
     samples: &mut [Rounds],
     round: usize,
 ) -> anyhow::Result<()> {
+    // Stats add two clock reads to every program run: a timed run with them on is void.
+    if bpf::stats_enabled()? {
+        bail!(
+            "BPF run-time stats are on (kernel.bpf_stats_enabled = 1): timed runs would pay for them"
+        );
+    }
     for (i, w) in workloads.iter().enumerate() {
         let target = if cond == Cond::Monitored {
             &w.watched
@@ -207,6 +229,8 @@ pub fn wrk(port: u16, seconds: u64) -> anyhow::Result<f64> {
 fn agent_config() -> String {
     let mut toml = String::from("[defaults]\nrestart = \"never\"\n\n");
     for unit in [
+        "bench-perfpipe-watched",
+        "bench-perfmsg-watched",
         "bench-pp-watched",
         "bench-sys-watched",
         "bench-nginx-watched",
@@ -235,6 +259,26 @@ fn install(sandbox: &Sandbox, bins: &Bins, plan: &Plan) -> anyhow::Result<Vec<Wo
     let (sys_plain, sys_watched) = (
         micro("sys", sys.clone(), "plain"),
         micro("sys", sys, "watched"),
+    );
+    let mut perf_unit = |tag: &str, (args, awk): (String, &str), variant: &str| {
+        let unit = format!("bench-{tag}-{variant}.service");
+        let out = dir.join(format!("{tag}-{variant}.out"));
+        let exec = perf::exec(&dir, &format!("{tag}-{variant}"), &args, awk, &out)?;
+        units.push((
+            unit.clone(),
+            service_unit(&format!("bench {tag}"), &exec, &[]),
+        ));
+        anyhow::Ok(Runner::Micro { unit, out })
+    };
+    let pipe = perf::pipe_args(plan.perf_pipe_loops);
+    let (pipe_plain, pipe_watched) = (
+        perf_unit("perfpipe", pipe.clone(), "plain")?,
+        perf_unit("perfpipe", pipe, "watched")?,
+    );
+    let msg = perf::messaging_args(MESSAGING_GROUPS, plan.perf_messaging_loops);
+    let (msg_plain, msg_watched) = (
+        perf_unit("perfmsg", msg.clone(), "plain")?,
+        perf_unit("perfmsg", msg, "watched")?,
     );
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
@@ -266,13 +310,31 @@ fn install(sandbox: &Sandbox, bins: &Bins, plan: &Plan) -> anyhow::Result<Vec<Wo
     }
     Ok(vec![
         Workload {
+            label: "perf bench sched pipe",
+            unit: "round trip",
+            unit_cost: "µs",
+            ops: Some(plan.perf_pipe_loops),
+            plain: pipe_plain,
+            watched: pipe_watched,
+            targets: (Some(1.01), Some(1.04)),
+        },
+        Workload {
+            label: "perf bench sched messaging",
+            unit: "run",
+            unit_cost: "ms",
+            ops: Some(1),
+            plain: msg_plain,
+            watched: msg_watched,
+            targets: (None, None),
+        },
+        Workload {
             label: "context-switch ping-pong",
             unit: "round trip",
             unit_cost: "µs",
             ops: Some(plan.pingpong_round_trips),
             plain: pp_plain,
             watched: pp_watched,
-            targets: (1.01, Some(1.04)),
+            targets: (Some(1.01), Some(1.04)),
         },
         Workload {
             label: "tight syscall loop (getppid)",
@@ -281,7 +343,7 @@ fn install(sandbox: &Sandbox, bins: &Bins, plan: &Plan) -> anyhow::Result<Vec<Wo
             ops: Some(plan.syscalls),
             plain: sys_plain,
             watched: sys_watched,
-            targets: (1.01, None),
+            targets: (Some(1.01), None),
         },
         Workload {
             label: "nginx under wrk",
@@ -290,7 +352,7 @@ fn install(sandbox: &Sandbox, bins: &Bins, plan: &Plan) -> anyhow::Result<Vec<Wo
             ops: None,
             plain: ngx_plain,
             watched: ngx_watched,
-            targets: (1.01, Some(1.01)),
+            targets: (Some(1.01), Some(1.01)),
         },
     ])
 }
@@ -360,7 +422,11 @@ fn summarize(
             .flat_map(|r| r[Cond::NoAgent as usize].clone())
             .collect();
         let noise = Spread::of(&all_base).map_or(f64::NAN, |s| 100.0 * (s.p75 - s.p25) / s.median);
-        let scale = if w.unit_cost == "µs" { 1e-3 } else { 1.0 };
+        let scale = match w.unit_cost {
+            "µs" => 1e-3,
+            "ms" => 1e-6,
+            _ => 1.0,
+        };
         let cell = |s: &Option<Spread>| match s {
             Some(s) => format!(
                 "{} [{}..{}] ({}..{})",
@@ -383,7 +449,9 @@ fn summarize(
             cell(&mon),
             mon_un.map_or("–".into(), |s| Percent(s.median).to_string())
         ));
-        verdicts.push((w.label, "unmonitored", un, w.targets.0));
+        if let Some(limit) = w.targets.0 {
+            verdicts.push((w.label, "unmonitored", un, limit));
+        }
         if let Some(limit) = w.targets.1 {
             verdicts.push((w.label, "monitored", mon, limit));
         }
@@ -402,14 +470,24 @@ fn probe_costs(
     section: &mut Section,
 ) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
     let mut shares = Vec::new();
-    let agent = Agent::start(ctx.sandbox, config, &[])?;
+    // The agent attaches empty programs beside its own on the hot hooks (the dispatch floor).
+    // SAFETY: the bench is single-threaded here; the variable is read by the agent's process.
+    unsafe { std::env::set_var(FLOOR_ENV, "1") };
+    let agent = Agent::start(ctx.sandbox, config, &[]);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var(FLOOR_ENV) };
+    let agent = agent?;
     let pid = harness::agent_pid(&agent)?;
     std::thread::sleep(AGENT_SETTLE);
     let _stats = bpf::StatsOn::new()?;
+    let mut floors = Vec::new();
     section.line(
-        "Probe cost (`sysctl kernel.bpf_stats_enabled=1`, then `run_time_ns / run_cnt` of this \
-         agent's programs, found by its pid in `bpftool prog show --json`, over one run of each \
-         workload and condition; the counts include every other task that ran meanwhile):\n",
+        "Probe cost (per-program stats on through a `BPF_ENABLE_STATS` fd, then \
+         `run_time_ns / run_cnt` of this agent's programs, found by its pid in `bpftool prog \
+         show --json`, over one run of each workload and condition; the counts include every \
+         other task that ran meanwhile). Beside its programs the agent attached empty ones \
+         (`floor_*`, `return 0`) on the hot hooks: in brackets, each program's body cost above \
+         that floor, what the program itself adds to merely being called with stats on:\n",
     );
     section.line("| workload | condition | program: runs, ns per run | probe time per operation | share of the operation |");
     section.line("|---|---|---|---|---|");
@@ -422,13 +500,29 @@ fn probe_costs(
             let ops = w
                 .ops
                 .map_or(ctx.plan.wrk_seconds as f64 * 1e9 / cost, |n| n as f64);
-            let total_ns: f64 = delta.iter().map(|(_, runs, ns)| *runs as f64 * ns).sum();
-            let per_op = total_ns / ops;
+            let floor_of = |name: &str| {
+                let floor = FLOORS.iter().find(|(prog, _)| *prog == name)?.1;
+                delta.iter().find(|(n, _, _)| n == floor).map(|d| d.2)
+            };
             let progs: Vec<String> = delta
                 .iter()
-                .filter(|(_, runs, _)| *runs > 0)
-                .map(|(name, runs, ns)| format!("{name}: {runs}, {ns:.0}"))
+                .filter(|(name, runs, _)| *runs > 0 && !name.starts_with("floor_"))
+                .map(|(name, runs, ns)| match floor_of(name) {
+                    Some(floor) => {
+                        floors.push((w.label, cond, name.clone(), *ns - floor));
+                        format!("{name}: {runs}, {ns:.0} (+{:.0})", ns - floor)
+                    }
+                    None => format!("{name}: {runs}, {ns:.0}"),
+                })
                 .collect();
+            // The floor programs ran too: their time is the bench's, not the agent's.
+            let floor_ns: f64 = delta
+                .iter()
+                .filter(|(name, _, _)| name.starts_with("floor_"))
+                .map(|(_, runs, ns)| *runs as f64 * ns)
+                .sum();
+            let total_ns: f64 = delta.iter().map(|(_, runs, ns)| *runs as f64 * ns).sum();
+            let per_op = (total_ns - floor_ns) / ops;
             shares.push((w.label, cond, 100.0 * per_op / cost));
             section.line(format!(
                 "| {} | {cond} | {} | {per_op:.0} ns | {:.2} % |",
@@ -448,5 +542,26 @@ fn probe_costs(
          own CPU use, which the ratios above include).",
     );
     drop(agent);
+    body_targets(section, &floors);
     Ok(shares)
+}
+
+/// The per-event targets on sched_switch's body above the floor: unmonitored path (the
+/// workload's own switches are not the agent's business) ≤ 10 ns, monitored events ≤ 60 ns.
+/// Read on the ping-pong, where the workload's own switches dominate the run's count.
+fn body_targets(section: &mut Section, floors: &[(&str, &str, String, f64)]) {
+    for (cond, limit) in [("unmonitored", 10.0), ("monitored", 60.0)] {
+        let body = floors
+            .iter()
+            .find(|(label, c, name, _)| {
+                *label == "context-switch ping-pong" && *c == cond && name == "sched_switch"
+            })
+            .map(|f| f.3);
+        section.targets.push(Target::new(
+            &format!("sched_switch body above the empty-program floor, {cond} ping-pong"),
+            &format!("≤ {limit:.0} ns per event"),
+            body.map_or("–".into(), |b| format!("{b:.1} ns")),
+            body.map(|b| b <= limit),
+        ));
+    }
 }

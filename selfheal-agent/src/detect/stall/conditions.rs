@@ -57,14 +57,20 @@ pub(super) fn is_hung(task: &TaskSample, sample: &SchedSample) -> bool {
     stayed_in(task, TaskState::DiskSleep, sample)
 }
 
-/// On a CPU for nearly all the window and never blocked or yielded: preemptions
-/// (involuntary switches) do not count, a loop gets preempted like anything else.
+/// Never blocked or yielded during the window, and runnable nearly all of it: Δexec +
+/// Δrun_delay (time on a CPU plus time waiting in the run queue for one) covers at least the
+/// unit's share of the window. A loop on a loaded host gets only a slice of a CPU and waits the
+/// rest of the time, so measuring time on a CPU alone misses it; Δexec / (Δexec + Δrun_delay),
+/// the share of its wanted time it got, is in the evidence. Preemptions (involuntary switches)
+/// do not count, a loop gets preempted like anything else.
 pub(super) fn is_spinning(task: &TaskSample, sample: &SchedSample, config: &StallConfig) -> bool {
     // In nanoseconds: exact, so 95 % of a window is 95 % and not 94.99999 %.
-    let window = sample.window.as_nanos();
+    let (window, on_cpu) = (sample.window.as_nanos(), task.on_cpu.as_nanos());
+    let runnable = on_cpu + task.run_delay.as_nanos();
     !sample.window.is_zero()
         && task.voluntary_switches == 0
-        && task.on_cpu.as_nanos() * 100 >= window * u128::from(config.spinning_cpu_percent)
+        && on_cpu > 0
+        && runnable * 100 >= window * u128::from(config.spinning_cpu_percent)
 }
 
 /// Its runnable tasks wait for a CPU: run-queue p99 or CPU pressure above the threshold

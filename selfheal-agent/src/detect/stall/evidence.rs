@@ -104,13 +104,15 @@ fn spinning(
         .filter(|other| other.pid != task.pid && is_spinning(other, sample, config))
         .count();
     let mut text = format!(
-        "{} on a CPU for at least {}% of every window with no voluntary context switch for {} \
-         (last window: {} of {}, {} involuntary switches)",
+        "{} running or waiting for a CPU for at least {}% of every window, with no voluntary \
+         context switch, for {} (last window of {}: {} on a CPU, {} waiting for one, {} \
+         involuntary switches)",
         name(task),
         config.spinning_cpu_percent,
         human(held),
-        human(task.on_cpu),
         human(sample.window),
+        human(task.on_cpu),
+        human(task.run_delay),
         task.involuntary_switches
     );
     if others > 0 {

@@ -51,8 +51,11 @@ pub struct TaskSample {
     pub state: TaskState,
     /// How long the task has been in `state` (since its last context switch).
     pub state_for: Duration,
-    /// CPU time the task used during the window.
+    /// CPU time the task used during the window (the kernel's `se.sum_exec_runtime`).
     pub on_cpu: Duration,
+    /// Time the task waited runnable for a CPU during the window (`sched_info.run_delay`):
+    /// with `on_cpu`, what it would have run on an idle host.
+    pub run_delay: Duration,
     /// Voluntary context switches during the window (it blocked / yielded).
     pub voluntary_switches: u64,
     /// Involuntary switches during the window (it was preempted).

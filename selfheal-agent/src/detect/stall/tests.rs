@@ -31,6 +31,7 @@ fn task(pid: u32, comm: &str) -> TaskSample {
         state: TaskState::Sleeping,
         state_for: Duration::from_millis(3),
         on_cpu: Duration::from_millis(20),
+        run_delay: Duration::from_millis(1),
         voluntary_switches: 40,
         involuntary_switches: 1,
         wchan: None,
@@ -91,6 +92,7 @@ fn spinning(at: Instant, _: Duration) -> SchedSample {
     worker.state = TaskState::Running;
     worker.state_for = Duration::from_millis(4);
     worker.on_cpu = Duration::from_millis(990);
+    worker.run_delay = Duration::from_millis(10);
     worker.voluntary_switches = 0;
     worker.involuntary_switches = 25;
     sample(at, vec![task(100, "web"), worker])

@@ -1,7 +1,7 @@
 //! Reads the kernel programs' per-CPU counters.
 
 use aya::maps::{MapData, PerCpuArray};
-use selfheal_common::counters::Counter;
+use selfheal_common::{counters::Counter, exit::UnitExits};
 
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
@@ -25,5 +25,31 @@ impl KernelCounters {
                 (c.name(), total)
             })
             .collect()
+    }
+}
+
+/// Per-unit exit counts kept by the exit hook: clean child exits it sent no record for, and
+/// records the ring buffer had no room for.
+pub struct UnitExitCounts {
+    map: PerCpuArray<MapData, UnitExits>,
+}
+
+impl UnitExitCounts {
+    pub fn new(map: PerCpuArray<MapData, UnitExits>) -> Self {
+        Self { map }
+    }
+
+    /// The unit's counts summed over CPUs (zero when unreadable). A `lost` that grew since the
+    /// last look means exits of the unit went unseen: its state must be read again from
+    /// systemd (`ExecMainPID`, `ExecMainStatus`).
+    pub fn of(&self, unit: u32) -> UnitExits {
+        let mut total = UnitExits::default();
+        if let Ok(per_cpu) = self.map.get(&unit, 0) {
+            for cpu in per_cpu.iter() {
+                total.quiet += cpu.quiet;
+                total.lost += cpu.lost;
+            }
+        }
+        total
     }
 }

@@ -20,6 +20,8 @@ use aya::{
 use log::{debug, warn};
 use selfheal_common::{filter::UnitRef, path_hash::path_hash};
 
+use super::TaskWalk;
+
 pub struct CgroupFilter {
     /// The loaded programs, shared with the quarantine actuator; the last owner to drop it
     /// detaches everything.
@@ -28,6 +30,7 @@ pub struct CgroupFilter {
     watched: HashMap<MapData, u64, UnitRef>,
     /// Parent cgroups (slices) the socket-counting programs are attached to.
     sock_parents: HashSet<PathBuf>,
+    walk: TaskWalk,
 }
 
 impl CgroupFilter {
@@ -35,12 +38,14 @@ impl CgroupFilter {
         ebpf: Arc<Mutex<Ebpf>>,
         monitored: HashMap<MapData, u64, UnitRef>,
         watched: HashMap<MapData, u64, UnitRef>,
+        walk: TaskWalk,
     ) -> Self {
         Self {
             ebpf,
             monitored,
             watched,
             sock_parents: HashSet::new(),
+            walk,
         }
     }
 
@@ -133,6 +138,9 @@ impl CgroupFilter {
                 );
             }
         }
+        // The cgroups are in the filter now, so every task that joins from here on is tagged by
+        // the fork and cgroup-move hooks; the walk tags those already there.
+        self.walk.run_or_warn("new watch");
         debug!("watching {cgroup_path} for unit #{unit} (cgroup id {root_id:?})");
         Ok(root_id)
     }

@@ -9,6 +9,8 @@ pub enum HookKind {
     CgroupSock,
     /// A cgroup_skb program: loaded here, attached to a unit's cgroup when it is quarantined.
     CgroupSkb,
+    /// A BPF iterator over `(kind)` objects: loaded here, run on demand (the task walk).
+    Iter(&'static str),
 }
 
 pub struct Hook {
@@ -19,7 +21,7 @@ pub struct Hook {
     pub lost: &'static str,
 }
 
-pub const HOOKS: [Hook; 11] = [
+pub const HOOKS: [Hook; 12] = [
     Hook {
         program: "sched_process_exit",
         kind: HookKind::BtfTracepoint("sched_process_exit"),
@@ -31,14 +33,19 @@ pub const HOOKS: [Hook; 11] = [
         lost: "stalls (stopped, hung, spinning, wedged, starved) are not detected",
     },
     Hook {
-        program: "sched_wakeup",
-        kind: HookKind::BtfTracepoint("sched_wakeup"),
-        lost: "run-queue waits and wakeups of sleeping tasks are not seen",
+        program: "sched_process_fork",
+        kind: HookKind::BtfTracepoint("sched_process_fork"),
+        lost: "new processes and threads of a unit are tracked only after the next task walk",
     },
     Hook {
-        program: "sched_wakeup_new",
-        kind: HookKind::BtfTracepoint("sched_wakeup_new"),
-        lost: "new threads are tracked only after they first leave a CPU",
+        program: "cgroup_attach_task",
+        kind: HookKind::BtfTracepoint("cgroup_attach_task"),
+        lost: "tasks moved into a unit are tracked only after the next task walk",
+    },
+    Hook {
+        program: "tag_walk",
+        kind: HookKind::Iter("task"),
+        lost: "tasks already running when a unit is watched are not tracked for stalls",
     },
     Hook {
         program: "oom_mark_victim",
@@ -74,5 +81,26 @@ pub const HOOKS: [Hook; 11] = [
         program: "quarantine_egress",
         kind: HookKind::CgroupSkb,
         lost: "network quarantine is not available",
+    },
+];
+
+/// Empty programs on the hot hooks, attached only for the bench (see selfheal-ebpf/src/floor.rs).
+pub const FLOOR_ENV: &str = "SELFHEAL_BENCH_FLOOR";
+
+pub const FLOOR_HOOKS: [Hook; 3] = [
+    Hook {
+        program: "floor_switch",
+        kind: HookKind::BtfTracepoint("sched_switch"),
+        lost: "no dispatch floor for sched_switch (bench only)",
+    },
+    Hook {
+        program: "floor_fork",
+        kind: HookKind::BtfTracepoint("sched_process_fork"),
+        lost: "no dispatch floor for sched_process_fork (bench only)",
+    },
+    Hook {
+        program: "floor_exit",
+        kind: HookKind::BtfTracepoint("sched_process_exit"),
+        lost: "no dispatch floor for sched_process_exit (bench only)",
     },
 ];

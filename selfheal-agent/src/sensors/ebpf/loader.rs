@@ -6,17 +6,17 @@ use std::sync::{Arc, Mutex};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, CgroupSkb, CgroupSock, ProgramError, TracePoint},
+    programs::{BtfTracePoint, CgroupSkb, CgroupSock, Iter, ProgramError, TracePoint},
 };
 use log::{info, warn};
-use selfheal_common::{filter, sched};
+use selfheal_common::{exit, filter, sched};
 use serde::Serialize;
 use thiserror::Error;
 
 use super::{
-    CgroupFilter, KernelCounters, SchedMaps, UnitSockets,
+    CgroupFilter, KernelCounters, SchedMaps, TaskWalk, UnitExitCounts, UnitSockets,
     btf::KernelBtf,
-    hooks::{HOOKS, Hook, HookKind},
+    hooks::{FLOOR_ENV, FLOOR_HOOKS, HOOKS, Hook, HookKind},
 };
 
 /// The object built by build.rs from the `selfheal-ebpf` crate.
@@ -62,6 +62,8 @@ pub struct KernelSensors {
     pub hooks: Vec<HookStatus>,
     pub filter: CgroupFilter,
     pub counters: KernelCounters,
+    /// Per-unit exit counts: clean child exits without a record, records lost.
+    pub unit_exits: Option<UnitExitCounts>,
     pub events: Option<RingBuf<MapData>>,
     pub sched: Option<SchedMaps>,
     pub unit_sockets: Option<UnitSockets>,
@@ -165,6 +167,23 @@ impl KernelSensors {
         };
         let (pid, tgid) = (offset("pid")?, offset("tgid")?);
         let (exit_code, real_parent) = (offset("exit_code")?, offset("real_parent")?);
+        let struct_offset = |strukt, field| {
+            kernel_btf
+                .member_offset(strukt, field)
+                .map_err(|e| LoadError::Btf(e.to_string()))
+        };
+        let (sum_exec, run_delay) = (
+            offset("se.sum_exec_runtime")?,
+            offset("sched_info.run_delay")?,
+        );
+        let task_cgroups = offset("cgroups")?;
+        let dfl_cgrp = struct_offset("css_set", "dfl_cgrp")?;
+        let (cgroup_kn, cgroup_root) = (
+            struct_offset("cgroup", "kn")?,
+            struct_offset("cgroup", "root")?,
+        );
+        let kn_id = struct_offset("kernfs_node", "id")?;
+        let hierarchy_id = struct_offset("cgroup_root", "hierarchy_id")?;
         let has_group_dead = u32::from(
             kernel_btf
                 .tracepoint_arg_count("sched_process_exit")
@@ -174,10 +193,20 @@ impl KernelSensors {
         drop(kernel_btf);
 
         let mut ebpf = EbpfLoader::new()
+            // TASK_TAGS (task storage) has no aya map type; the kernel programs alone use it.
+            .allow_unsupported_maps()
             .override_global("TASK_PID_OFFSET", &pid, true)
             .override_global("TASK_TGID_OFFSET", &tgid, true)
             .override_global("TASK_EXIT_CODE_OFFSET", &exit_code, true)
             .override_global("TASK_REAL_PARENT_OFFSET", &real_parent, true)
+            .override_global("TASK_SUM_EXEC_OFFSET", &sum_exec, true)
+            .override_global("TASK_RUN_DELAY_OFFSET", &run_delay, true)
+            .override_global("TASK_CGROUPS_OFFSET", &task_cgroups, true)
+            .override_global("CSS_SET_DFL_CGRP_OFFSET", &dfl_cgrp, true)
+            .override_global("CGROUP_KN_OFFSET", &cgroup_kn, true)
+            .override_global("CGROUP_ROOT_OFFSET", &cgroup_root, true)
+            .override_global("KERNFS_NODE_ID_OFFSET", &kn_id, true)
+            .override_global("CGROUP_ROOT_HIERARCHY_ID_OFFSET", &hierarchy_id, true)
             .override_global("HAS_GROUP_DEAD", &has_group_dead, true)
             .override_global(
                 "QUARANTINE_ALLOW_LOOPBACK",
@@ -191,6 +220,11 @@ impl KernelSensors {
             .iter()
             .map(|hook| attach(&mut ebpf, &aya_btf, hook))
             .collect();
+        if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
+            for hook in &FLOOR_HOOKS {
+                attach(&mut ebpf, &aya_btf, hook);
+            }
+        }
         let monitored = HashMap::try_from(take(&mut ebpf, filter::MONITORED_CGROUPS)?)
             .map_err(map_error(filter::MONITORED_CGROUPS))?;
         let watched = HashMap::try_from(take(&mut ebpf, filter::WATCHED_PATHS)?)
@@ -204,18 +238,22 @@ impl KernelSensors {
         let unit_sched = PerCpuArray::try_from(take(&mut ebpf, sched::UNIT_SCHED)?)
             .map_err(map_error(sched::UNIT_SCHED))?;
 
+        let unit_exits = PerCpuArray::try_from(take(&mut ebpf, exit::UNIT_EXITS)?)
+            .map_err(map_error(exit::UNIT_EXITS))?;
         let unit_sockets = PerCpuArray::try_from(take(&mut ebpf, filter::UNIT_SOCKETS)?)
             .map_err(map_error(filter::UNIT_SOCKETS))?;
         let programs = Arc::new(Mutex::new(ebpf));
+        let walk = TaskWalk::new(programs.clone());
         Ok(Self {
             _mounts: mounts,
             hooks,
-            filter: CgroupFilter::new(programs.clone(), monitored, watched),
+            filter: CgroupFilter::new(programs.clone(), monitored, watched, walk.clone()),
             programs,
             unit_sockets: Some(UnitSockets::new(unit_sockets)),
             counters: KernelCounters::new(counters),
+            unit_exits: Some(UnitExitCounts::new(unit_exits)),
             events: Some(events),
-            sched: Some(SchedMaps::new(tasks, unit_sched)),
+            sched: Some(SchedMaps::new(tasks, unit_sched, walk)),
         })
     }
 }
@@ -262,6 +300,14 @@ fn attach(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> HookStatus {
                 program
                     .load()
                     .map_err(|e| format!("cgroup_skb {}: {e}", hook.program))?;
+            }
+            HookKind::Iter(kind) => {
+                let program: &mut Iter = program
+                    .try_into()
+                    .map_err(|e: ProgramError| e.to_string())?;
+                program
+                    .load(kind, btf)
+                    .map_err(|e| format!("iter/{kind}: {e}"))?;
             }
             HookKind::Tracepoint(category, name) => {
                 let program: &mut TracePoint = program

@@ -9,11 +9,13 @@ mod hooks;
 mod loader;
 mod sched;
 mod unit_sockets;
+mod walk;
 
 pub use btf::KernelBtf;
-pub use counters::KernelCounters;
+pub use counters::{KernelCounters, UnitExitCounts};
 pub use events::read_exit_events;
 pub use filter::{CgroupFilter, cgroup_id};
 pub use loader::{HookStatus, KernelSensors, LoadOptions};
 pub use sched::{SchedMaps, UnitAggregate, monotonic_ns};
 pub use unit_sockets::UnitSockets;
+pub use walk::TaskWalk;

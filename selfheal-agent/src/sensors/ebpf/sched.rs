@@ -4,9 +4,12 @@
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use selfheal_common::sched::{RUNQ_BUCKETS, TaskStat, UnitSched};
 
+use super::TaskWalk;
+
 pub struct SchedMaps {
     tasks: HashMap<MapData, u32, TaskStat>,
     units: PerCpuArray<MapData, UnitSched>,
+    walk: TaskWalk,
 }
 
 /// One unit's scheduler aggregate, summed over CPUs.
@@ -20,8 +23,15 @@ impl SchedMaps {
     pub fn new(
         tasks: HashMap<MapData, u32, TaskStat>,
         units: PerCpuArray<MapData, UnitSched>,
+        walk: TaskWalk,
     ) -> Self {
-        Self { tasks, units }
+        Self { tasks, units, walk }
+    }
+
+    /// Has the kernel tag the tasks of monitored cgroups it has not seen join (the threads of
+    /// a process moved as a whole; tasks that were there before the unit was watched).
+    pub fn tag_untracked(&self) {
+        self.walk.run_or_warn("untracked tasks");
     }
 
     /// Every task the kernel tracks, by pid (tasks of monitored units only).

@@ -175,8 +175,9 @@ fn spinning_problem_names_the_task_and_its_cpu_use() {
     assert_eq!(problem.pid, Some(100));
     assert!(
         problem.evidence.contains(
-            "task 101 (worker) of process 100 on a CPU for at least 95% of every window with no \
-             voluntary context switch for 5s (last window: 990ms of 1s, 25 involuntary switches)"
+            "task 101 (worker) of process 100 running or waiting for a CPU for at least 95% of \
+             every window, with no voluntary context switch, for 5s (last window of 1s: 990ms on \
+             a CPU, 10ms waiting for one, 25 involuntary switches)"
         ),
         "{:?}",
         problem.evidence
@@ -192,13 +193,48 @@ fn spinning_switched_off_is_never_reported() {
 
 #[test]
 fn spinning_starts_at_the_configured_share_of_the_window() {
+    // Of a 1 s window, `millis` on a CPU and 5 ms waiting for one; asleep the rest.
     let at_cpu = |millis: u64| {
         events_of(spinning, move |sample, _| {
             sample.tasks[1].on_cpu = Duration::from_millis(millis);
+            sample.tasks[1].run_delay = Duration::from_millis(5);
         })
     };
-    assert_eq!(at_cpu(949), []);
-    assert_eq!(at_cpu(950).len(), 1);
+    assert_eq!(at_cpu(944), []);
+    assert_eq!(at_cpu(945).len(), 1);
+}
+
+#[test]
+fn a_loop_on_a_loaded_host_is_spinning_though_it_gets_a_fifth_of_a_cpu() {
+    // A loop sharing one CPU with four others runs 200 ms of each second and waits 800 ms in
+    // the run queue; a task that ran 200 ms and barely waited was asleep the rest of the time.
+    let events = events_of(spinning, |sample, _| {
+        sample.tasks[1].on_cpu = Duration::from_millis(200);
+        sample.tasks[1].run_delay = Duration::from_millis(5);
+    });
+    assert_eq!(
+        events,
+        [],
+        "200 ms of a 1 s window and not waiting: not spinning"
+    );
+    let events = events_of(spinning, |sample, _| {
+        sample.tasks[1].on_cpu = Duration::from_millis(200);
+        sample.tasks[1].run_delay = Duration::from_millis(800);
+    });
+    assert_eq!(
+        events.len(),
+        1,
+        "200 ms on a CPU and 800 ms waiting for one: spinning"
+    );
+}
+
+#[test]
+fn a_task_that_only_waited_for_a_cpu_is_starved_not_spinning() {
+    let events = events_of(spinning, |sample, _| {
+        sample.tasks[1].on_cpu = Duration::ZERO;
+        sample.tasks[1].run_delay = Duration::from_secs(1);
+    });
+    assert_eq!(events, []);
 }
 
 #[test]
