@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod deb;
 mod run;
 mod setup;
 mod test;
@@ -42,6 +43,13 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Builds the Debian package (target/debian/selfheal_*.deb) with cargo-deb and checks it
+    /// with lintian.
+    Deb {
+        /// Package version instead of the crate's (e.g. to test an upgrade).
+        #[arg(long)]
+        deb_version: Option<String>,
+    },
     /// Boots a Debian guest under qemu (systemd as PID 1, cgroup v2), installs the agent with
     /// the shipped unit file and runs scenarios against real services (needs root).
     VmTest {
@@ -62,6 +70,7 @@ fn main() -> ExitCode {
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::VmTest { full, keep } => vm::vm_test(full, keep),
         Command::Bench { quick } => bench::bench(quick),
+        Command::Deb { deb_version } => deb::deb(deb_version.as_deref()).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

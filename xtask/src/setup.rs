@@ -32,6 +32,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "prometheus-alertmanager",
         "amtool checks the example config; the end-to-end tests run a real Alertmanager",
     ),
+    ("lintian", "`cargo xtask deb` checks the package it builds"),
+    ("gzip", "`cargo xtask deb` compresses the man pages"),
 ];
 
 const NIGHTLY: &str = "nightly";
@@ -45,13 +47,17 @@ pub fn setup() -> anyhow::Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_deb()?;
     println!("xtask setup: everything is in place");
     Ok(())
 }
 
 /// Whether everything `setup` provides is already there (a quick check for run and test).
 pub fn is_complete() -> bool {
-    PACKAGES.iter().all(|(p, _)| package_installed(p)) && has_rust_src() && bpf_linker_ok()
+    PACKAGES.iter().all(|(p, _)| package_installed(p))
+        && has_rust_src()
+        && bpf_linker_ok()
+        && cargo_deb_ok()
 }
 
 /// Runs `setup` when something is missing.
@@ -163,6 +169,33 @@ fn bpf_linker() -> anyhow::Result<()> {
     if !bpf_linker_ok() {
         bail!(
             "bpf-linker was installed but `bpf-linker --version` does not report {BPF_LINKER_VERSION}: is ~/.cargo/bin on PATH?"
+        );
+    }
+    Ok(())
+}
+
+const CARGO_DEB_VERSION: &str = "3.8";
+
+fn cargo_deb_ok() -> bool {
+    cmd::output(Command::new("cargo-deb").arg("--version"))
+        .is_some_and(|v| v.contains(&format!(" {CARGO_DEB_VERSION}.")))
+}
+
+/// cargo-deb builds the Debian package from `[package.metadata.deb]` (`cargo xtask deb`).
+fn cargo_deb() -> anyhow::Result<()> {
+    if cargo_deb_ok() {
+        return Ok(());
+    }
+    println!("xtask setup: building cargo-deb {CARGO_DEB_VERSION} (a few minutes)");
+    cmd::run(
+        Command::new("cargo")
+            .args(["install", "cargo-deb", "--locked", "--version"])
+            .arg(format!("~{CARGO_DEB_VERSION}")),
+    )
+    .context("cannot build cargo-deb, which builds the Debian package")?;
+    if !cargo_deb_ok() {
+        bail!(
+            "cargo-deb was installed but `cargo-deb --version` does not report {CARGO_DEB_VERSION}: is ~/.cargo/bin on PATH?"
         );
     }
     Ok(())
