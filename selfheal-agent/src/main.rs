@@ -127,7 +127,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let log = match (log, config) {
                 (Some(log), _) => log,
-                (None, config) => load_for_run(config.as_deref())?.agent.audit_log,
+                (None, Some(config)) => Config::load(&config)?.agent.audit_log,
+                (None, None) if Config::default_path().exists() => {
+                    Config::load(Config::default_path())?.agent.audit_log
+                }
+                (None, None) => Config::default().agent.audit_log,
             };
             tokio::task::spawn_blocking(move || cli::events::events(&log, lines, follow, json))
                 .await??;

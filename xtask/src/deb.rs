@@ -58,7 +58,6 @@ pub fn deb(version: Option<&str>) -> anyhow::Result<PathBuf> {
     if !out.status.success() {
         bail!("cargo deb failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8_lossy(&out.stdout);
     let package = printed
         .lines()
@@ -110,7 +109,7 @@ fn packaged_unit(dir: &Path) -> anyhow::Result<()> {
 /// Lintian's verdict; errors fail the build, warnings are shown.
 fn lintian(package: &Path) -> anyhow::Result<()> {
     let out = Command::new("lintian")
-        .args(["--fail-on", "error", "--no-tag-display-limit"])
+        .args(["--fail-on", "error", "--tag-display-limit", "0"])
         .arg(package)
         .output()
         .context("running lintian: install Debian's `lintian` (or `cargo xtask setup`)")?;
