@@ -1,6 +1,7 @@
 //! The Grafana dashboard against a real Prometheus scraping a running agent: after a scripted
 //! crash and its healing, every panel's every query returns data, and the seed's two gauges at
-//! the top say what happened (HEALING after a restart).
+//! the top say what happened: OK before, HEALING after one restart, CRITICAL after three in
+//! five minutes.
 
 use anyhow::Context as _;
 use selfheal_tests::{Sandbox, agent::Agent, require::require_root, service_unit};
@@ -36,7 +37,8 @@ fn panel_queries() -> anyhow::Result<Vec<(String, String)>> {
 }
 
 #[test]
-fn every_dashboard_panel_has_data_after_a_crash_is_healed() -> anyhow::Result<()> {
+fn every_panel_has_data_and_the_status_goes_ok_healing_critical_as_crashes_repeat()
+-> anyhow::Result<()> {
     require_root();
     let sandbox = Sandbox::start("op-dashboard")?;
     sandbox.install_unit(UNIT, &service_unit("dashboarded", &workload("sleep"), &[]))?;
@@ -103,6 +105,49 @@ fn every_dashboard_panel_has_data_after_a_crash_is_healed() -> anyhow::Result<()
         .find(|(labels, _)| labels["unit"] == UNIT)
         .with_context(|| format!("no row for {UNIT}: {rows:?}"))?;
     assert!(row.1 < 2.0, "{UNIT} is CRITICAL after one crash: {rows:?}");
+
+    // Two more crashes: three restarts in 5 minutes are "repeated restarts", CRITICAL (red).
+    for done in 2..=3 {
+        Sandbox::wait_until("the unit to run again", WAIT, || {
+            Ok(sandbox.main_pid(UNIT).is_ok_and(|pid| pid != 0))
+        })?;
+        kill_main(&sandbox, UNIT)?;
+        Sandbox::wait_until(&format!("restart number {done}"), WAIT, || {
+            let records = agent.records(UNIT, "action")?;
+            Ok(records.iter().filter(|r| restart_done(r)).count() >= done)
+        })
+        .with_context(|| format!("agent log:\n{}", agent.log_text()))?;
+    }
+    wait_for_value(&prometheus, status_expr, 2.0)?;
+    Ok(())
+}
+
+#[test]
+fn the_seed_gauges_show_ok_healing_critical_in_green_orange_red() -> anyhow::Result<()> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana-dashboard.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let panels = dashboard["panels"].as_array().context("no panels")?;
+    for (index, title) in ["Self-Healing Status", "Service Stall History (5m)"]
+        .iter()
+        .enumerate()
+    {
+        // At the top, in the seed's order.
+        let panel = &panels[index];
+        assert_eq!(panel["title"], *title);
+        assert_eq!(panel["gridPos"]["y"], 0, "{title} is not at the top");
+        let states = &panel["fieldConfig"]["defaults"]["mappings"][0]["options"];
+        for (value, text, colour) in [
+            ("0", "OK", "green"),
+            ("1", "HEALING", "orange"),
+            ("2", "CRITICAL", "red"),
+        ] {
+            assert_eq!(states[value]["text"], text, "{title}: {states}");
+            assert_eq!(states[value]["color"], colour, "{title}: {states}");
+        }
+    }
     Ok(())
 }
 
