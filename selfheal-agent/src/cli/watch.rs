@@ -126,6 +126,8 @@ pub fn paint(line: &str, colour: bool) -> String {
         "not attached",
         "not answering",
         "stall",
+        "killed",
+        "exited",
     ]
     .iter()
     .any(|w| lower.contains(w))
@@ -209,6 +211,9 @@ mod tests {
         assert!(paint("System Health: CRITICAL", true).starts_with(RED));
         assert!(paint("System Health: DEGRADED", true).starts_with(YELLOW));
         assert!(paint("System Health: HEALTHY", true).starts_with(GREEN));
+        assert!(paint("main process 7 (web) was killed by SIGKILL", true).starts_with(RED));
+        // "on-failure" is a setting, not a failure.
+        assert!(!paint("web.service: restart=on-failure", true).starts_with(RED));
         assert_eq!(
             paint("├── Active Recoveries: 0", true),
             "├── Active Recoveries: 0"
