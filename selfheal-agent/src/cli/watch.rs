@@ -133,7 +133,7 @@ pub fn paint(line: &str, colour: bool) -> String {
     .any(|w| lower.contains(w))
     {
         RED
-    } else if ["degraded", "decision", "activating", "→", "suspected"]
+    } else if ["degraded", "activating", "suspected"]
         .iter()
         .any(|w| lower.contains(w))
     {
