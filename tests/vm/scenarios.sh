@@ -518,6 +518,11 @@ scenario_quarantine() {
         "again after $back_ms ms"
 }
 
+# A new agent process runs and answers (the upgrade restarted the service).
+agent_restarted() {
+    restarted_with_new_pid selfheal.service "$1" && [ -n "$(agent_status)" ]
+}
+
 # The package's life after install: `man selfheal-agent` works; an upgrade to a newer
 # version keeps the operator's config, the agent's state and its audit log, and restarts the
 # service; a purge removes the binary, the unit, the config, the state and the log. Runs last:
@@ -538,6 +543,7 @@ scenario_package() {
     fi
     records=$(wc -l < /var/log/selfheal/actions.jsonl 2> /dev/null || echo 0)
     before=$(dpkg-query -W -f '${Version}' selfheal)
+    agent_pid=$(main_pid selfheal.service)
     # --force-confold: the operator's edited config stays, as an interactive upgrade would ask.
     if ! why=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         -o Dpkg::Options::=--force-confold "$PAYLOAD/selfheal-upgrade.deb" 2>&1); then
@@ -562,10 +568,11 @@ scenario_package() {
         fail "the audit log had $records records before the upgrade and $kept after"
         return
     fi
-    if ! wait_until 60 agent_sees_active nginx.service; then
-        fail "after the upgrade the agent does not answer with nginx.service active: $(unit_state selfheal.service)"
+    if ! wait_until 60 agent_restarted "$agent_pid"; then
+        fail "after the upgrade no new agent answers (main pid was $agent_pid): $(unit_state selfheal.service)"
         return
     fi
+    new_pid=$(main_pid selfheal.service)
     if ! why=$(DEBIAN_FRONTEND=noninteractive apt-get purge -y -q selfheal 2>&1); then
         fail "apt purge failed: $(echo "$why" | tail -n 3 | tr '\n' ' ')"
         return
@@ -585,7 +592,7 @@ scenario_package() {
     fi
     AGENT=
     pass "man selfheal-agent works; upgrade $before -> $after kept the config, $state and" \
-        "$kept audit records and restarted the agent; purge removed binary, unit, config, state and log"
+        "$kept audit records and restarted the agent (pid $agent_pid -> $new_pid); purge removed binary, unit, config, state and log"
 }
 
 # --- the run ---------------------------------------------------------------------------------
