@@ -25,11 +25,12 @@ pub fn prepare(run_dir: &Path, bin_dir: &Path, scenarios: &[&Scenario]) -> anyho
     let payload = run_dir.join("payload");
     fs::create_dir_all(payload.join("out"))?;
 
-    // Built in this order so that the package installed first is the crate's version.
-    let upgrade = deb::deb(Some(UPGRADE_VERSION))?;
-    let package = deb::deb(None)?;
-    link_or_copy(&package, &payload.join("selfheal.deb"))?;
-    link_or_copy(&upgrade, &payload.join("selfheal-upgrade.deb"))?;
+    // Each copied at once: cargo-deb clears the older packages from its output directory.
+    copy(
+        &deb::deb(Some(UPGRADE_VERSION))?,
+        &payload.join("selfheal-upgrade.deb"),
+    )?;
+    copy(&deb::deb(None)?, &payload.join("selfheal.deb"))?;
     let workload = bin_dir.join("selfheal-workload");
     if workload.exists() {
         // Test workloads for scenarios that need a misbehaving service Debian does not ship.
