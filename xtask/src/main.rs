@@ -50,8 +50,9 @@ enum Command {
         #[arg(long)]
         deb_version: Option<String>,
     },
-    /// Boots a Debian guest under qemu (systemd as PID 1, cgroup v2), installs the agent with
-    /// the shipped unit file and runs scenarios against real services (needs root).
+    /// Boots a Debian guest under qemu (systemd as PID 1, cgroup v2), installs the agent's
+    /// Debian package and runs scenarios against real services, then upgrades and purges the
+    /// package (needs root).
     VmTest {
         /// Run every scenario, not only the short form.
         #[arg(long)]
