@@ -4,6 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+// --- operator experience: live view, event stream, generated docs, helpful errors ----------
+pub mod events;
+pub mod generate;
+pub mod hints;
+pub mod watch;
+// ---------------------------------------------------------------------------------------------
+
 #[derive(Debug, Parser)]
 #[command(
     name = "selfheal-agent",
@@ -34,8 +41,15 @@ pub enum Command {
     /// Show the running agent's units, their state and last events.
     Status {
         /// Print the full status as JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Keep watching: the tree refreshed in place, problems and actions streaming under it
+        /// (plain lines, no colours, when the output is not a terminal).
+        #[arg(long, short)]
+        watch: bool,
+        /// Seconds between refreshes with --watch.
+        #[arg(long, default_value_t = 1.0, requires = "watch")]
+        interval: f64,
         #[command(flatten)]
         agent: AgentSocket,
     },
@@ -66,6 +80,33 @@ pub enum Command {
         unit: String,
         #[command(flatten)]
         agent: AgentSocket,
+    },
+    // --- operator experience (events, generated docs) --------------------------------------
+    /// The audit log's records (decisions and action outcomes), newest last; with --follow,
+    /// new records as the agent writes them.
+    Events {
+        /// Keep streaming records as they are written (like `tail -f`; Ctrl-C stops).
+        #[arg(long, short)]
+        follow: bool,
+        /// Print each record as the JSON line the agent wrote.
+        #[arg(long)]
+        json: bool,
+        /// How many of the latest records to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+        /// The audit log [default: agent.audit_log of --config, else /var/log/selfheal/actions.jsonl]
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Read the audit log's path from this config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Writes the man page or shell completions generated from these definitions (used by
+    /// `cargo xtask deb`, so they never drift from the CLI).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: generate::Generated,
     },
     /// Fleet mode (etcd): `fleet status [--json]`, `fleet pause [GROUP]`, `fleet resume [GROUP]`.
     Fleet {

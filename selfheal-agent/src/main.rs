@@ -5,6 +5,7 @@ mod cli;
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -81,8 +82,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             }
         }),
-        Command::Status { json, agent } => {
-            let doc = report::status::query(&agent.path()?).await?;
+        Command::Status {
+            watch: true,
+            interval,
+            agent,
+            ..
+        } => {
+            let every = Duration::try_from_secs_f64(interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!("--interval {interval}: give a positive number of seconds")
+                })?;
+            cli::watch::watch(&agent.path()?, every).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json, agent, .. } => {
+            let doc = cli::hints::query(&agent.path()?).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -91,8 +107,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::History { unit, json, agent } => {
-            let answer =
-                report::status::request(&agent.path()?, "history", unit.as_deref()).await?;
+            let answer = cli::hints::request(&agent.path()?, "history", unit.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
@@ -103,6 +118,30 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Explain { unit, agent } => text_answer(&agent, "explain", &unit).await,
         Command::Reset { unit, agent } => text_answer(&agent, "reset", &unit).await,
         Command::Release { unit, agent } => text_answer(&agent, "release", &unit).await,
+        // --- operator experience -----------------------------------------------------------
+        Command::Events {
+            follow,
+            json,
+            lines,
+            log,
+            config,
+        } => {
+            let log = match (log, config) {
+                (Some(log), _) => log,
+                (None, Some(config)) => Config::load(&config)?.agent.audit_log,
+                (None, None) if Config::default_path().exists() => {
+                    Config::load(Config::default_path())?.agent.audit_log
+                }
+                (None, None) => Config::default().agent.audit_log,
+            };
+            tokio::task::spawn_blocking(move || cli::events::events(&log, lines, follow, json))
+                .await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate { what } => {
+            cli::generate::generate(&what)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fleet { command, config } => fleet_command(command, config.as_deref()).await,
     }
 }
@@ -167,7 +206,7 @@ impl AgentSocket {
 
 /// explain, reset, release: the agent answers in words.
 async fn text_answer(agent: &AgentSocket, command: &str, unit: &str) -> anyhow::Result<ExitCode> {
-    let answer = report::status::request(&agent.path()?, command, Some(unit)).await?;
+    let answer = cli::hints::request(&agent.path()?, command, Some(unit)).await?;
     match answer["text"].as_str() {
         Some(text) => println!("{unit}: {}", text.trim_end()),
         None => println!("{answer}"),
@@ -190,36 +229,16 @@ fn print_history(answer: &serde_json::Value) -> anyhow::Result<()> {
             println!("{name}: nothing recorded yet");
         }
         for record in records {
-            println!("{} {name}: {}", utc(record.at_ms), record.event.summary());
+            println!(
+                "{} {name}: {}",
+                cli::events::utc(record.at_ms),
+                record.event.summary()
+            );
         }
     }
     Ok(())
 }
 
-/// "2026-11-25 21:03:04.120Z" from milliseconds since the epoch (civil date from days, Howard
-/// Hinnant's algorithm: no time crate for one line).
-fn utc(at_ms: u64) -> String {
-    let (days, ms) = ((at_ms / 86_400_000) as i64, at_ms % 86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let secs = ms / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        ms % 1000
-    )
-}
-
-/// The config for `run`: the given file, else the default path, else an empty config.
 /// The file `run` reads (and reads again on SIGHUP): the one given, else the default one
 /// when it exists.
 fn config_path(given: Option<&Path>) -> Option<PathBuf> {
@@ -229,6 +248,7 @@ fn config_path(given: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// The config for `run`: the given file, else the default path, else an empty config.
 fn load_for_run(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
         Some(path) => Config::load(path),

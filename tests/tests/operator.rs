@@ -8,10 +8,14 @@
 
 #[path = "operator/alerting.rs"]
 mod alerting;
+#[path = "operator/dashboard.rs"]
+mod dashboard;
 #[path = "operator/health.rs"]
 mod health;
 #[path = "operator/http.rs"]
 mod http;
+#[path = "operator/live.rs"]
+mod live;
 #[path = "operator/metrics.rs"]
 mod metrics;
 #[path = "operator/servers.rs"]

@@ -23,9 +23,10 @@ set -u
 PAYLOAD=/payload
 OUT=$PAYLOAD/out
 CONFIG=/etc/selfheal/selfheal.toml
+# Only with a unit file under test (SELFHEAL_VM_UNIT): it overrides the packaged one.
 UNIT_FILE=/etc/systemd/system/selfheal.service
-# Set by install_agent: where the shipped unit's ExecStart expects the binary.
-AGENT=
+# Where the package installs the binary (and its unit's ExecStart runs it).
+AGENT=/usr/bin/selfheal-agent
 # Where the test units of tests/vm/units expect selfheal-workload.
 WORKLOAD=/usr/local/lib/selfheal-vm/selfheal-workload
 
@@ -107,16 +108,20 @@ restarted_with_new_pid() {
     [ "$new" != 0 ] && [ "$new" != "$2" ] && systemctl is-active --quiet "$1"
 }
 
-# Installs the agent as an operator would: the binary at $AGENT (where the shipped unit's
-# ExecStart says), the unit in /etc/systemd/system, the config in /etc/selfheal, then
-# enable --now. On failure prints why and returns 1.
+# Installs the agent as an operator would: `apt install ./selfheal_….deb` (which installs the
+# binary, the unit, a default config, and enables and starts the service), then the test
+# config over the default one, and a restart to read it. With SELFHEAL_VM_UNIT on the host, a
+# unit file under test overrides the packaged one from /etc/systemd/system. On failure prints
+# why and returns 1.
 install_agent() {
-    install -D -m 0755 "$PAYLOAD/selfheal-agent" "$AGENT" || return 1
-    install -D -m 0644 "$PAYLOAD/selfheal.service" "$UNIT_FILE" || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$PAYLOAD/selfheal.deb" 2>&1 || return 1
+    if [ -f "$PAYLOAD/selfheal.service.override" ]; then
+        install -D -m 0644 "$PAYLOAD/selfheal.service.override" "$UNIT_FILE" || return 1
+        systemctl daemon-reload || return 1
+    fi
     install -D -m 0644 "$PAYLOAD/selfheal.toml" "$CONFIG" || return 1
     "$AGENT" check-config "$CONFIG" 2>&1 || return 1
-    systemctl daemon-reload || return 1
-    systemctl enable --now selfheal.service 2>&1 || return 1
+    systemctl restart selfheal.service 2>&1 || return 1
 }
 
 # agent_count UNIT CONDITION: how many of the agent's history records of UNIT meet the jq
@@ -203,14 +208,9 @@ scenario_environment() {
 # The shipped unit starts the agent (with Type=notify, active means it said READY=1), it is
 # enabled, the journal shows its start, and it answers `status` watching its units.
 scenario_agent_starts() {
-    AGENT=$(sed -n 's/^ExecStart=[-@:+!]*\([^ ]*\).*/\1/p' "$PAYLOAD/selfheal.service" | head -n 1)
-    if [ -z "$AGENT" ]; then
-        fail "the unit file has no ExecStart= line"
-        return
-    fi
     started=$(now_ms)
     if ! why=$(install_agent); then
-        fail "installing as an operator failed: $(echo "$why" | tail -n 3 | tr '\n' ' ')" \
+        fail "apt install of the package failed: $(echo "$why" | tail -n 3 | tr '\n' ' ')" \
             "$(unit_state selfheal.service)"
         return
     fi
@@ -249,7 +249,7 @@ scenario_agent_starts() {
         fail "systemd-analyze security scores selfheal.service '${exposure:-?}', above 4.0"
         return
     fi
-    pass "selfheal.service (Type=$type) installed and active in $active_ms ms, enabled," \
+    pass "selfheal.service (Type=$type) installed from the package and active in $active_ms ms, enabled," \
         "started in the journal; status answers: kernel hooks attached $hooks, nginx.service active;" \
         "exposure $exposure"
 }
@@ -524,6 +524,83 @@ scenario_quarantine() {
     pass "detector flag → '$unit' quarantined after $quarantined_ms ms: its connections to" \
         "127.0.0.1:80 fail while this process still connects; release ('$answer') → it connects" \
         "again after $back_ms ms"
+}
+
+# A new agent process runs and answers (the upgrade restarted the service).
+agent_restarted() {
+    restarted_with_new_pid selfheal.service "$1" && [ -n "$(agent_status)" ]
+}
+
+# The package's life after install: `man selfheal-agent` works; an upgrade to a newer
+# version keeps the operator's config, the agent's state and its audit log, and restarts the
+# service; a purge removes the binary, the unit, the config, the state and the log. Runs last:
+# nothing is installed afterwards.
+scenario_package() {
+    if ! man -P cat selfheal-agent 2> /dev/null | grep -q 'events'; then
+        fail "man selfheal-agent does not show the events command: $(man -P cat selfheal-agent 2>&1 | head -n 3 | tr '\n' ' ')"
+        return
+    fi
+    if ! man -w selfheal-agent-status > /dev/null 2>&1; then
+        fail "no man page selfheal-agent-status"
+        return
+    fi
+    state=/var/lib/selfheal/$(ls /var/lib/selfheal 2> /dev/null | head -n 1)
+    if [ ! -f "$state" ]; then
+        fail "the agent left no state in /var/lib/selfheal to keep across the upgrade"
+        return
+    fi
+    records=$(wc -l < /var/log/selfheal/actions.jsonl 2> /dev/null || echo 0)
+    before=$(dpkg-query -W -f '${Version}' selfheal)
+    agent_pid=$(main_pid selfheal.service)
+    # --force-confold: the operator's edited config stays, as an interactive upgrade would ask.
+    if ! why=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        -o Dpkg::Options::=--force-confold "$PAYLOAD/selfheal-upgrade.deb" 2>&1); then
+        fail "apt install of the newer package failed: $(echo "$why" | tail -n 3 | tr '\n' ' ')"
+        return
+    fi
+    after=$(dpkg-query -W -f '${Version}' selfheal)
+    if [ "$after" = "$before" ]; then
+        fail "the version is still $before after the upgrade"
+        return
+    fi
+    if ! cmp -s "$PAYLOAD/selfheal.toml" "$CONFIG"; then
+        fail "the upgrade replaced the operator's $CONFIG"
+        return
+    fi
+    if [ ! -f "$state" ]; then
+        fail "the upgrade removed the agent's state $state"
+        return
+    fi
+    kept=$(wc -l < /var/log/selfheal/actions.jsonl 2> /dev/null || echo 0)
+    if [ "$kept" -lt "$records" ]; then
+        fail "the audit log had $records records before the upgrade and $kept after"
+        return
+    fi
+    if ! wait_until 60 agent_restarted "$agent_pid"; then
+        fail "after the upgrade no new agent answers (main pid was $agent_pid): $(unit_state selfheal.service)"
+        return
+    fi
+    new_pid=$(main_pid selfheal.service)
+    if ! why=$(DEBIAN_FRONTEND=noninteractive apt-get purge -y -q selfheal 2>&1); then
+        fail "apt purge failed: $(echo "$why" | tail -n 3 | tr '\n' ' ')"
+        return
+    fi
+    left=
+    for path in "$AGENT" /usr/lib/systemd/system/selfheal.service "$CONFIG" /var/lib/selfheal \
+        /var/log/selfheal /usr/share/man/man1/selfheal-agent.1.gz; do
+        [ ! -e "$path" ] || left="$left $path"
+    done
+    if [ -n "$left" ]; then
+        fail "the purge left$left"
+        return
+    fi
+    if systemctl is-active --quiet selfheal.service; then
+        fail "selfheal.service still runs after the purge"
+        return
+    fi
+    AGENT=
+    pass "man selfheal-agent works; upgrade $before -> $after kept the config, $state and" \
+        "$kept audit records and restarted the agent (pid $agent_pid -> $new_pid); purge removed binary, unit, config, state and log"
 }
 
 # --- the run ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod deb;
 mod fuzz;
 mod run;
 mod setup;
@@ -62,8 +63,16 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// Boots a Debian guest under qemu (systemd as PID 1, cgroup v2), installs the agent with
-    /// the shipped unit file and runs scenarios against real services (needs root).
+    /// Builds the Debian package (target/debian/selfheal_*.deb) with cargo-deb and checks it
+    /// with lintian.
+    Deb {
+        /// Package version instead of the crate's (e.g. to test an upgrade).
+        #[arg(long)]
+        deb_version: Option<String>,
+    },
+    /// Boots a Debian guest under qemu (systemd as PID 1, cgroup v2), installs the agent's
+    /// Debian package and runs scenarios against real services, then upgrades and purges the
+    /// package (needs root).
     VmTest {
         /// Run every scenario, not only the short form.
         #[arg(long)]
@@ -84,6 +93,7 @@ fn main() -> ExitCode {
         Command::Soak { minutes } => soak::soak(minutes),
         Command::VmTest { full, keep } => vm::vm_test(full, keep),
         Command::Bench { quick } => bench::bench(quick),
+        Command::Deb { deb_version } => deb::deb(deb_version.as_deref()).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,6 +46,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "etcd-client",
         "etcdctl reads etcd's own history in the fleet tests",
     ),
+    ("lintian", "`cargo xtask deb` checks the package it builds"),
+    ("gzip", "`cargo xtask deb` compresses the man pages"),
 ];
 
 pub const NIGHTLY: &str = "nightly";
@@ -60,6 +62,7 @@ pub fn setup() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     cargo_fuzz()?;
+    cargo_deb()?;
     println!("xtask setup: everything is in place");
     Ok(())
 }
@@ -70,6 +73,7 @@ pub fn is_complete() -> bool {
         && has_rust_src()
         && bpf_linker_ok()
         && cargo_fuzz_ok()
+        && cargo_deb_ok()
 }
 
 /// Runs `setup` when something is missing.
@@ -199,4 +203,31 @@ fn cargo_fuzz() -> anyhow::Result<()> {
     println!("xtask setup: installing cargo-fuzz from crates.io (a few minutes)");
     cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
         .context("cannot install cargo-fuzz, which runs the fuzz targets")
+}
+
+const CARGO_DEB_VERSION: &str = "3.8";
+
+fn cargo_deb_ok() -> bool {
+    cmd::output(Command::new("cargo-deb").arg("--version"))
+        .is_some_and(|v| v.contains(&format!(" {CARGO_DEB_VERSION}.")))
+}
+
+/// cargo-deb builds the Debian package from `[package.metadata.deb]` (`cargo xtask deb`).
+fn cargo_deb() -> anyhow::Result<()> {
+    if cargo_deb_ok() {
+        return Ok(());
+    }
+    println!("xtask setup: building cargo-deb {CARGO_DEB_VERSION} (a few minutes)");
+    cmd::run(
+        Command::new("cargo")
+            .args(["install", "cargo-deb", "--locked", "--version"])
+            .arg(format!("~{CARGO_DEB_VERSION}")),
+    )
+    .context("cannot build cargo-deb, which builds the Debian package")?;
+    if !cargo_deb_ok() {
+        bail!(
+            "cargo-deb was installed but `cargo-deb --version` does not report {CARGO_DEB_VERSION}: is ~/.cargo/bin on PATH?"
+        );
+    }
+    Ok(())
 }

@@ -26,7 +26,7 @@ const HEALED: &str = "watched.service";
 const DOOMED: &str = "doomed.service";
 const KIND: &str = "unhealthy_alert";
 
-fn rules_file() -> String {
+pub fn rules_file() -> String {
     concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/selfhealing_rules.yml"

@@ -31,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "procps",
     "iproute2",
     "jq",
+    // `man selfheal-agent`: the package ships man pages; the package scenario reads them.
+    "man-db",
 ];
 
 /// Bump when the build steps below change in a way the hashed inputs do not show.

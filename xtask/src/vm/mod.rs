@@ -1,6 +1,6 @@
 //! `cargo xtask vm-test`: proves the agent where it will live. Boots a Debian bookworm guest
-//! under qemu with systemd as PID 1 and a pure cgroup v2 tree, installs the agent there with the
-//! shipped unit file as an operator would, and runs scenarios against Debian's own services.
+//! under qemu with systemd as PID 1 and a pure cgroup v2 tree, installs the agent there from its
+//! Debian package as an operator would, and runs scenarios against Debian's own services.
 //!
 //! Host side (here): build the agent, build or reuse the cached image (`image`), fill a per-run
 //! payload directory (`payload`), boot qemu sharing it over 9p (`qemu`), and follow the guest's

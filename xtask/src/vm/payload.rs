@@ -1,7 +1,8 @@
-//! The per-run payload the guest mounts over 9p: what an operator would copy to a host (the
-//! agent, the shipped unit file, a config) and what the guest runs (the scenario script, the
-//! list of scenarios, the test services of tests/vm/units and the `selfheal-workload` binary
-//! they run). The guest writes its journal and the agent's status back to `out/`.
+//! The per-run payload the guest mounts over 9p: what an operator would install on a host (the
+//! Debian package `cargo xtask deb` builds, a newer build of it to upgrade to, a config) and
+//! what the guest runs (the scenario script, the list of scenarios, the test services of
+//! tests/vm/units and the `selfheal-workload` binary they run). The guest writes its journal
+//! and the agent's status back to `out/`.
 
 use std::{
     fs,
@@ -11,14 +12,12 @@ use std::{
 use anyhow::Context as _;
 
 use super::scenarios::Scenario;
-use crate::cmd;
+use crate::{cmd, deb};
 
-/// The unit file operators install.
-const SHIPPED_UNIT: &str = "deploy/selfheal.service";
-/// Used only while the shipped one does not exist.
-const STAND_IN_UNIT: &str = "tests/vm/selfheal.service";
-/// Names a unit file to install instead of the shipped one (to try a change to it).
+/// Names a unit file to install over the packaged one (to try a change to it).
 const UNIT_OVERRIDE: &str = "SELFHEAL_VM_UNIT";
+/// The version the `package` scenario upgrades to: the same build, newer for dpkg.
+const UPGRADE_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+vmupgrade");
 
 /// Fills `run_dir`/payload from the workspace and the agent built in `bin_dir`.
 pub fn prepare(run_dir: &Path, bin_dir: &Path, scenarios: &[&Scenario]) -> anyhow::Result<PathBuf> {
@@ -26,28 +25,24 @@ pub fn prepare(run_dir: &Path, bin_dir: &Path, scenarios: &[&Scenario]) -> anyho
     let payload = run_dir.join("payload");
     fs::create_dir_all(payload.join("out"))?;
 
-    link_or_copy(
-        &bin_dir.join("selfheal-agent"),
-        &payload.join("selfheal-agent"),
+    // Each copied at once: cargo-deb clears the older packages from its output directory.
+    copy(
+        &deb::deb(Some(UPGRADE_VERSION))?,
+        &payload.join("selfheal-upgrade.deb"),
     )?;
+    copy(&deb::deb(None)?, &payload.join("selfheal.deb"))?;
     let workload = bin_dir.join("selfheal-workload");
     if workload.exists() {
         // Test workloads for scenarios that need a misbehaving service Debian does not ship.
         link_or_copy(&workload, &payload.join("selfheal-workload"))?;
     }
-    let unit = if let Some(unit) = std::env::var_os(UNIT_OVERRIDE) {
+    if let Some(unit) = std::env::var_os(UNIT_OVERRIDE) {
         println!(
-            "vm-test: installing {} ({UNIT_OVERRIDE})",
+            "vm-test: installing {} over the packaged unit ({UNIT_OVERRIDE})",
             unit.to_string_lossy()
         );
-        PathBuf::from(unit)
-    } else if root.join(SHIPPED_UNIT).exists() {
-        root.join(SHIPPED_UNIT)
-    } else {
-        println!("vm-test: {SHIPPED_UNIT} does not exist yet: installing {STAND_IN_UNIT} instead");
-        root.join(STAND_IN_UNIT)
-    };
-    copy(&unit, &payload.join("selfheal.service"))?;
+        copy(Path::new(&unit), &payload.join("selfheal.service.override"))?;
+    }
     copy(
         &root.join("tests/vm/selfheal.toml"),
         &payload.join("selfheal.toml"),

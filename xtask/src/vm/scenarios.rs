@@ -23,8 +23,9 @@ pub const SCENARIOS: &[Scenario] = &[
         short: true,
         timeout: Duration::from_secs(30),
     },
-    // The operator's install: binary, deploy/selfheal.service, config, `enable --now`; the
-    // agent is active, enabled, in the journal, and answers `status` watching nginx.service.
+    // The operator's install: `apt install ./selfheal_….deb` (enabled and started by the
+    // package), then the test config; the agent is active, enabled, in the journal, and answers
+    // `status` watching nginx.service.
     Scenario {
         name: "agent-starts",
         short: true,
@@ -62,6 +63,14 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "quarantine",
         short: true,
         timeout: Duration::from_secs(200),
+    },
+    // `man selfheal-agent`; an upgrade to a newer package keeps config, state and audit log
+    // and restarts the agent; a purge removes everything. Last: it uninstalls the agent.
+    Scenario {
+        name: "package",
+        short: true,
+        // Measured: 1m50s under TCG (apt, man-db's trigger and two agent restarts).
+        timeout: Duration::from_secs(300),
     },
 ];
 
