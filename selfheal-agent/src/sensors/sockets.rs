@@ -97,8 +97,9 @@ pub fn queues(table: &str, inodes: &HashSet<u64>) -> (u64, u64) {
             .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
             .unwrap_or(0);
         match *state {
-            TCP_LISTEN => accept += rx,
-            TCP_ESTABLISHED => recv += rx,
+            // Saturating: a table with absurd queue sizes must not wrap (or panic in debug).
+            TCP_LISTEN => accept = u64::saturating_add(accept, rx),
+            TCP_ESTABLISHED => recv = u64::saturating_add(recv, rx),
             _ => {}
         }
     }
@@ -141,6 +142,19 @@ mod tests {
     fn only_the_units_sockets_count_listen_as_accept_queue_and_established_as_bytes() {
         let inodes: HashSet<u64> = [111, 222].into();
         assert_eq!(queues(TABLE, &inodes), (3, 0x40));
+    }
+
+    /// Regression (found writing its fuzz target): queue sizes summed past u64::MAX overflowed.
+    #[test]
+    fn huge_queues_saturate_instead_of_overflowing() {
+        let line = |inode: u32| {
+            format!(
+                "   0: 0100007F:1F90 00000000:0000 0A 00000000:FFFFFFFFFFFFFFFF 00:00000000 \
+                 00000000     0        0 {inode} 1\n"
+            )
+        };
+        let table = format!("header\n{}{}", line(1), line(2));
+        assert_eq!(queues(&table, &[1, 2].into()), (u64::MAX, 0));
     }
 
     #[test]
