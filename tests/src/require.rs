@@ -123,8 +123,8 @@ fn skip(reason: &str) {
 extern "C" fn print_summary() {
     let skipped = SKIPPED.lock().unwrap_or_else(PoisonError::into_inner);
     let mut text = format!(
-        "\n{} test(s) of this binary did NOT run (their preconditions are missing; \
-         `sudo cargo xtask test` runs them):\n",
+        "\n{} test(s) or parts of tests of this binary did NOT run, for the reasons below \
+         (what needs root runs under `sudo cargo xtask test`):\n",
         skipped.len()
     );
     for (test, reason) in skipped.iter() {

@@ -39,7 +39,11 @@ pub fn parse_throttling(text: &str, time_key: &str, to_ns: u64) -> Option<(u64, 
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    Some((field("nr_throttled")?, field(time_key)? * to_ns))
+    // The kernel's counters are u64 too: saturate rather than overflow on absurd ones.
+    Some((
+        field("nr_throttled")?,
+        field(time_key)?.saturating_mul(to_ns),
+    ))
 }
 
 /// The v1 cpu controller's cgroup directory of `pid`, on hosts that have one.
@@ -82,6 +86,17 @@ mod tests {
         assert_eq!(
             parse_throttling("usage_usec 1\n", "throttled_usec", 1000),
             None
+        );
+    }
+
+    /// Regression (found writing its fuzz target): microseconds beyond u64::MAX / 1000 overflowed
+    /// the conversion.
+    #[test]
+    fn a_throttled_time_too_large_for_nanoseconds_saturates() {
+        let v2 = "nr_throttled 1\nthrottled_usec 18446744073709552\n";
+        assert_eq!(
+            parse_throttling(v2, "throttled_usec", 1000),
+            Some((1, u64::MAX))
         );
     }
 }
