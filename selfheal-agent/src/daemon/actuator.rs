@@ -58,7 +58,7 @@ impl Engine {
                     cgroup_dir,
                 };
                 let (conn, tx) = (self.p.conn.clone(), self.finished_tx.clone());
-                let (gate, live) = (self.p.fleet.clone(), self.live(unit));
+                let (gate, live) = (self.p.fleet.clone(), self.live(unit, work.kind.as_ref()));
                 tokio::spawn(async move {
                     let done = execute_gated(gate, live, conn, target, work.action).await;
                     let _ = tx.send(done).await;
@@ -72,13 +72,20 @@ impl Engine {
         self.feed(Input::Outcome(done));
     }
 
-    /// Whether systemd reports the unit active: restarting it then disrupts a serving unit.
-    fn live(&self, unit: u32) -> bool {
+    /// Whether acting on the unit disrupts a serving unit (fleet mode takes a slot for it).
+    /// A unit whose main process just died is not live, whatever systemd's state says yet:
+    /// the kernel's exit record reaches the agent before systemd's PropertiesChanged does, so
+    /// an exit's restart is judged by its cause and by whether the main pid is still there.
+    fn live(&self, unit: u32, cause: Option<&ProblemKind>) -> bool {
+        if matches!(cause, Some(ProblemKind::Crash | ProblemKind::Exit)) {
+            return false;
+        }
         let state = self.p.state.lock();
-        state
-            .units
-            .get(unit as usize)
-            .is_some_and(|u| u.systemd.active_state == "active")
+        state.units.get(unit as usize).is_some_and(|u| {
+            u.systemd.active_state == "active"
+                && u.systemd.main_pid != 0
+                && crate::sensors::procfs::is_running(u.systemd.main_pid)
+        })
     }
 
     fn target_of(&self, unit: u32) -> (Option<zbus::zvariant::OwnedObjectPath>, Option<PathBuf>) {

@@ -157,8 +157,25 @@ impl Engine {
 
     /// Hands one input to the supervisor and carries out what it asks.
     pub(super) fn feed(&mut self, input: Input) {
-        let fx = self.p.supervisor.handle(input, Instant::now());
+        let now = Instant::now();
+        let fx = self.p.supervisor.handle(input, now);
+        let changed = fx.save;
         self.perform(fx);
+        if changed {
+            self.publish_policy(now);
+        }
+    }
+
+    /// The policy's view of every unit, published as soon as an input changed it: status and
+    /// /health must not show an action in progress that has already ended (the rest of each
+    /// unit's view is published with the tick's readings).
+    fn publish_policy(&mut self, now: Instant) {
+        let mut state = self.p.state.lock();
+        for (index, unit) in state.units.iter_mut().enumerate() {
+            let policy = self.p.supervisor.policy().unit_status(index as u32, now);
+            unit.view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
+            unit.view.policy = policy;
+        }
     }
 
     /// Tells the supervisor what the tracker knows about the unit now.

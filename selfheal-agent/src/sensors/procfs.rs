@@ -61,6 +61,11 @@ pub fn parse_task_stat(text: &str, status: &str) -> Option<TaskStatLine> {
     Some(TaskStatLine { comm, state, tgid })
 }
 
+/// Whether the process exists and has not exited (a zombie or a dead task is not running).
+pub fn is_running(pid: u32) -> bool {
+    task_stat(pid).is_some_and(|t| !matches!(t.state, 'Z' | 'X' | 'x'))
+}
+
 pub fn comm(tid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{tid}/comm"))
         .ok()
@@ -87,6 +92,17 @@ pub fn kernel_stack(tid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_is_running_and_a_reaped_one_is_not() {
+        assert!(is_running(std::process::id()));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert!(!is_running(pid));
+    }
 
     #[test]
     fn our_own_thread_reads_as_running_with_its_tgid() {

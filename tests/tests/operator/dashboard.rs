@@ -14,7 +14,7 @@ use super::{
 
 const UNIT: &str = "dashboarded.service";
 
-/// Every (panel title, expr) of deploy/grafana-dashboard.json, with Grafana's interval
+/// Every (panel title, expr) of deploy/grafana-dashboard.json but the fleet row's, with Grafana's interval
 /// variables given what Grafana would give them at a 1 s scrape interval.
 fn panel_queries() -> anyhow::Result<Vec<(String, String)>> {
     let path = concat!(
@@ -25,6 +25,11 @@ fn panel_queries() -> anyhow::Result<Vec<(String, String)>> {
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().context("no panels")? {
         let title = panel["title"].as_str().unwrap_or("?");
+        // The fleet row's series exist only on agents in fleet mode (etcd), which this
+        // single-host test does not run; tests/tests/fleet.rs covers those metrics.
+        if title.starts_with("Fleet") {
+            continue;
+        }
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().context("a target without expr")?;
             let expr = expr
