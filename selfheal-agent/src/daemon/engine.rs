@@ -20,7 +20,7 @@ use super::{
     execute::Finished,
     persist,
     reload::Reload,
-    supervisor::{self, Input, Supervisor, UnitFacts},
+    supervisor::{self, Input, Resync, Supervisor, UnitFacts},
     tick::Readings,
 };
 use crate::{
@@ -37,7 +37,7 @@ use crate::{
         webhook::AlertObservation,
     },
     sensors::{
-        ebpf::{UnitSockets, monotonic_ns},
+        ebpf::{UnitExitCounts, UnitSockets, monotonic_ns},
         probes::ProbeReport,
         sched::SchedSensor,
     },
@@ -53,6 +53,8 @@ pub struct EngineParts {
     pub supervisor: Supervisor,
     pub sched: Option<SchedSensor>,
     pub sockets: Option<UnitSockets>,
+    /// The kernel's per-unit exit counts; their `lost` makes a unit be resynced.
+    pub unit_exits: Option<UnitExitCounts>,
     pub quarantine: Option<Quarantine>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
@@ -95,12 +97,17 @@ pub struct Engine {
     pub(super) readings_tx: mpsc::Sender<Readings>,
     readings_rx: Option<mpsc::Receiver<Readings>>,
     pub(super) dirty: bool,
+    /// Lost exit records per unit already answered by a resync (see `lost_exits.rs`).
+    pub(super) lost_seen: HashMap<u32, u64>,
+    pub(super) resync_tx: mpsc::Sender<(u32, Resync)>,
+    resync_rx: Option<mpsc::Receiver<(u32, Resync)>>,
 }
 
 impl Engine {
     pub fn new(parts: EngineParts) -> Self {
         let (finished_tx, finished_rx) = mpsc::channel(256);
         let (readings_tx, readings_rx) = mpsc::channel(1);
+        let (resync_tx, resync_rx) = mpsc::channel(64);
         Self {
             p: parts,
             stall: StallDetector::new(),
@@ -114,13 +121,18 @@ impl Engine {
             readings_tx,
             readings_rx: Some(readings_rx),
             dirty: false,
+            lost_seen: HashMap::new(),
+            resync_tx,
+            resync_rx: Some(resync_rx),
         }
     }
 
     pub async fn run(mut self, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
-        let (Some(mut finished), Some(mut readings)) =
-            (self.finished_rx.take(), self.readings_rx.take())
-        else {
+        let (Some(mut finished), Some(mut readings), Some(mut resyncs)) = (
+            self.finished_rx.take(),
+            self.readings_rx.take(),
+            self.resync_rx.take(),
+        ) else {
             return;
         };
         let mut tick = tokio::time::interval(self.p.tick);
@@ -138,6 +150,7 @@ impl Engine {
                 Some(reload) = inputs.reloads.recv() => self.on_reload(reload),
                 _ = tick.tick() => self.on_tick(),
                 Some(sampled) = readings.recv() => self.on_readings(sampled),
+                Some((unit, resync)) = resyncs.recv() => self.on_resynced(unit, resync),
                 // A backoff of 1 s must not wait for the next tick as well.
                 _ = wake_at(self.p.supervisor.policy().next_due()) => self.feed(Input::Time),
             }
@@ -215,7 +228,7 @@ impl Engine {
     }
 
     /// An incident the last input opened is timed from its problem's detection.
-    fn note_incident(&mut self, unit: u32, detected_at: Instant) {
+    pub(super) fn note_incident(&mut self, unit: u32, detected_at: Instant) {
         let open = self
             .p
             .supervisor
