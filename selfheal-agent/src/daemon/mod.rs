@@ -6,6 +6,7 @@ mod actuator;
 pub mod commands;
 mod engine;
 mod execute;
+mod exits;
 mod lost_exits;
 mod perform;
 mod persist;

@@ -38,10 +38,13 @@ use units::UnitTable;
 #[derive(Debug)]
 pub enum Input {
     /// A process of the unit ended; `record` is its history entry (the exit reader builds it).
+    /// `during_action`: the supervisor was acting on the unit when the record arrived (an
+    /// exit whose role systemd had to tell comes in later, maybe after the action ended).
     Exit {
         unit: u32,
         facts: ExitFacts,
         record: Event,
+        during_action: bool,
     },
     /// A sampler's detector (stall, leak) found a problem.
     Problem(Problem),
@@ -129,7 +132,8 @@ impl Supervisor {
                 unit,
                 facts,
                 record,
-            } => self.on_exit(unit, &facts, record, now, &mut fx),
+                during_action,
+            } => self.on_exit(unit, &facts, record, during_action, now, &mut fx),
             Input::Problem(problem) => self.raise(problem, now, &mut fx),
             Input::Cleared {
                 unit,
@@ -157,6 +161,7 @@ impl Supervisor {
         unit: u32,
         facts: &ExitFacts,
         record: Event,
+        during_action: bool,
         now: Instant,
         fx: &mut Effects,
     ) {
@@ -178,7 +183,7 @@ impl Supervisor {
         let Some(problem) = judge(unit, facts, &rules, evidence, now) else {
             return;
         };
-        if self.acting(unit) {
+        if during_action || self.acting(unit) {
             fx.note(
                 unit,
                 "exit caused by the agent's own action; not a problem".into(),
@@ -207,7 +212,7 @@ impl Supervisor {
                 facts.pid
             ),
         );
-        self.on_exit(unit, &facts, record, now, fx);
+        self.on_exit(unit, &facts, record, false, now, fx);
     }
 
     /// A detector found a problem: the policy decides, the decision is applied.

@@ -115,6 +115,7 @@ fn exit(unit: u32, role: ProcessRole, status: u32) -> Input {
         unit,
         facts,
         record,
+        during_action: false,
     }
 }
 
@@ -155,6 +156,33 @@ fn a_crash_of_the_main_process_hands_out_a_restart() {
     assert_eq!(fx.run[0].name, "web.service");
     assert!(fx.save);
     assert!(h.sup.acting(WEB));
+}
+
+#[test]
+fn a_late_exit_that_arrived_while_the_agent_acted_stays_the_agents_doing() {
+    let mut h = Harness::new(false);
+    let Input::Exit {
+        unit,
+        facts,
+        record,
+        ..
+    } = exit(WEB, ProcessRole::Main, 3)
+    else {
+        unreachable!()
+    };
+    let fx = h.feed(Input::Exit {
+        unit,
+        facts,
+        record,
+        during_action: true,
+    });
+    assert!(!h.sup.acting(WEB));
+    assert!(fx.run.is_empty());
+    assert!(decisions(&fx).is_empty());
+    assert_eq!(
+        notes(&fx),
+        ["exit caused by the agent's own action; not a problem"]
+    );
 }
 
 #[test]
