@@ -11,7 +11,6 @@ use std::{
 };
 
 use log::warn;
-use selfheal_common::exit::ExitEvent;
 use tokio::sync::{mpsc, watch};
 
 use super::{
@@ -20,29 +19,20 @@ use super::{
     execute::Finished,
     persist,
     reload::Reload,
-    supervisor::{self, Input, Supervisor, UnitFacts},
+    supervisor::{self, Input, Resync, Supervisor, UnitFacts},
     tick::Readings,
 };
 use crate::{
     act::quarantine::Quarantine,
-    detect::{
-        Problem, ProblemKind,
-        exit::{ExitFacts, ExitRules},
-        leak::LeakDetector,
-        stall::StallDetector,
-    },
+    detect::{Problem, ProblemKind, exit::ExitRules, leak::LeakDetector, stall::StallDetector},
     policy::{ScaledLimits, StartLimit, UnitContext},
-    report::{
-        alert_out::AlertPusher, audit::Audit, history::Event, metrics::Metrics,
-        webhook::AlertObservation,
-    },
+    report::{alert_out::AlertPusher, audit::Audit, metrics::Metrics, webhook::AlertObservation},
     sensors::{
-        ebpf::{UnitSockets, monotonic_ns},
+        ebpf::{UnitExitCounts, UnitSockets},
         probes::ProbeReport,
         sched::SchedSensor,
     },
-    systemd::read_snapshot,
-    units::{MonitoredUnit, ProcessRole},
+    units::MonitoredUnit,
 };
 
 /// Everything the engine is built from.
@@ -53,6 +43,8 @@ pub struct EngineParts {
     pub supervisor: Supervisor,
     pub sched: Option<SchedSensor>,
     pub sockets: Option<UnitSockets>,
+    /// The kernel's per-unit exit counts; their `lost` makes a unit be resynced.
+    pub unit_exits: Option<UnitExitCounts>,
     pub quarantine: Option<Quarantine>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
@@ -68,7 +60,7 @@ pub struct EngineParts {
 
 /// The inputs the engine reads.
 pub struct Inputs {
-    pub exits: mpsc::Receiver<ExitEvent>,
+    pub exits: mpsc::Receiver<selfheal_common::exit::ExitEvent>,
     pub probes: mpsc::Receiver<ProbeReport>,
     pub alerts: mpsc::Receiver<AlertObservation>,
     pub commands: mpsc::Receiver<Command>,
@@ -95,12 +87,21 @@ pub struct Engine {
     pub(super) readings_tx: mpsc::Sender<Readings>,
     readings_rx: Option<mpsc::Receiver<Readings>>,
     pub(super) dirty: bool,
+    /// Lost exit records per unit already answered by a resync (see `lost_exits.rs`).
+    pub(super) lost_seen: HashMap<u32, u64>,
+    pub(super) resync_tx: mpsc::Sender<(u32, Resync)>,
+    resync_rx: Option<mpsc::Receiver<(u32, Resync)>>,
+    /// Exits whose role systemd was asked about, answered (see `exits.rs`).
+    pub(super) roles_tx: mpsc::Sender<super::exits::Answered>,
+    roles_rx: Option<mpsc::Receiver<super::exits::Answered>>,
 }
 
 impl Engine {
     pub fn new(parts: EngineParts) -> Self {
         let (finished_tx, finished_rx) = mpsc::channel(256);
         let (readings_tx, readings_rx) = mpsc::channel(1);
+        let (resync_tx, resync_rx) = mpsc::channel(64);
+        let (roles_tx, roles_rx) = mpsc::channel(256);
         Self {
             p: parts,
             stall: StallDetector::new(),
@@ -114,13 +115,21 @@ impl Engine {
             readings_tx,
             readings_rx: Some(readings_rx),
             dirty: false,
+            lost_seen: HashMap::new(),
+            resync_tx,
+            resync_rx: Some(resync_rx),
+            roles_tx,
+            roles_rx: Some(roles_rx),
         }
     }
 
     pub async fn run(mut self, mut inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
-        let (Some(mut finished), Some(mut readings)) =
-            (self.finished_rx.take(), self.readings_rx.take())
-        else {
+        let (Some(mut finished), Some(mut readings), Some(mut resyncs), Some(mut roles)) = (
+            self.finished_rx.take(),
+            self.readings_rx.take(),
+            self.resync_rx.take(),
+            self.roles_rx.take(),
+        ) else {
             return;
         };
         let mut tick = tokio::time::interval(self.p.tick);
@@ -130,7 +139,8 @@ impl Engine {
                 // Exits first: the exit an action causes must be seen before its outcome.
                 biased;
                 _ = shutdown.changed() => break,
-                Some(event) = inputs.exits.recv() => self.on_exit(event).await,
+                Some(event) = inputs.exits.recv() => self.on_exit(event),
+                Some(exit) = roles.recv() => self.on_role(exit),
                 Some(done) = finished.recv() => self.feed(Input::Outcome(done)),
                 Some(report) = inputs.probes.recv() => self.on_probe(report),
                 Some(alert) = inputs.alerts.recv() => self.on_alert(alert),
@@ -138,6 +148,7 @@ impl Engine {
                 Some(reload) = inputs.reloads.recv() => self.on_reload(reload),
                 _ = tick.tick() => self.on_tick(),
                 Some(sampled) = readings.recv() => self.on_readings(sampled),
+                Some((unit, resync)) = resyncs.recv() => self.on_resynced(unit, resync),
                 // A backoff of 1 s must not wait for the next tick as well.
                 _ = wake_at(self.p.supervisor.policy().next_due()) => self.feed(Input::Time),
             }
@@ -189,40 +200,6 @@ impl Engine {
         }
     }
 
-    async fn on_exit(&mut self, event: ExitEvent) {
-        // Both clocks are CLOCK_MONOTONIC; taken first, before any D-Bus round trip below.
-        let kernel_to_agent_us = monotonic_ns().saturating_sub(event.ktime_ns) / 1000;
-        let Some(role) = self.role(event.unit as usize, &event).await else {
-            return;
-        };
-        let signal = event.signal();
-        let record = Event::Exit {
-            pid: event.tgid,
-            comm: String::from_utf8_lossy(event.comm_bytes()).into_owned(),
-            role,
-            status: event.status(),
-            signal,
-            signal_name: signal.map(signal_name),
-            oom_killed: event.oom_killed(),
-            core_dumped: event.core_dumped(),
-            kernel_to_agent_us: Some(kernel_to_agent_us),
-        };
-        let facts = ExitFacts {
-            pid: event.tgid,
-            role,
-            status: event.status(),
-            signal,
-            oom_killed: event.oom_killed(),
-        };
-        self.sync_facts(event.unit);
-        self.feed(Input::Exit {
-            unit: event.unit,
-            facts,
-            record,
-        });
-        self.note_incident(event.unit, Instant::now());
-    }
-
     /// A sampler's detector found a problem.
     pub(super) fn raise(&mut self, problem: Problem) {
         let (unit, detected_at) = (problem.unit, problem.detected_at);
@@ -232,7 +209,7 @@ impl Engine {
     }
 
     /// An incident the last input opened is timed from its problem's detection.
-    fn note_incident(&mut self, unit: u32, detected_at: Instant) {
+    pub(super) fn note_incident(&mut self, unit: u32, detected_at: Instant) {
         let open = self
             .p
             .supervisor
@@ -305,39 +282,6 @@ impl Engine {
             .units
             .get(unit as usize)
             .map(|u| u.name.clone())
-    }
-
-    /// Main or child: from what the unit table knows, else from a fresh look at systemd.
-    async fn role(&self, index: usize, event: &ExitEvent) -> Option<ProcessRole> {
-        let (known, name, path) = {
-            let state = self.p.state.lock();
-            let unit = state.units.get(index)?;
-            (
-                unit.role_of(event.tgid, event.ppid, self.p.manager_pid),
-                unit.name.clone(),
-                unit.object_path.clone(),
-            )
-        };
-        if let Some(role) = known {
-            return Some(role);
-        }
-        let fresh = match path {
-            Some(path) => read_snapshot(&self.p.conn, &name, &path).await.ok(),
-            None => None,
-        };
-        Some(match fresh {
-            Some(s) if s.exec_main_pid == event.tgid || s.main_pid == event.tgid => {
-                ProcessRole::Main
-            }
-            Some(_) => ProcessRole::Child,
-            None => {
-                warn!(
-                    "{name}: cannot ask systemd about exited pid {}; treating it as a child",
-                    event.tgid
-                );
-                ProcessRole::Child
-            }
-        })
     }
 }
 

@@ -6,6 +6,8 @@ mod actuator;
 pub mod commands;
 mod engine;
 mod execute;
+mod exits;
+mod lost_exits;
 mod perform;
 mod persist;
 pub mod reload;
@@ -214,6 +216,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         supervisor,
         sched: kernel.sched.take().map(SchedSensor::new),
         sockets: kernel.unit_sockets.take(),
+        unit_exits: kernel.unit_exits.take(),
         quarantine: Some(Quarantine::new(kernel.programs.clone())),
         metrics: metrics.clone(),
         audit: Audit::open(&audit_path),

@@ -43,6 +43,9 @@ pub(super) struct Readings {
     sampled: Vec<Sampled>,
     sched: Option<crate::sensors::sched::SchedSensor>,
     sockets: Option<crate::sensors::ebpf::UnitSockets>,
+    unit_exits: Option<crate::sensors::ebpf::UnitExitCounts>,
+    /// Every unit's lost exit records since load.
+    lost: Vec<(u32, u64)>,
     samples: Vec<(u32, SchedSample)>,
     resources: Vec<(u32, UnitResources)>,
 }
@@ -66,6 +69,10 @@ impl Engine {
         // Blocking reads (bpf map syscalls, procfs, cgroupfs) run off the async threads.
         let mut sched = self.p.sched.take();
         let sockets = self.p.sockets.take();
+        // Lost exits are counted for every unit, running or not: a unit whose main exit was
+        // lost is no longer running.
+        let unit_exits = self.p.unit_exits.take();
+        let unit_count = self.p.state.lock().units.len() as u32;
         let work: Vec<(UnitCgroup, UnitResourcesInput)> = sampled
             .iter()
             .map(|s| {
@@ -99,11 +106,17 @@ impl Engine {
                     (input.unit, resources::read(&input))
                 })
                 .collect();
+            let lost = unit_exits
+                .as_ref()
+                .map(|counts| (0..unit_count).map(|u| (u, counts.of(u).lost)).collect())
+                .unwrap_or_default();
             let _ = readings.blocking_send(Readings {
                 now,
                 sampled,
                 sched,
                 sockets,
+                unit_exits,
+                lost,
                 samples,
                 resources,
             });
@@ -118,9 +131,13 @@ impl Engine {
             sampled,
             sched,
             sockets,
+            unit_exits,
+            lost,
             samples,
             resources,
         } = readings;
+        self.p.unit_exits = unit_exits;
+        self.on_lost_counts(lost);
         if let Some(sched) = &sched {
             self.p.state.lock().tracked_tasks = sched.tracked().to_vec();
         }

@@ -22,6 +22,10 @@ pub struct UnitSnapshot {
     pub main_pid: u32,
     /// PID of the last main process, kept by systemd after it exited.
     pub exec_main_pid: u32,
+    /// How that process ended: CLD_EXITED (1), CLD_KILLED (2), CLD_DUMPED (3); 0 while it runs.
+    pub exec_main_code: i32,
+    /// Its exit status (CLD_EXITED) or the signal that killed it.
+    pub exec_main_status: i32,
     /// systemd's verdict on the last run: "success", "exit-code", "signal", "start-limit-hit"…
     pub result: String,
     /// Type of the job pending on the unit ("start", "stop", "restart"…), empty when none.
@@ -85,6 +89,13 @@ fn uint(props: &HashMap<String, OwnedValue>, key: &str) -> u32 {
     props
         .get(key)
         .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or_default()
+}
+
+fn int(props: &HashMap<String, OwnedValue>, key: &str) -> i32 {
+    props
+        .get(key)
+        .and_then(|v| i32::try_from(v).ok())
         .unwrap_or_default()
 }
 
@@ -160,6 +171,8 @@ pub async fn read_snapshot(
         snapshot.slice = string(&specific, "Slice");
         snapshot.main_pid = uint(&specific, "MainPID");
         snapshot.exec_main_pid = uint(&specific, "ExecMainPID");
+        snapshot.exec_main_code = int(&specific, "ExecMainCode");
+        snapshot.exec_main_status = int(&specific, "ExecMainStatus");
         snapshot.result = string(&specific, "Result");
         snapshot.memory_max = uint64(&specific, "MemoryMax");
         snapshot.memory_high = uint64(&specific, "MemoryHigh");

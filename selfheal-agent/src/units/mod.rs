@@ -90,3 +90,35 @@ impl MonitoredUnit {
         self.object_path.is_some() && self.systemd.load_state != "not-found"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(main_pid: u32, exec_main_pid: u32, last_main_pid: u32) -> MonitoredUnit {
+        let config = crate::config::Config::parse("[[unit]]\nname = \"web.service\"\n", "t")
+            .expect("config");
+        let mut unit = MonitoredUnit::new(config.unit_policies().remove(0));
+        unit.systemd.main_pid = main_pid;
+        unit.systemd.exec_main_pid = exec_main_pid;
+        unit.last_main_pid = last_main_pid;
+        unit
+    }
+
+    #[test]
+    fn the_role_of_an_exit_is_decided_without_systemd_when_the_tracker_can_tell() {
+        const MANAGER: Option<u32> = Some(1);
+        let u = unit(100, 90, 80);
+        // Any pid the tracker knew as main (now, last exec, last seen) is the main process.
+        for pid in [100, 90, 80] {
+            assert_eq!(u.role_of(pid, 1, MANAGER), Some(ProcessRole::Main));
+        }
+        // Forked by something else than the manager: a child, whatever its pid.
+        assert_eq!(u.role_of(555, 100, MANAGER), Some(ProcessRole::Child));
+        // Forked by the manager but unknown (a main that died before its MainPID reached the
+        // tracker, or a control process): only systemd can tell.
+        assert_eq!(u.role_of(555, 1, MANAGER), None);
+        // The manager unknown: only known pids decide.
+        assert_eq!(u.role_of(555, 100, None), None);
+    }
+}

@@ -8,6 +8,7 @@
 
 mod command;
 mod effects;
+mod resync;
 mod units;
 
 #[cfg(test)]
@@ -17,6 +18,7 @@ use std::time::{Instant, SystemTime};
 
 pub use command::Command;
 pub use effects::{AuditNote, Effects, MetricNote, Work, result_name};
+pub use resync::Resync;
 pub use units::UnitFacts;
 
 use super::execute::Finished;
@@ -29,16 +31,20 @@ use crate::{
     policy::{ActionOutcome, Decision, Policy, PolicyConfig, UnitSpec},
     report::{history::Event, webhook::AlertObservation},
     sensors::probes::ProbeReport,
+    units::ProcessRole,
 };
 use units::UnitTable;
 
 #[derive(Debug)]
 pub enum Input {
     /// A process of the unit ended; `record` is its history entry (the exit reader builds it).
+    /// `during_action`: the supervisor was acting on the unit when the record arrived (an
+    /// exit whose role systemd had to tell comes in later, maybe after the action ended).
     Exit {
         unit: u32,
         facts: ExitFacts,
         record: Event,
+        during_action: bool,
     },
     /// A sampler's detector (stall, leak) found a problem.
     Problem(Problem),
@@ -57,13 +63,17 @@ pub enum Input {
         unit: u32,
         facts: UnitFacts,
     },
-    /// The kernel dropped exit records of the unit. The tracker re-reads the unit from systemd
-    /// (ExecMainPID, ExecMainStatus); the supervisor says so in its history. Sent once the
-    /// kernel counts losses per unit.
-    #[cfg_attr(not(test), expect(dead_code))]
+    /// The kernel dropped exit records of the unit (its per-unit lost count grew by `lost`).
+    /// The engine re-reads the unit from systemd and hands in [`Input::Resynced`].
     ExitsLost {
         unit: u32,
         lost: u64,
+    },
+    /// systemd's answer after lost exit records: a main-process exit not seen as a record is
+    /// acted on as that record would have been.
+    Resynced {
+        unit: u32,
+        resync: Resync,
     },
     /// Time passed: run the policy's timers (backoff, verification, breaker, storm).
     Time,
@@ -122,7 +132,8 @@ impl Supervisor {
                 unit,
                 facts,
                 record,
-            } => self.on_exit(unit, &facts, record, now, &mut fx),
+                during_action,
+            } => self.on_exit(unit, &facts, record, during_action, now, &mut fx),
             Input::Problem(problem) => self.raise(problem, now, &mut fx),
             Input::Cleared {
                 unit,
@@ -135,8 +146,11 @@ impl Supervisor {
             Input::Facts { unit, facts } => self.on_facts(unit, facts, now),
             Input::ExitsLost { unit, lost } => fx.note(
                 unit,
-                format!("the kernel lost {lost} exit record(s) of the unit"),
+                format!(
+                    "the kernel lost {lost} exit record(s) of the unit; re-reading it from systemd"
+                ),
             ),
+            Input::Resynced { unit, resync } => self.on_resync(unit, &resync, now, &mut fx),
             Input::Time => self.on_time(now, &mut fx),
         }
         fx
@@ -147,11 +161,17 @@ impl Supervisor {
         unit: u32,
         facts: &ExitFacts,
         record: Event,
+        during_action: bool,
         now: Instant,
         fx: &mut Effects,
     ) {
         if self.units.get(unit).is_none() {
             return;
+        }
+        if facts.role == ProcessRole::Main
+            && let Some(entry) = self.units.get_mut(unit)
+        {
+            entry.last_main_exit = facts.pid;
         }
         let evidence = record.summary();
         fx.history.push((unit, record));
@@ -163,7 +183,7 @@ impl Supervisor {
         let Some(problem) = judge(unit, facts, &rules, evidence, now) else {
             return;
         };
-        if self.acting(unit) {
+        if during_action || self.acting(unit) {
             fx.note(
                 unit,
                 "exit caused by the agent's own action; not a problem".into(),
@@ -171,6 +191,28 @@ impl Supervisor {
             return;
         }
         self.raise(problem, now, fx);
+    }
+
+    /// After lost exit records: the main process's end systemd kept, unless it was already
+    /// seen as a record (the lost ones were others) or the unit is running.
+    fn on_resync(&mut self, unit: u32, resync: &Resync, now: Instant, fx: &mut Effects) {
+        let Some(entry) = self.units.get(unit) else {
+            return;
+        };
+        let Some((facts, record)) = resync.main_exit() else {
+            return;
+        };
+        if entry.last_main_exit == facts.pid {
+            return;
+        }
+        fx.note(
+            unit,
+            format!(
+                "systemd says main process {} ended while its exit record was lost",
+                facts.pid
+            ),
+        );
+        self.on_exit(unit, &facts, record, false, now, fx);
     }
 
     /// A detector found a problem: the policy decides, the decision is applied.

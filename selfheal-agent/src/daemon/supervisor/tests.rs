@@ -115,6 +115,7 @@ fn exit(unit: u32, role: ProcessRole, status: u32) -> Input {
         unit,
         facts,
         record,
+        during_action: false,
     }
 }
 
@@ -155,6 +156,33 @@ fn a_crash_of_the_main_process_hands_out_a_restart() {
     assert_eq!(fx.run[0].name, "web.service");
     assert!(fx.save);
     assert!(h.sup.acting(WEB));
+}
+
+#[test]
+fn a_late_exit_that_arrived_while_the_agent_acted_stays_the_agents_doing() {
+    let mut h = Harness::new(false);
+    let Input::Exit {
+        unit,
+        facts,
+        record,
+        ..
+    } = exit(WEB, ProcessRole::Main, 3)
+    else {
+        unreachable!()
+    };
+    let fx = h.feed(Input::Exit {
+        unit,
+        facts,
+        record,
+        during_action: true,
+    });
+    assert!(!h.sup.acting(WEB));
+    assert!(fx.run.is_empty());
+    assert!(decisions(&fx).is_empty());
+    assert_eq!(
+        notes(&fx),
+        ["exit caused by the agent's own action; not a problem"]
+    );
 }
 
 #[test]
@@ -354,7 +382,81 @@ fn a_unit_being_stopped_is_left_alone() {
 fn lost_exits_are_said_in_the_units_history() {
     let mut h = Harness::new(false);
     let fx = h.feed(Input::ExitsLost { unit: DB, lost: 4 });
-    assert_eq!(notes(&fx), ["the kernel lost 4 exit record(s) of the unit"]);
+    assert_eq!(
+        notes(&fx),
+        ["the kernel lost 4 exit record(s) of the unit; re-reading it from systemd"]
+    );
+    assert!(fx.run.is_empty());
+}
+
+fn resynced(unit: u32, active_state: &str, pid: u32, code: i32, status: i32) -> Input {
+    Input::Resynced {
+        unit,
+        resync: Resync {
+            active_state: active_state.into(),
+            result: "signal".into(),
+            exec_main_pid: pid,
+            exec_main_code: code,
+            exec_main_status: status,
+        },
+    }
+}
+
+#[test]
+fn a_main_exit_whose_record_was_lost_is_acted_on_from_systemds_answer() {
+    let mut h = Harness::new(false);
+    // Killed by SIGKILL (CLD_KILLED), unit failed: the crash the record would have raised.
+    let fx = h.until_work(resynced(WEB, "failed", 77, 2, 9));
+    assert!(notes(&fx)[0].contains("main process 77 ended while its exit record was lost"));
+    let summary = fx.history.iter().find_map(|(_, e)| match e {
+        Event::Exit { .. } => Some(e.summary()),
+        _ => None,
+    });
+    assert_eq!(
+        summary.as_deref(),
+        Some("main process 77 ((read from systemd)) was killed by SIGKILL")
+    );
+    assert_eq!(decisions(&fx)[0].0, "crash");
+    assert_eq!(fx.run[0].action, Action::Restart);
+}
+
+#[test]
+fn a_resync_acts_only_on_an_ended_main_process_not_seen_before() {
+    let mut h = Harness::new(false);
+    // Still running: the lost records were of others.
+    assert_eq!(
+        h.feed(resynced(WEB, "active", 42, 0, 0)),
+        Effects::default()
+    );
+    // Exit record of pid 42 seen; the lost ones were other processes' exits.
+    let _ = h.until_work(exit(DB, ProcessRole::Main, 3));
+    assert_eq!(h.feed(resynced(DB, "failed", 42, 1, 3)), Effects::default());
+    // An unknown unit, or no main process yet.
+    assert_eq!(h.feed(resynced(9, "failed", 50, 1, 3)), Effects::default());
+    assert_eq!(
+        h.feed(resynced(WEB, "inactive", 0, 0, 0)),
+        Effects::default()
+    );
+}
+
+#[test]
+fn a_clean_main_exit_read_back_is_an_exit_not_a_crash() {
+    let mut h = Harness::new(false);
+    let fx = h.feed(resynced(WEB, "inactive", 80, 1, 0));
+    assert!(fx.history.iter().any(|(u, e)| *u == WEB
+        && matches!(
+            e,
+            Event::Exit {
+                status: Some(0),
+                kernel_to_agent_us: None,
+                ..
+            }
+        )));
+    assert!(
+        decisions(&fx)
+            .iter()
+            .all(|(problem, _)| *problem != "crash")
+    );
 }
 
 #[test]

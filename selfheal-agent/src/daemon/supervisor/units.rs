@@ -22,6 +22,9 @@ pub struct UnitFacts {
 pub(super) struct Entry {
     pub name: String,
     pub facts: UnitFacts,
+    /// Pid of the last main process whose exit was handed in (0: none), so that an exit
+    /// read back from systemd after lost records is not acted on twice.
+    pub last_main_exit: u32,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +43,7 @@ impl UnitTable {
         self.slots.push(Some(Entry {
             name: name.to_owned(),
             facts: UnitFacts::default(),
+            last_main_exit: 0,
         }));
         self.by_name.insert(name.to_owned(), index);
         index
