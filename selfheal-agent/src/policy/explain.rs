@@ -133,7 +133,11 @@ impl Policy {
                 result: l.result.clone(),
                 seconds_ago: now.saturating_duration_since(l.at).as_secs_f64(),
             }),
-            in_flight: state.in_flight.iter().map(super::Action::describe).collect(),
+            in_flight: state
+                .in_flight
+                .iter()
+                .map(super::Action::describe)
+                .collect(),
         })
     }
 

@@ -107,7 +107,10 @@ fn next_due_points_at_the_scheduled_restart() {
 fn the_status_lists_the_actions_in_flight_until_their_outcome() {
     let mut h = Harness::one(spec("web.service"));
     h.crash(0);
-    assert!(h.status(0).in_flight.is_empty(), "scheduled, not handed out");
+    assert!(
+        h.status(0).in_flight.is_empty(),
+        "scheduled, not handed out"
+    );
     let restart = h.next_action(0, secs(10)).unwrap();
     assert_eq!(h.status(0).in_flight, vec!["restart".to_owned()]);
     h.done(&restart);
