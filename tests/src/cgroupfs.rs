@@ -36,9 +36,15 @@ pub fn v1_hierarchies() -> Vec<PathBuf> {
 
 /// The v1 memory controller's mount point, if the host has one.
 pub fn v1_memory_root() -> Option<PathBuf> {
+    v1_root("memory")
+}
+
+/// The mount point of the v1 hierarchy `controller` (`cpu`, `memory`, `pids`...) is attached to,
+/// if the host has one.
+pub fn v1_root(controller: &str) -> Option<PathBuf> {
     v1_mounts()
         .into_iter()
-        .find(|(_, options)| options.split(',').any(|option| option == "memory"))
+        .find(|(_, options)| options.split(',').any(|option| option == controller))
         .map(|(path, _)| path)
 }
 

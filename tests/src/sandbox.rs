@@ -60,6 +60,17 @@ impl Sandbox {
     /// `/run/selfheal-sandbox/<label>-<pid>-<counter>/`, and waits until the manager is on the bus
     /// and reports `running` or `degraded`.
     pub fn start(label: &str) -> anyhow::Result<Sandbox> {
+        Sandbox::start_with_v1(label, &[])
+    }
+
+    /// [`Sandbox::start`], and on a hybrid host the manager also gets the v1 hierarchies of
+    /// `controllers` (`cpu`, `memory`, `pids`...): systemd 252 manages a v1 controller below its
+    /// root only when a writable cgroup of the root's name exists there when it starts
+    /// (`controller_is_v1_accessible()`). Its units then get their own v1 cgroups where systemd
+    /// writes their limits (`cpu.cfs_quota_us`, `memory.limit_in_bytes`, `pids.max`).
+    /// Opt-in, because a unit that gets a real v1 memory limit can be OOM-killed by it. The v1
+    /// cgroups carry the sandbox's name, so teardown removes them with the rest.
+    pub fn start_with_v1(label: &str, controllers: &[&str]) -> anyhow::Result<Sandbox> {
         static SWEEP: Once = Once::new();
         SWEEP.call_once(sweep_stale);
 
@@ -73,6 +84,14 @@ impl Sandbox {
         };
         // From here on, dropping `sandbox` on an error removes whatever was already set up.
         sandbox.create_files()?;
+        for controller in controllers {
+            if let Some(root) = cgroupfs::v1_root(controller) {
+                let dir = root.join(format!("{CGROUP_PREFIX}{}", sandbox.id));
+                // cpu and cpuacct may share a hierarchy: the second finds the dir there.
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating v1 cgroup {}", dir.display()))?;
+            }
+        }
         sandbox.systemd = Some(sandbox.spawn_systemd()?);
         sandbox.wait_until_ready()?;
         Ok(sandbox)

@@ -6,7 +6,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
     path::PathBuf,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, bail};
@@ -289,11 +289,12 @@ fn a_slowdown_inside_the_start_up_grace_period_is_not_judged() -> anyhow::Result
         Ok(seen.is_some_and(|p| p != pid && p != 0))
     })?;
     agent.wait_publishes("health", 2)?;
-    let slow_since = Instant::now();
     web.answer("200 300")?;
+    let slow_ms = now_ms();
+    // What this test proves needs the slowdown to begin inside the grace period.
     assert!(
-        now_ms() < restarted_ms + 5000,
-        "noticing the restart took most of the grace"
+        slow_ms < restarted_ms + grace.as_millis() as u64,
+        "the slowdown began after the grace period: the test proves nothing"
     );
 
     // Still slow once the grace period is over: now it counts.
@@ -304,8 +305,8 @@ fn a_slowdown_inside_the_start_up_grace_period_is_not_judged() -> anyhow::Result
         "detected {} ms after the restart, inside the {grace:?} grace period: {decision:#}",
         detected_ms.saturating_sub(restarted_ms)
     );
-    // Slow answers all through the grace period: judged, a few of them would have sufficed.
-    assert!(slow_since.elapsed() > Duration::from_secs(5));
+    // Slow answers from inside the grace period on: only judged once it was over.
+    assert!(detected_ms >= slow_ms, "{decision:#}");
     Ok(())
 }
 
@@ -424,23 +425,23 @@ fn a_probe_hanging_until_its_timeout_does_not_slow_the_others() -> anyhow::Resul
 
     let fast_before = agent.probe("fast")?["checks"].as_u64().unwrap_or_default();
     let hung_before = hung["checks"].as_u64().unwrap_or_default();
-    let started = Instant::now();
-    // 15 more checks at 200 ms take about 3 s; behind 2 s timeouts they would take 30 s.
+    // 15 more checks at 200 ms: meanwhile the hung probe, 2 s per check, runs about 2. Queued
+    // behind the hung probe's timeouts, the fast one would run one check per hung check.
     let fast = agent.wait_probe("fast", "15 more fast checks", |p| {
         p["checks"].as_u64() >= Some(fast_before + 15)
     })?;
-    let took = started.elapsed();
     let hung = agent.probe("hung")?;
-    assert!(
-        took < Duration::from_secs(12),
-        "15 fast checks took {took:?}"
-    );
     assert_eq!(fast["up"], true, "{fast:#}");
-    assert!(fast["latency_ms"].as_f64() < Some(1000.0), "{fast:#}");
+    // Its own answer, not the hung probe's 2 s timeout.
+    assert!(
+        fast["latency_ms"].as_f64() < hung["latency_ms"].as_f64(),
+        "{fast:#}\n{hung:#}"
+    );
     let hung_checks = hung["checks"].as_u64().unwrap_or_default() - hung_before;
     assert!(
-        hung_checks as f64 <= took.as_secs_f64() / 2.0 + 2.0,
-        "{hung_checks} checks of the hung probe in {took:?}: it did not wait for its timeout"
+        hung_checks <= 7,
+        "{hung_checks} checks of the hung probe during 15 fast ones: the fast probe waited \
+         behind it, or it did not wait for its timeout"
     );
     drop(silent);
     Ok(())

@@ -71,6 +71,10 @@ pub struct UnitPolicyStatus {
     pub quarantined: bool,
     pub isolated_for_seconds: Option<f64>,
     pub last_action: Option<LastActionStatus>,
+    /// The actions handed to the engine and not answered yet (one step of the ladder at most:
+    /// the soak checks that against its audit log).
+    #[serde(default)]
+    pub in_flight: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,6 +133,11 @@ impl Policy {
                 result: l.result.clone(),
                 seconds_ago: now.saturating_duration_since(l.at).as_secs_f64(),
             }),
+            in_flight: state
+                .in_flight
+                .iter()
+                .map(super::Action::describe)
+                .collect(),
         })
     }
 

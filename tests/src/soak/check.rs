@@ -36,6 +36,18 @@ pub struct Report {
     pub restarts_seen: usize,
     /// (RSS KiB, open fds) of the agent at the start and the end of the calm tail.
     pub footprint: ((u64, u64), (u64, u64)),
+    /// Status samples in which a unit had an action in flight (the one-action check ran).
+    pub in_flight_seen: u64,
+    /// Freezes and quarantines the audit log records as done.
+    pub isolations: usize,
+}
+
+/// What the soak saw while it ran, besides the audit log read at the end.
+pub struct Seen {
+    /// Each unit's InvocationIDs (a new one each time systemd starts it).
+    pub invocations: BTreeMap<String, BTreeSet<String>>,
+    /// Status samples that showed more than one action in flight for a unit.
+    pub in_flight_breaks: Vec<String>,
 }
 
 impl fmt::Display for Report {
@@ -45,13 +57,16 @@ impl fmt::Display for Report {
             f,
             "seed {}: agent SIGKILLed {} and SIGSTOPped {} times, {} unit misbehaviours; \
              {} restarts done by the agent, {} new invocations seen in systemd; agent RSS \
-             {rss0} -> {rss1} KiB and fds {fds0} -> {fds1} over the calm tail",
+             {rss0} -> {rss1} KiB and fds {fds0} -> {fds1} over the calm tail; {} samples \
+             with an action in flight, {} isolations",
             self.seed,
             self.agent_kills,
             self.agent_stops,
             self.unit_events,
             self.restarts_done,
             self.restarts_seen,
+            self.in_flight_seen,
+            self.isolations,
         )
     }
 }
@@ -68,17 +83,48 @@ pub fn footprint(pid: i32) -> anyhow::Result<(u64, u64)> {
     Ok((rss, fds))
 }
 
+/// The agent's state (one `status --json`) never has two actions in flight for a unit: each
+/// step of the soak's ladders is one action, and the agent must not start another before the
+/// one in flight is answered. A status without the field breaks the check too.
+pub fn in_flight(status: &Value, report: &mut Report, broken: &mut Vec<String>) {
+    for unit in status["units"].as_array().into_iter().flatten() {
+        let name = unit["name"].as_str().unwrap_or("?");
+        let Some(in_flight) = unit["view"]["policy"]["in_flight"].as_array() else {
+            // Units the agent has no policy view for yet have no `policy` at all.
+            if unit["view"]["policy"].is_object() {
+                broken.push(format!("{name}: the status has no policy.in_flight"));
+            }
+            continue;
+        };
+        report.in_flight_seen += u64::from(!in_flight.is_empty());
+        if in_flight.len() > 1 {
+            broken.push(format!(
+                "{name}: {} actions in flight at once: {in_flight:?}",
+                in_flight.len()
+            ));
+        }
+    }
+}
+
 /// Every invariant; fails naming each one broken.
 pub fn at_the_end(
     sandbox: &Sandbox,
     agent: &Agent,
     fleet: &Fleet,
-    seen: &BTreeMap<String, BTreeSet<String>>,
+    seen: &Seen,
     calm_start: (u64, u64),
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let audit = audit_lines(sandbox)?;
-    let mut broken = Vec::new();
+    let mut broken = seen.in_flight_breaks.clone();
+    report.isolations = audit
+        .iter()
+        .filter(|l| {
+            l["event"] == "action"
+                && (l["action"] == "freeze" || l["action"] == "quarantine")
+                && l["outcome"] == "done"
+        })
+        .count();
     for unit in fleet.names() {
         let actions: Vec<&Value> = audit
             .iter()
@@ -98,7 +144,10 @@ pub fn at_the_end(
             ));
         }
         // Units have Restart=no: only the agent starts them again, and says so.
-        let new_runs = seen.get(unit).map_or(0, |ids| ids.len().saturating_sub(1));
+        let new_runs = seen
+            .invocations
+            .get(unit)
+            .map_or(0, |ids| ids.len().saturating_sub(1));
         report.restarts_seen += new_runs;
         if new_runs > tried {
             broken.push(format!(

@@ -1,5 +1,6 @@
 //! The soak's units and how they misbehave: crash loops, steady services that get SIGKILLed or
-//! SIGSTOPped, an fd leaker, a spinner, and HTTP services whose health probe flaps.
+//! SIGSTOPped, an fd leaker, a spinner, HTTP services whose health probe flaps, and a suspect
+//! that a detector flags as compromised, which the agent freezes for a short quarantine.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,6 +20,8 @@ const POLICY: &str = r#"
 [policy]
 cooldown = "30s"
 escalate_after = 5
+# The suspect's freeze: short, so it ends (and must be undone) many times in a soak.
+quarantine_duration = "4s"
 
 [policy.budget]
 max_restarts = 3
@@ -42,6 +45,8 @@ enum Kind {
     Spin,
     /// Answers HTTP as its state file says; the soak flips it between 200 and 500.
     Flappy { port: u16, state: PathBuf },
+    /// Sleeps; a detector flags it compromised while `flag` exists, and its ladder freezes it.
+    Suspect { flag: PathBuf },
 }
 
 pub struct Fleet {
@@ -49,7 +54,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Installs and starts the twenty units.
+    /// Installs and starts the twenty-one units.
     pub fn start(sandbox: &Sandbox) -> anyhow::Result<Fleet> {
         let mut units = Vec::new();
         for i in 0..6 {
@@ -66,10 +71,12 @@ impl Fleet {
             std::fs::write(&state, "200 0").context("writing a probe state")?;
             units.push((format!("flappy{i}.service"), Kind::Flappy { port, state }));
         }
+        let flag = sandbox.runtime_dir().join("suspect.flag");
+        units.push(("suspect.service".to_owned(), Kind::Suspect { flag }));
         for (name, kind) in &units {
             let (args, extra) = match kind {
                 Kind::Crash(after_ms) => (format!("exit 3 {after_ms}"), ""),
-                Kind::Steady => ("sleep".to_owned(), ""),
+                Kind::Steady | Kind::Suspect { .. } => ("sleep".to_owned(), ""),
                 Kind::Leak => ("leak-fds 20".to_owned(), "LimitNOFILE=1024"),
                 Kind::Spin => ("spin 1".to_owned(), "RuntimeMaxSec=30"),
                 Kind::Flappy { port, state } => (format!("http {port} {}", state.display()), ""),
@@ -94,23 +101,48 @@ impl Fleet {
                 "\n[[unit]]\nname = \"{name}\"\nrestart = \"on-failure\"\n\n\
                  [unit.stall]\nthreshold = \"3s\"\n\n[unit.leak]\nwindow = \"20s\"\n"
             ));
-            if let Kind::Flappy { port, .. } = kind {
-                config.push_str(&format!(
+            match kind {
+                Kind::Flappy { port, .. } => config.push_str(&format!(
                     "\n[[unit.probe]]\nname = \"health\"\nkind = \"http\"\n\
                      url = \"http://127.0.0.1:{port}/\"\ninterval = \"500ms\"\ntimeout = \"1s\"\n\
                      grace = \"0s\"\nconsecutive_failures = 3\n"
-                ));
+                )),
+                Kind::Suspect { flag } => config.push_str(&format!(
+                    "\n[unit.remediation]\nisolation = [\"freeze\"]\n\n\
+                     [unit.remediation.custom]\ncompromised = [\"isolate\"]\n\n\
+                     [[unit.detector]]\nname = \"ids\"\n\
+                     command = [\"/bin/sh\", \"-c\", \"test ! -e '{}'\"]\n\
+                     kind = \"compromised\"\ninterval = \"500ms\"\ntimeout = \"5s\"\n",
+                    flag.display()
+                )),
+                _ => {}
             }
         }
         config
     }
 
     /// One misbehaviour of a unit picked at random; `false` when it had nothing to act on.
-    pub fn misbehave(&self, sandbox: &Sandbox, dice: &mut Dice) -> anyhow::Result<bool> {
+    /// In the `calm` tail the suspect is no longer flagged.
+    pub fn misbehave(
+        &self,
+        sandbox: &Sandbox,
+        dice: &mut Dice,
+        calm: bool,
+    ) -> anyhow::Result<bool> {
         let (name, kind) = &self.units[dice.below(self.units.len() as u64) as usize];
         match kind {
             // They crash by themselves.
             Kind::Crash(_) => Ok(false),
+            // Flagged or cleared: a freeze now, or its quarantine left to expire.
+            Kind::Suspect { .. } if calm => Ok(false),
+            Kind::Suspect { flag } => {
+                if dice.below(2) == 0 {
+                    std::fs::write(flag, "").context("flagging the suspect")?;
+                } else {
+                    clear(flag)?;
+                }
+                Ok(true)
+            }
             Kind::Flappy { state, .. } => {
                 let answer = if dice.below(2) == 0 { "500 0" } else { "200 0" };
                 std::fs::write(state, answer).context("flipping a probe")?;
@@ -129,6 +161,30 @@ impl Fleet {
                 Ok(signal(pid as i32, how).is_ok())
             }
         }
+    }
+
+    /// Flags the suspect once the agent watches it (flagged before, the agent would try to
+    /// freeze it before it knows its cgroup), so the soak sees at least one freeze whatever
+    /// the dice say.
+    pub fn flag_suspect(&self, agent: &crate::agent::Agent) -> anyhow::Result<()> {
+        for (name, kind) in &self.units {
+            if let Kind::Suspect { flag } = kind {
+                crate::agent::wait_watching(agent, name)?;
+                std::fs::write(flag, "").context("flagging the suspect")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before the calm tail: nothing is flagged any more, so every freeze must end with its
+    /// quarantine, and the end of the soak can require that none is left.
+    pub fn calm_down(&self) -> anyhow::Result<()> {
+        for (_, kind) in &self.units {
+            if let Kind::Suspect { flag } = kind {
+                clear(flag)?;
+            }
+        }
+        Ok(())
     }
 
     /// Adds every unit's current InvocationID (a new one each time systemd starts it) to `seen`.
@@ -154,5 +210,15 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the suspect's flag; already gone is fine.
+fn clear(flag: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(flag) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("clearing {}", flag.display()))
+        }
+        _ => Ok(()),
     }
 }

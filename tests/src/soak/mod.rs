@@ -47,6 +47,7 @@ pub fn run(length: Duration) -> anyhow::Result<Report> {
     let sandbox = Sandbox::start("soak")?;
     let fleet = fleet::Fleet::start(&sandbox)?;
     let mut agent = Agent::start(&sandbox, &fleet.config(), &[])?;
+    fleet.flag_suspect(&agent)?;
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut report = Report {
         seed,
@@ -55,12 +56,19 @@ pub fn run(length: Duration) -> anyhow::Result<Report> {
     let started = Instant::now();
     let calm_from = length.mul_f64(0.7);
     let mut calm_start = None;
+    let mut in_flight_breaks = Vec::new();
     while started.elapsed() < length {
         fleet.record_invocations(&sandbox, &mut seen)?;
+        // The agent's own word on what it has in flight; it may be restarting right now.
+        if let Ok(status) = agent.status() {
+            check::in_flight(&status, &mut report, &mut in_flight_breaks);
+        }
         let calm = started.elapsed() >= calm_from;
         if calm && calm_start.is_none() {
-            // The calm tail starts with a fresh look at the agent's footprint.
+            // The calm tail starts with a fresh look at the agent's footprint, and the suspect
+            // cleared: its last freeze must be undone by the end.
             calm_start = Some(check::footprint(agent_pid(&agent)?)?);
+            fleet.calm_down()?;
         }
         match dice.below(10) {
             0 if !calm => {
@@ -78,12 +86,16 @@ pub fn run(length: Duration) -> anyhow::Result<Report> {
                 std::thread::sleep(Duration::from_millis(500 + dice.below(3000)));
                 signal(pid, libc::SIGCONT)?;
             }
-            _ => report.unit_events += u64::from(fleet.misbehave(&sandbox, &mut dice)?),
+            _ => report.unit_events += u64::from(fleet.misbehave(&sandbox, &mut dice, calm)?),
         }
         std::thread::sleep(Duration::from_millis(200 + dice.below(800)));
     }
     fleet.record_invocations(&sandbox, &mut seen)?;
     let calm_start = calm_start.context("the soak was too short for a calm tail")?;
+    let seen = check::Seen {
+        invocations: seen,
+        in_flight_breaks,
+    };
     check::at_the_end(&sandbox, &agent, &fleet, &seen, calm_start, &mut report)?;
     Ok(report)
 }

@@ -97,6 +97,7 @@ fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> an
         Ok(http::sample(&scrape(&address)?, "selfheal_unit_healthy", &unit) == Some(1.0))
     })?;
 
+    let before_kill = std::time::Instant::now();
     let pid = kill_main(&sandbox, "victim.service", libc::SIGKILL)?;
     wait_for_record(
         &agent,
@@ -150,12 +151,15 @@ fn live_metrics_pass_promtool_and_count_a_crash_and_its_verified_restart() -> an
         Some(1.0),
         "{text}"
     );
-    // From the kill to the verdict: at least the cooldown, well under the test's patience.
+    // From the kill to the verdict: at least the cooldown (the verdict waits for it), and no
+    // longer than the test has seen pass since the kill. How long it takes on this machine is
+    // the bench's figure (crash → restart), not asserted here.
     let took = http::sample(&text, "selfheal_recovery_duration_seconds_sum", &unit)
         .context("no recovery duration sum")?;
+    let since_kill = before_kill.elapsed().as_secs_f64();
     assert!(
-        (2.0..WAIT.as_secs_f64()).contains(&took),
-        "recovery took {took} s:\n{text}"
+        (2.0..=since_kill).contains(&took),
+        "recovery took {took} s, {since_kill} s after the kill:\n{text}"
     );
     let exits = http::sample(
         &text,

@@ -102,3 +102,17 @@ fn next_due_points_at_the_scheduled_restart() {
     assert!(due > h.now && due < h.now + secs(2));
     assert!(h.policy.tick(due).iter().any(|d| has(d, &Action::Restart)));
 }
+
+#[test]
+fn the_status_lists_the_actions_in_flight_until_their_outcome() {
+    let mut h = Harness::one(spec("web.service"));
+    h.crash(0);
+    assert!(
+        h.status(0).in_flight.is_empty(),
+        "scheduled, not handed out"
+    );
+    let restart = h.next_action(0, secs(10)).unwrap();
+    assert_eq!(h.status(0).in_flight, vec!["restart".to_owned()]);
+    h.done(&restart);
+    assert!(h.status(0).in_flight.is_empty());
+}
