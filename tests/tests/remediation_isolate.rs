@@ -135,86 +135,176 @@ fn freeze_stops_the_units_tasks_until_the_quarantine_expires() -> anyhow::Result
     Ok(())
 }
 
+/// Two units reaching a server on loopback; `leaky.service` is quarantined (loopback cut too,
+/// the default) when the flag file appears.
+struct NetQuarantine {
+    sandbox: Sandbox,
+    config: String,
+    flag: String,
+    leaky: PathBuf,
+    bystander: PathBuf,
+}
+
+impl NetQuarantine {
+    fn start(name: &str) -> anyhow::Result<Self> {
+        let sandbox = Sandbox::start(name)?;
+        let server = TcpListener::bind("127.0.0.1:0")?;
+        let address = server.local_addr()?;
+        std::thread::spawn(move || for _ in server.incoming() {});
+        let flag = sandbox_file(&sandbox, "intrusion.flag");
+        let leaky = PathBuf::from(sandbox_file(&sandbox, "leaky.tries"));
+        let bystander = PathBuf::from(sandbox_file(&sandbox, "bystander.tries"));
+        for (unit, file) in [("leaky.service", &leaky), ("bystander.service", &bystander)] {
+            let exec = workload(&format!("connect-loop {address} {}", file.display()));
+            sandbox.install_unit(unit, &service_unit(unit, &exec, &[]))?;
+        }
+        sandbox.systemctl(&["start", "leaky.service", "bystander.service"])?;
+        let config = format!(
+            "[policy]\nquarantine_duration = \"10m\"\n\n{}\n[[unit]]\nname = \"bystander.service\"\n",
+            isolated_unit("leaky.service", "network", &flag)
+        );
+        Ok(Self {
+            sandbox,
+            config,
+            flag,
+            leaky,
+            bystander,
+        })
+    }
+
+    /// Raises the flag and waits until `leaky.service` is cut off and `bystander.service` is not.
+    fn quarantine(&self, agent: &Agent) -> anyhow::Result<()> {
+        wait_for_try(&self.leaky, 0, true, "leaky.service to reach the server")?;
+        std::fs::write(&self.flag, "")?;
+        let decision =
+            wait_for_record(agent, "leaky.service", "decision", "the quarantine", |d| {
+                d["problem"] == "compromised"
+            })?;
+        assert_eq!(decision["action"], "quarantine", "{decision:#}");
+        let done = wait_for_record(agent, "leaky.service", "action", "the quarantine", |a| {
+            a["action"] == "quarantine"
+        })?;
+        assert_eq!(
+            done["outcome"],
+            "done",
+            "{}",
+            history_and_log(agent, "leaky.service")
+        );
+        let (_, at_quarantine) = last_try(&self.leaky)?;
+        let (_, bystander_at) = last_try(&self.bystander)?;
+        wait_for_try(
+            &self.leaky,
+            at_quarantine,
+            false,
+            "leaky.service to be cut off",
+        )?;
+        wait_for_try(
+            &self.bystander,
+            bystander_at,
+            true,
+            "bystander.service to still get through",
+        )?;
+        let view = wait_for_policy(agent, "leaky.service", "the unit quarantined", |p| {
+            p["quarantined"] == true
+        })?;
+        assert_eq!(view["frozen"], false, "{view:#}");
+        assert_eq!(
+            self.sandbox.property("leaky.service", "ActiveState")?,
+            "active"
+        );
+        Ok(())
+    }
+
+    /// Lowers the flag, releases the unit and waits until it gets through again.
+    fn release(&self, agent: &Agent) -> anyhow::Result<()> {
+        std::fs::remove_file(&self.flag)?;
+        let answer = cli(agent, &["release", "leaky.service"])?;
+        assert!(answer.contains("release"), "{answer}");
+        let released = wait_for_record(agent, "leaky.service", "action", "the release", |a| {
+            a["action"] == "release"
+        })?;
+        assert_eq!(released["outcome"], "done", "{released:#}");
+        let (_, at_release) = last_try(&self.leaky)?;
+        wait_for_try(
+            &self.leaky,
+            at_release,
+            true,
+            "leaky.service to get through again",
+        )?;
+        wait_for_policy(agent, "leaky.service", "the quarantine over", |p| {
+            p["quarantined"] == false
+        })?;
+        Ok(())
+    }
+}
+
 #[test]
 fn network_quarantine_cuts_the_unit_off_loopback_until_an_operator_releases_it()
 -> anyhow::Result<()> {
     require_root!();
-    let sandbox = Sandbox::start("netquar")?;
-    let server = TcpListener::bind("127.0.0.1:0")?;
-    let address = server.local_addr()?;
-    std::thread::spawn(move || for _ in server.incoming() {});
-    let flag = sandbox_file(&sandbox, "intrusion.flag");
-    let leaky_file = PathBuf::from(sandbox_file(&sandbox, "leaky.tries"));
-    let bystander_file = PathBuf::from(sandbox_file(&sandbox, "bystander.tries"));
-    for (unit, file) in [
-        ("leaky.service", &leaky_file),
-        ("bystander.service", &bystander_file),
-    ] {
-        let exec = workload(&format!("connect-loop {address} {}", file.display()));
-        sandbox.install_unit(unit, &service_unit(unit, &exec, &[]))?;
-    }
-    sandbox.systemctl(&["start", "leaky.service", "bystander.service"])?;
-    // quarantine_allow_loopback is off by default: loopback is cut too.
-    let config = format!(
-        "[policy]\nquarantine_duration = \"10m\"\n\n{}\n[[unit]]\nname = \"bystander.service\"\n",
-        isolated_unit("leaky.service", "network", &flag)
-    );
-    let agent = Agent::start(&sandbox, &config, &[])?;
+    let setup = NetQuarantine::start("netquar")?;
+    let agent = Agent::start(&setup.sandbox, &setup.config, &[])?;
     wait_watching(&agent, "leaky.service")?;
-    wait_for_try(&leaky_file, 0, true, "leaky.service to reach the server")?;
+    setup.quarantine(&agent)?;
+    setup.release(&agent)
+}
 
-    std::fs::write(&flag, "")?;
-    let decision = wait_for_record(&agent, "leaky.service", "decision", "the quarantine", |d| {
-        d["problem"] == "compromised"
+#[test]
+fn a_network_quarantine_survives_the_agent_being_killed_and_restarted() -> anyhow::Result<()> {
+    require_root!();
+    let setup = NetQuarantine::start("netkeep")?;
+    let first = Agent::start(&setup.sandbox, &setup.config, &[])?;
+    wait_watching(&first, "leaky.service")?;
+    setup.quarantine(&first)?;
+    let state_file = setup.sandbox.runtime_dir().join("state/policy.json");
+    Sandbox::wait_until("policy.json to hold the quarantine", WAIT, || {
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_file)?)?;
+        Ok(saved["units"]["leaky.service"]["isolation"]["quarantined"] == true)
     })?;
-    assert_eq!(decision["action"], "quarantine", "{decision:#}");
-    let done = wait_for_record(&agent, "leaky.service", "action", "the quarantine", |a| {
-        a["action"] == "quarantine"
+    // SAFETY: kill(2) on the agent this test started.
+    assert_eq!(unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) }, 0);
+    Sandbox::wait_until("the killed agent to stop answering", WAIT, || {
+        Ok(first.status().is_err())
     })?;
-    assert_eq!(
-        done["outcome"],
-        "done",
-        "{}",
-        history_and_log(&agent, "leaky.service")
-    );
-    let (_, at_quarantine) = last_try(&leaky_file)?;
-    let (_, bystander_at) = last_try(&bystander_file)?;
+    drop(first);
+
+    // With no agent running, and after a new one started, the unit stays cut off.
+    let (_, at_kill) = last_try(&setup.leaky)?;
     wait_for_try(
-        &leaky_file,
-        at_quarantine,
+        &setup.leaky,
+        at_kill,
         false,
-        "leaky.service to be cut off",
+        "leaky.service still cut off without an agent",
     )?;
-    wait_for_try(
-        &bystander_file,
-        bystander_at,
-        true,
-        "bystander.service to still get through",
-    )?;
-    let view = wait_for_policy(&agent, "leaky.service", "the unit quarantined", |p| {
+    let second = Agent::start(&setup.sandbox, &setup.config, &[])?;
+    wait_watching(&second, "leaky.service")?;
+    let view = wait_for_policy(&second, "leaky.service", "the quarantine restored", |p| {
         p["quarantined"] == true
     })?;
     assert_eq!(view["frozen"], false, "{view:#}");
-    assert_eq!(sandbox.property("leaky.service", "ActiveState")?, "active");
-
-    std::fs::remove_file(&flag)?;
-    let answer = cli(&agent, &["release", "leaky.service"])?;
-    assert!(answer.contains("release"), "{answer}");
-    let released = wait_for_record(&agent, "leaky.service", "action", "the release", |a| {
-        a["action"] == "release"
-    })?;
-    assert_eq!(released["outcome"], "done", "{released:#}");
-    let (_, at_release) = last_try(&leaky_file)?;
+    assert!(
+        second
+            .log_text()
+            .contains("taken over from the previous agent"),
+        "{}",
+        second.log_text()
+    );
+    let (_, at_restart) = last_try(&setup.leaky)?;
     wait_for_try(
-        &leaky_file,
-        at_release,
-        true,
-        "leaky.service to get through again",
+        &setup.leaky,
+        at_restart,
+        false,
+        "leaky.service still cut off",
     )?;
-    wait_for_policy(&agent, "leaky.service", "the quarantine over", |p| {
-        p["quarantined"] == false
+    let quarantines = records_where(&second, "leaky.service", "action", |a| {
+        a["action"] == "quarantine"
     })?;
-    Ok(())
+    assert!(
+        quarantines.len() <= 1,
+        "quarantined again: {quarantines:#?}"
+    );
+    setup.release(&second)
 }
 
 #[test]

@@ -1,41 +1,110 @@
 //! Network quarantine: attaches the `quarantine_ingress`/`quarantine_egress` cgroup_skb
 //! programs to a unit's cgroup, so every packet of its processes is dropped (loopback may be
-//! allowed at load time), and detaches them on release.
+//! allowed at load time), and detaches them on release. The links are pinned on bpffs (see
+//! [`super::pins`]) so a quarantine in force outlives the agent's restart, and taken over at
+//! start-up ([`Quarantine::adopt`]).
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
 use aya::{
     Ebpf,
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, cgroup_skb::CgroupSkbLinkId,
-    },
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, links::FdLink},
 };
+use log::warn;
 
-const PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
-    ("quarantine_ingress", CgroupSkbAttachType::Ingress),
-    ("quarantine_egress", CgroupSkbAttachType::Egress),
+use super::pins;
+
+const PROGRAMS: [(&str, &str, CgroupSkbAttachType); 2] = [
+    (
+        "quarantine_ingress",
+        "ingress",
+        CgroupSkbAttachType::Ingress,
+    ),
+    ("quarantine_egress", "egress", CgroupSkbAttachType::Egress),
 ];
 
 pub struct Quarantine {
     programs: Arc<Mutex<Ebpf>>,
-    /// Units in quarantine and the links holding them there.
-    links: HashMap<u32, Vec<(&'static str, CgroupSkbLinkId)>>,
+    /// Where links are pinned and the configured unit names the pins are named after (`None`:
+    /// unpinned, the quarantine ends with the agent).
+    pins: Option<(PathBuf, Vec<String>)>,
+    /// Units in quarantine: the links holding them there and their pins. Dropping a link whose
+    /// pin is gone detaches it.
+    links: HashMap<u32, Vec<(FdLink, Option<PathBuf>)>>,
+}
+
+/// What [`Quarantine::adopt`] found on bpffs.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// Units whose quarantine was taken over, still in force in the kernel.
+    pub adopted: Vec<u32>,
+    /// Units the saved state says are quarantined but whose pins are gone (bpffs was remounted,
+    /// or the previous agent could not pin).
+    pub missing: Vec<u32>,
+    /// Units whose pins were removed because the saved state says their quarantine is over.
+    pub dropped: Vec<String>,
 }
 
 impl Quarantine {
     pub fn new(programs: Arc<Mutex<Ebpf>>) -> Self {
         Self {
             programs,
+            pins: None,
             links: HashMap::new(),
         }
     }
 
+    /// Pins every quarantine under `dir`, naming each pin after `names[unit]`.
+    pub fn pinned_at(mut self, dir: PathBuf, names: Vec<String>) -> Self {
+        self.pins = Some((dir, names));
+        self
+    }
+
     pub fn is_isolated(&self, unit: u32) -> bool {
         self.links.contains_key(&unit)
+    }
+
+    /// Takes over the quarantines a previous agent pinned for the units in `quarantined` (the
+    /// saved state's), and removes the pins of every other unit so the kernel agrees with it.
+    pub fn adopt(&mut self, quarantined: &[u32]) -> Adopted {
+        let Some((dir, names)) = &self.pins else {
+            return Adopted {
+                missing: quarantined.to_vec(),
+                ..Adopted::default()
+            };
+        };
+        let index = |unit: &str| names.iter().position(|n| n == unit).map(|i| i as u32);
+        let keep = |unit: &str| index(unit).is_some_and(|i| quarantined.contains(&i));
+        let (found, dropped) = pins::adopt(dir, keep);
+        let mut report = Adopted {
+            dropped,
+            ..Adopted::default()
+        };
+        let found: Vec<(u32, _)> = found
+            .into_iter()
+            .filter_map(|(unit, links)| Some((index(&unit)?, links)))
+            .collect();
+        for (i, links) in found {
+            let held: Vec<_> = links.into_iter().map(|(l, p)| (l, Some(p))).collect();
+            if held.len() == PROGRAMS.len() {
+                self.links.insert(i, held);
+            } else {
+                // Half a quarantine is no quarantine: end it; the unit is reported missing.
+                unpin_and_detach(held);
+            }
+        }
+        for &unit in quarantined {
+            if self.is_isolated(unit) {
+                report.adopted.push(unit);
+            } else {
+                report.missing.push(unit);
+            }
+        }
+        report
     }
 
     /// Cuts the unit in `cgroup_dir` off the network. Idempotent.
@@ -54,15 +123,30 @@ impl Quarantine {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut links = Vec::new();
-        for (name, attach_type) in PROGRAMS {
-            let attached = program(&mut ebpf, name).and_then(|p| {
-                p.attach(&dir, attach_type, CgroupAttachMode::Single)
-                    .map_err(|e| format!("{name}: {e}"))
+        for (name, direction, attach_type) in PROGRAMS {
+            let mut attach = || {
+                let p = program(&mut ebpf, name)?;
+                let id = p
+                    .attach(&dir, attach_type, CgroupAttachMode::Single)
+                    .map_err(|e| format!("{name}: {e}"))?;
+                let link = p.take_link(id).map_err(|e| format!("{name}: {e}"))?;
+                FdLink::try_from(link).map_err(|e| format!("{name}: {e}"))
+            };
+            let held = attach().and_then(|link| match self.pin_path(unit, direction) {
+                None => Ok((link, None)),
+                Some(at) => match pins::pin(link, &at) {
+                    Ok(link) => Ok((link, Some(at))),
+                    // Pinning consumed the link: attach again, held by the agent alone.
+                    Err(e) => {
+                        warn!("{e}; the quarantine lasts only while the agent runs");
+                        attach().map(|link| (link, None))
+                    }
+                },
             });
-            match attached {
-                Ok(link) => links.push((name, link)),
+            match held {
+                Ok(held) => links.push(held),
                 Err(e) => {
-                    detach(&mut ebpf, links);
+                    unpin_and_detach(links);
                     return Err(format!("cannot quarantine {}: {e}", cgroup_dir.display()));
                 }
             }
@@ -74,12 +158,14 @@ impl Quarantine {
     /// Lets the unit's traffic flow again. Idempotent.
     pub fn release(&mut self, unit: u32) {
         if let Some(links) = self.links.remove(&unit) {
-            let mut ebpf = self
-                .programs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            detach(&mut ebpf, links);
+            unpin_and_detach(links);
         }
+    }
+
+    /// Where `unit`'s link in `direction` is pinned (`None`: pinning is off).
+    fn pin_path(&self, unit: u32, direction: &str) -> Option<PathBuf> {
+        let (dir, names) = self.pins.as_ref()?;
+        Some(pins::path(dir, names.get(unit as usize)?, direction))
     }
 }
 
@@ -90,10 +176,8 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSkb, Stri
         .map_err(|e: ProgramError| format!("{name}: {e}"))
 }
 
-fn detach(ebpf: &mut Ebpf, links: Vec<(&'static str, CgroupSkbLinkId)>) {
-    for (name, link) in links {
-        if let Ok(p) = program(ebpf, name) {
-            let _ = p.detach(link);
-        }
-    }
+fn unpin_and_detach(links: Vec<(FdLink, Option<PathBuf>)>) {
+    let pins: Vec<PathBuf> = links.iter().filter_map(|(_, p)| p.clone()).collect();
+    pins::unpin(&pins);
+    drop(links);
 }

@@ -42,6 +42,52 @@ pub async fn run_job(conn: &zbus::Connection, verb: &str, unit: &str) -> Result<
     }
 }
 
+/// Starts `unit` (a fallback, an instance) and checks it is running: a "done" job only says
+/// the start ran, while a unit that exited at once has not taken over anything. Ok(note) with
+/// the state read back; Err with the evidence otherwise.
+pub async fn start_verified(conn: &zbus::Connection, unit: &str) -> Result<String, String> {
+    match run_job(conn, "start", unit).await? {
+        r if r == "done" => {}
+        r => return Err(format!("job ended with \"{r}\"")),
+    }
+    let state = active_state(conn, unit).await?;
+    match state.as_str() {
+        "active" | "reloading" => Ok(format!("{unit} is {state} after the job")),
+        _ => Err(format!(
+            "the start job of {unit} ended \"done\" but the unit is {state}, not active"
+        )),
+    }
+}
+
+/// The unit's ActiveState, read from systemd now (no cached property).
+async fn active_state(conn: &zbus::Connection, unit: &str) -> Result<String, String> {
+    let failed = |e: zbus::Error| format!("reading the ActiveState of {unit}: {e}");
+    let manager = ManagerProxy::new(conn).await.map_err(failed)?;
+    let path = match manager.get_unit(unit).await {
+        Ok(path) => path,
+        // An inactive unit may already be unloaded (garbage-collected): that is its state.
+        Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with("NoSuchUnit") => {
+            return Ok("inactive (unloaded)".into());
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    let props = zbus::fdo::PropertiesProxy::builder(conn)
+        .destination("org.freedesktop.systemd1")
+        .and_then(|b| b.path(path))
+        .map_err(failed)?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(failed)?;
+    let interface =
+        zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
+    let value = props
+        .get(interface, "ActiveState")
+        .await
+        .map_err(|e| failed(e.into()))?;
+    String::try_from(value).map_err(|e| failed(e.into()))
+}
+
 /// How long the kernel gets to report a cgroup frozen or thawed.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 const NOT_SUPPORTED: &str = "org.freedesktop.DBus.Error.NotSupported";

@@ -95,7 +95,10 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
             }
         },
         Action::StartFallback(other) | Action::StartInstance(other) => {
-            job(unit_ops::run_job(&conn, "start", other).await)
+            match unit_ops::start_verified(&conn, other).await {
+                Ok(note) => (ActionOutcome::Done, note),
+                Err(e) => (ActionOutcome::Failed(e), String::new()),
+            }
         }
         Action::StopFallback(other) | Action::StopInstance(other) => {
             job(unit_ops::run_job(&conn, "stop", other).await)

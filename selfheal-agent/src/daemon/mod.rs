@@ -205,6 +205,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut policy = Policy::new(config.policy.clone(), specs, seed);
     let state_file = persist::path(&config.agent.state_dir);
     persist::restore(&mut policy, &state_file);
+    // Before anything acts: take over the quarantines the saved state says are in force.
+    let quarantine = readopt_quarantines(
+        Quarantine::new(kernel.programs.clone()),
+        &policy,
+        &unit_policies,
+        &config.agent.state_dir,
+        &metrics,
+    );
     let audit_path = config.agent.audit_log.clone();
 
     let names: Vec<String> = state.lock().units.iter().map(|u| u.name.clone()).collect();
@@ -217,7 +225,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         sched: kernel.sched.take().map(SchedSensor::new),
         sockets: kernel.unit_sockets.take(),
         unit_exits: kernel.unit_exits.take(),
-        quarantine: Some(Quarantine::new(kernel.programs.clone())),
+        quarantine: Some(quarantine),
         metrics: metrics.clone(),
         audit: Audit::open(&audit_path),
         pusher: AlertPusher::from_config(&config.alertmanager)?.map(Arc::new),
@@ -293,6 +301,40 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // What is left of `kernel` (the mounts the agent made) drops here, after the tasks that
     // held the programs.
     Ok(())
+}
+
+/// Pins quarantines from now on and takes over those a previous agent pinned, so a quarantine
+/// in force survives the agent's restart and the kernel says what the saved state says.
+fn readopt_quarantines(
+    quarantine: Quarantine,
+    policy: &Policy,
+    units: &[crate::config::UnitPolicy],
+    state_dir: &Path,
+    metrics: &Metrics,
+) -> Quarantine {
+    let names: Vec<String> = units.iter().map(|u| u.name.clone()).collect();
+    let now = std::time::Instant::now();
+    let quarantined: Vec<u32> = (0..names.len() as u32)
+        .filter(|&u| policy.unit_status(u, now).is_some_and(|s| s.quarantined))
+        .collect();
+    let mut quarantine = quarantine.pinned_at(crate::act::pins::dir_for(state_dir), names.clone());
+    let found = quarantine.adopt(&quarantined);
+    for unit in found.adopted {
+        let name = &names[unit as usize];
+        info!("{name}: network quarantine still in force, taken over from the previous agent");
+        metrics.set_quarantined(name, true);
+    }
+    for unit in found.missing {
+        warn!(
+            "{}: the saved state says quarantined but no pinned quarantine was found; \
+             the unit is NOT cut off until an operator isolates it again",
+            names[unit as usize]
+        );
+    }
+    for name in found.dropped {
+        info!("{name}: quarantine over in the saved state; its pinned links removed");
+    }
+    quarantine
 }
 
 pub(crate) fn now_secs() -> u64 {
