@@ -27,9 +27,9 @@ impl FleetAlert {
             FleetAlert::BreakerOpen { group } => format!(
                 "fleet: ALERT group {group}: the fleet breaker is open; no host acts on it until a canary succeeds"
             ),
-            FleetAlert::Offline { group, why } => format!(
-                "fleet: ALERT group {group}: a disruptive action is held: {why}"
-            ),
+            FleetAlert::Offline { group, why } => {
+                format!("fleet: ALERT group {group}: a disruptive action is held: {why}")
+            }
         }
     }
 
@@ -94,7 +94,9 @@ mod tests {
 
     #[test]
     fn the_alert_names_its_fleet_host_and_group() {
-        let alert = FleetAlert::BreakerOpen { group: "web".into() };
+        let alert = FleetAlert::BreakerOpen {
+            group: "web".into(),
+        };
         let body = alert.body("prod", "host-a");
         let labels = &body[0]["labels"];
         assert_eq!(labels["alertname"], BREAKER_ALERT);

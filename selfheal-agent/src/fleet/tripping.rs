@@ -18,7 +18,11 @@ use super::{
 impl Gate {
     /// This host reports the group failing; the report keeps the time its failure began and
     /// lives as long as this host's registration (or until the action heals the unit).
-    pub(super) async fn report_failing(&self, client: &mut Client, group: &str) -> Result<(), FleetError> {
+    pub(super) async fn report_failing(
+        &self,
+        client: &mut Client,
+        group: &str,
+    ) -> Result<(), FleetError> {
         let key = self.keys.group(group, &format!("failing/{}", self.host));
         let report = serde_json::to_string(&Report {
             host: self.host.clone(),
