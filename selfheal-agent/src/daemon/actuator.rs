@@ -71,7 +71,10 @@ impl Engine {
                     cgroup_dir,
                 };
                 let (conn, tx) = (self.p.conn.clone(), self.finished_tx.clone());
-                let (gate, live) = (self.p.fleet.clone(), self.live(unit));
+                // A crashed or exited unit is down even while systemd still reports it active
+                // (the kernel's exit event comes first): its restart needs no slot.
+                let down = matches!(work.kind, Some(ProblemKind::Crash | ProblemKind::Exit));
+                let (gate, live) = (self.p.fleet.clone(), self.live(unit) && !down);
                 tokio::spawn(async move {
                     let done = execute_gated(gate, live, conn, target, work.action).await;
                     let _ = tx.send(done).await;

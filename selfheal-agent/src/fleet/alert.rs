@@ -28,7 +28,7 @@ impl FleetAlert {
                 "fleet: ALERT group {group}: the fleet breaker is open; no host acts on it until a canary succeeds"
             ),
             FleetAlert::Offline { group, why } => {
-                format!("fleet: ALERT group {group}: a disruptive action is held: {why}")
+                format!("fleet: ALERT offline: a disruptive action on group {group} is held: {why}")
             }
         }
     }

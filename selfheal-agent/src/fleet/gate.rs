@@ -165,7 +165,10 @@ impl Gate {
                     let why = format!(
                         "etcd is unreachable or has no quorum ({e}): disruptive actions are held (fail static)"
                     );
-                    self.alert_offline(group, &why);
+                    // A passing error while the link is up is not an outage.
+                    if !self.link.connected() {
+                        self.alert_offline(group, &why);
+                    }
                     ("offline", why)
                 }
             };
