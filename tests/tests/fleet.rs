@@ -2,11 +2,18 @@
 //! own agent) share a group through a real 3-member etcd cluster on loopback. The assertions
 //! compare the agents' audit logs with etcd's own history (`etcdctl watch --prefix --rev=1`).
 //!
-//! Needs root, Debian's `etcd-server` and `etcd-client` (`cargo xtask setup` installs them),
-//! and the agent and workload binaries.
+//! Needs root, Debian's `etcd-server`, `etcd-client` and `prometheus-alertmanager` (`cargo
+//! xtask setup` installs them), and the agent and workload binaries.
 
 #[path = "fleet/history.rs"]
 mod history;
+// The real Alertmanager of the operator tests, for the fleet's alerts.
+#[expect(dead_code, reason = "the operator tests use the rest")]
+#[path = "operator/http.rs"]
+mod http;
+#[expect(dead_code, reason = "the operator tests use the rest")]
+#[path = "operator/servers.rs"]
+mod servers;
 
 use std::time::Duration;
 
@@ -17,6 +24,10 @@ use selfheal_tests::{
     fleet::{Host, UNIT, WAIT, start_fleet},
 };
 use serde_json::Value;
+use servers::Server;
+
+/// Alerts stay in Alertmanager (the test reads them there); nothing is sent on.
+const ALERTMANAGER_CONFIG: &str = "route:\n  receiver: none\nreceivers:\n  - name: none\n";
 
 fn prefix(fleet: &str) -> String {
     format!("/selfheal/{fleet}/")
@@ -265,8 +276,16 @@ fn a_host_cut_off_from_etcd_fails_static() -> anyhow::Result<()> {
     selfheal_tests::require_root!();
     let etcd = EtcdCluster::start("partition")?;
     let proxy = Proxy::start(&etcd.client_addrs())?;
+    let am_dir = std::env::temp_dir().join(format!("selfheal-fleet-am-{}", std::process::id()));
+    std::fs::create_dir_all(&am_dir)?;
+    let am_port = servers::free_port()?;
+    let alertmanager = Server::alertmanager(&am_dir, am_port, ALERTMANAGER_CONFIG)?;
     let extra = "breaker_threshold = 10\nslot_wait = \"6s\"";
-    let cut = Host::start("h0", "partition", &proxy.endpoints(), extra)?;
+    let cut_extra = format!(
+        "{extra}\n\n[alertmanager]\nurl = \"http://{}\"",
+        alertmanager.address
+    );
+    let cut = Host::start("h0", "partition", &proxy.endpoints(), &cut_extra)?;
     let connected = Host::start("h1", "partition", &etcd.endpoints(), extra)?;
     Sandbox::wait_until("h0 to register", WAIT, || {
         Ok(cut.agent.log_text().contains("fleet: registered"))
@@ -305,6 +324,32 @@ fn a_host_cut_off_from_etcd_fails_static() -> anyhow::Result<()> {
     assert!(
         cut.restarts_done().is_empty() && cut.fault.exists(),
         "h0 acted without a slot"
+    );
+    // The held restart comes back (after a backoff) and is held again; the hold is alerted
+    // once for the outage, in the log and in Alertmanager.
+    Sandbox::wait_until("h0 to try its held restart again", WAIT, || {
+        Ok(cut
+            .audit()
+            .iter()
+            .filter(|r| r["event"] == "action" && r["outcome"] == "skipped")
+            .count()
+            >= 2)
+    })?;
+    let alerts = cut.agent.log_text().matches("ALERT offline").count();
+    assert_eq!(alerts, 1, "one alert per outage:\n{}", cut.fleet_log());
+    Sandbox::wait_until("Alertmanager to hold h0's fleet alert", WAIT, || {
+        let alerts = alertmanager.get_json("/api/v2/alerts")?;
+        Ok(alerts.as_array().is_some_and(|all| {
+            all.iter().any(|a| {
+                a["labels"]["alertname"] == "SelfHealFleetOffline"
+                    && a["labels"]["instance"] == "h0"
+                    && a["labels"]["group"] == "web"
+            })
+        }))
+    })?;
+    assert!(
+        cut.restarts_done().is_empty() && cut.fault.exists(),
+        "h0 acted without a slot on a retry"
     );
 
     // A dead unit needs no slot: killed, it is restarted even while cut off.
@@ -369,5 +414,58 @@ fn losing_quorum_mid_action_holds_then_everyone_heals() -> anyhow::Result<()> {
     for host in &hosts {
         audit_matches_history(host, &history)?;
     }
+    Ok(())
+}
+
+/// Crash loops on most hosts open the fleet breaker: a dead unit's restart takes no slot and
+/// does not wait, but it reports the group failing here.
+#[test]
+fn crash_loops_on_most_hosts_open_the_breaker() -> anyhow::Result<()> {
+    selfheal_tests::require_root!();
+    let etcd = EtcdCluster::start("crashes")?;
+    // A long cool-down: no canary while the test looks.
+    let extra = "breaker_threshold = \"50%\"\nbreaker_cooldown = \"5m\"";
+    let hosts = start_fleet(3, "crashes", &etcd.endpoints(), extra)?;
+    for host in &hosts {
+        Sandbox::wait_until(&format!("{} to watch its unit", host.name), WAIT, || {
+            let log = host.agent.log_text();
+            Ok(log.contains("fleet: registered") && log.contains("watching it"))
+        })?;
+    }
+    for host in &hosts {
+        let pid = host.sandbox.main_pid(UNIT)?;
+        // SAFETY: kill(2) on the main process of a unit this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    for host in &hosts {
+        let restart = host.wait_healed(WAIT)?;
+        assert!(
+            restart.get("slot").is_none(),
+            "a dead unit's restart takes no slot"
+        );
+    }
+    let key = format!("{}groups/web/breaker", prefix("crashes"));
+    Sandbox::wait_until("the breaker to open on crash reports", WAIT, || {
+        Ok(etcd.etcdctl(&["get", &key])?.contains("\"open\""))
+    })?;
+    let history = etcd.history(&prefix("crashes"))?;
+    assert!(
+        history
+            .iter()
+            .filter(|e| e.put && e.key.contains("/failing/"))
+            .count()
+            >= 2,
+        "{history:#?}"
+    );
+    assert_eq!(
+        max_concurrent(&history),
+        0,
+        "no slot is taken for a dead unit"
+    );
+    let alerted = hosts
+        .iter()
+        .filter(|h| h.agent.log_text().contains("ALERT group web"))
+        .count();
+    assert!(alerted >= 1, "the opening is alerted");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The actuator side of the engine: the one place where an action is about to run
 //! ([`Engine::start`]) and where every action's end is reported ([`Engine::finished`]).
-//! Quarantine, release and escalation run here at once; systemd-side actions run as their own
-//! tasks (`execute.rs`) and come back through the engine's outcome channel.
+//! Quarantine, release and escalation run here at once (in fleet mode a quarantine first waits
+//! for a slot on a task); systemd-side actions run as their own tasks (`execute.rs`) and come
+//! back through the engine's outcome channel.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,7 @@ use log::warn;
 
 use super::{
     engine::Engine,
-    execute::{Finished, Target, execute_gated},
+    execute::{Admitted, Finished, Target, admit_quarantine, execute_gated},
     supervisor::{Input, Work},
 };
 use crate::{
@@ -25,6 +26,18 @@ impl Engine {
         }
         let (unit, name) = (work.unit, work.name.clone());
         match &work.action {
+            // Fleet mode: isolating a unit takes it out of service, so it needs a slot first;
+            // the quarantine is applied when the gate's answer comes back (`finished`).
+            Action::Quarantine if self.p.fleet.is_some() => {
+                let (gate, live) = (self.p.fleet.clone(), self.live(unit, work.kind.as_ref()));
+                let tx = self.finished_tx.clone();
+                tokio::spawn(async move {
+                    let Some(gate) = gate else { return };
+                    let _ = tx
+                        .send(admit_quarantine(gate, live, unit, name).await)
+                        .await;
+                });
+            }
             Action::Quarantine | Action::Release => {
                 let on = matches!(work.action, Action::Quarantine);
                 let outcome = self.isolate_network(unit, on);
@@ -67,9 +80,26 @@ impl Engine {
         }
     }
 
-    /// An action ended (those run at once; spawned ones come back through the channel).
-    pub(super) fn finished(&mut self, done: Finished) {
+    /// An action ended (those run at once; spawned ones come back through the channel). A
+    /// quarantine the fleet admitted is applied here, where the quarantine lives.
+    pub(super) fn finished(&mut self, mut done: Finished) {
+        if let Some(admitted) = done.admitted.take() {
+            done = self.quarantine_admitted(done.unit, admitted);
+        }
         self.feed(Input::Outcome(done));
+    }
+
+    /// Applies a quarantine under its slot; the slot is released after the settle period.
+    fn quarantine_admitted(&mut self, unit: u32, admitted: Admitted) -> Finished {
+        let outcome = self.isolate_network(unit, true);
+        let ok = outcome == ActionOutcome::Done;
+        self.p.metrics.set_quarantined(&admitted.name, ok);
+        let mut done = Finished::now(unit, Action::Quarantine, outcome);
+        if let Some(permit) = admitted.permit {
+            done.slot = Some(permit.slot.clone());
+            tokio::spawn(permit.finish(ok, done.action.describe()));
+        }
+        done
     }
 
     /// Whether acting on the unit disrupts a serving unit (fleet mode takes a slot for it).

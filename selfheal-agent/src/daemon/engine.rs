@@ -141,7 +141,7 @@ impl Engine {
                 _ = shutdown.changed() => break,
                 Some(event) = inputs.exits.recv() => self.on_exit(event),
                 Some(exit) = roles.recv() => self.on_role(exit),
-                Some(done) = finished.recv() => self.feed(Input::Outcome(done)),
+                Some(done) = finished.recv() => self.finished(done),
                 Some(report) = inputs.probes.recv() => self.on_probe(report),
                 Some(alert) = inputs.alerts.recv() => self.on_alert(alert),
                 Some(command) = inputs.commands.recv() => self.on_command(command),

@@ -1,7 +1,10 @@
 //! Carries out one action of a decision against systemd and reports how it went. Every
 //! action's outcome goes back to the policy exactly once.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use zbus::zvariant::OwnedObjectPath;
 
@@ -10,7 +13,8 @@ use crate::{
         restart::{RestartRequest, restart},
         unit_ops::{self, Limits},
     },
-    policy::{Action, ActionOutcome},
+    fleet::{Gate, Held, Permit},
+    policy::{Action, ActionOutcome, HELD_BY_FLEET},
 };
 
 /// An action that ended, for the policy, the history, the audit log and metrics.
@@ -25,6 +29,25 @@ pub struct Finished {
     pub took: Duration,
     /// Fleet mode: the slot held for this action, for the audit log.
     pub slot: Option<crate::fleet::SlotRecord>,
+    /// Fleet mode: a quarantine the gate admitted, for the engine to apply (it owns the
+    /// quarantine) before the outcome goes on.
+    pub admitted: Option<Admitted>,
+}
+
+/// A quarantine the fleet let through, with its slot's permit.
+pub struct Admitted {
+    pub name: String,
+    pub permit: Option<crate::fleet::Permit>,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slot = self.permit.as_ref().map(|p| &p.slot);
+        f.debug_struct("Admitted")
+            .field("name", &self.name)
+            .field("slot", &slot)
+            .finish()
+    }
 }
 
 impl Finished {
@@ -37,6 +60,7 @@ impl Finished {
             note: String::new(),
             took: Duration::ZERO,
             slot: None,
+            admitted: None,
         }
     }
 
@@ -142,13 +166,14 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
         note,
         took: started.elapsed(),
         slot: None,
+        admitted: None,
     }
 }
 
 /// [`execute`] behind the fleet's gate (fleet mode): a disruptive action first takes a slot
 /// and holds it through the action and the settle period; a held action is not executed.
 pub async fn execute_gated(
-    gate: Option<std::sync::Arc<crate::fleet::Gate>>,
+    gate: Option<Arc<Gate>>,
     live: bool,
     conn: zbus::Connection,
     target: Target,
@@ -157,25 +182,9 @@ pub async fn execute_gated(
     let Some(gate) = gate else {
         return execute(conn, target, action).await;
     };
-    let held = |unit, action, why: String| Finished {
-        unit,
-        action,
-        outcome: ActionOutcome::NotExecuted(format!("held by the fleet: {why}")),
-        note: String::new(),
-        took: Duration::ZERO,
-        slot: None,
-    };
-    match gate.before(&target.name, action.name(), live).await {
-        Err(crate::fleet::Held(why)) => held(target.unit, action, why),
+    match admit(&gate, &target.name, &action, live).await {
+        Err(why) => held(target.unit, action, why),
         Ok(None) => execute(conn, target, action).await,
-        Ok(Some(permit)) if !permit.valid() => {
-            tokio::spawn(permit.finish(false, action.describe()));
-            held(
-                target.unit,
-                action,
-                "the slot's lease may have run out".into(),
-            )
-        }
         Ok(Some(permit)) => {
             let mut done = execute(conn, target, action).await;
             done.slot = Some(permit.slot.clone());
@@ -184,4 +193,42 @@ pub async fn execute_gated(
             done
         }
     }
+}
+
+/// A network quarantine behind the fleet's gate: it needs a slot like any disruptive action.
+/// The engine applies it when this comes back admitted ([`Finished::admitted`]).
+pub async fn admit_quarantine(gate: Arc<Gate>, live: bool, unit: u32, name: String) -> Finished {
+    let action = Action::Quarantine;
+    match admit(&gate, &name, &action, live).await {
+        Err(why) => held(unit, action, why),
+        Ok(permit) => Finished {
+            admitted: Some(Admitted { name, permit }),
+            ..Finished::now(unit, action, ActionOutcome::NotExecuted("admitted".into()))
+        },
+    }
+}
+
+/// Asks the gate; a permit whose lease may have run out is given back and the action held.
+async fn admit(
+    gate: &Arc<Gate>,
+    name: &str,
+    action: &Action,
+    live: bool,
+) -> Result<Option<Permit>, String> {
+    match gate.before(name, action.name(), live).await {
+        Err(Held(why)) => Err(why),
+        Ok(Some(permit)) if !permit.valid() => {
+            tokio::spawn(permit.finish(false, action.describe()));
+            Err("the slot's lease may have run out".into())
+        }
+        Ok(permit) => Ok(permit),
+    }
+}
+
+fn held(unit: u32, action: Action, why: String) -> Finished {
+    Finished::now(
+        unit,
+        action,
+        ActionOutcome::NotExecuted(format!("{HELD_BY_FLEET}: {why}")),
+    )
 }

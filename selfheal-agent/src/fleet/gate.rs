@@ -8,12 +8,13 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
-use log::{info, warn};
+use etcd_client::Client;
+use log::info;
 
 use super::{
     FleetError,
-    breaker::{self, BreakerDoc, Phase, Report, Verdict},
+    alert::Once,
+    breaker::Phase,
     client::get,
     config::{FleetConfig, Share},
     keys::Keys,
@@ -22,7 +23,7 @@ use super::{
     rules::{ActionClass, OfflineLimiter, classify},
     slots::{self, Request, SlotRecord, Take},
 };
-use crate::report::metrics::fleet::FleetMetrics;
+use crate::report::{alert_out::AlertPusher, metrics::fleet::FleetMetrics};
 
 /// Why an action was not allowed to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +43,10 @@ pub struct Gate {
     pub(super) keys: Keys,
     pub(super) units: HashMap<String, Membership>,
     pub(super) metrics: FleetMetrics,
-    offline: Mutex<OfflineLimiter>,
-    /// The breaker opening (its `since`) this host last alerted about, per group.
-    alerted: Mutex<HashMap<String, u64>>,
+    pub(super) offline: Mutex<OfflineLimiter>,
+    /// Breaker openings (per group) and outages (of the link) this host alerted about.
+    pub(super) alerted: Mutex<Once>,
+    pub(super) pusher: Option<Arc<AlertPusher>>,
 }
 
 impl Gate {
@@ -54,6 +56,7 @@ impl Gate {
         host: String,
         units: HashMap<String, Membership>,
         metrics: FleetMetrics,
+        pusher: Option<Arc<AlertPusher>>,
     ) -> Self {
         Self {
             offline: Mutex::new(OfflineLimiter::new(
@@ -66,7 +69,8 @@ impl Gate {
             host,
             units,
             metrics,
-            alerted: Mutex::new(HashMap::new()),
+            alerted: Mutex::new(Once::default()),
+            pusher,
         }
     }
 
@@ -81,7 +85,10 @@ impl Gate {
         let group = self.membership(unit).group;
         match classify(action, live) {
             ActionClass::Free => Ok(None),
-            ActionClass::DeadRestart if self.link.connected() => Ok(None),
+            ActionClass::DeadRestart if self.link.connected() => {
+                self.report_dead(&group);
+                Ok(None)
+            }
             ActionClass::DeadRestart => {
                 let allowed = self
                     .offline
@@ -90,7 +97,9 @@ impl Gate {
                 if allowed.unwrap_or(false) {
                     Ok(None)
                 } else {
-                    Err(self.deny(&group, "offline", "etcd is unreachable and the unit used up its offline restarts (offline_restarts)".into()))
+                    let why = "etcd is unreachable and the unit used up its offline restarts (offline_restarts)";
+                    self.alert_offline(&group, why);
+                    Err(self.deny(&group, "offline", why.into()))
                 }
             }
             ActionClass::Disruptive => {
@@ -152,12 +161,16 @@ impl Gate {
                     lease = Some(kept);
                     (reason, why)
                 }
-                Err(e) => (
-                    "offline",
-                    format!(
+                Err(e) => {
+                    let why = format!(
                         "etcd is unreachable or has no quorum ({e}): disruptive actions are held (fail static)"
-                    ),
-                ),
+                    );
+                    // A passing error while the link is up is not an outage.
+                    if !self.link.connected() {
+                        self.alert_offline(group, &why);
+                    }
+                    ("offline", why)
+                }
             };
             if Instant::now() >= deadline {
                 if let Some((mut client, id)) = lease {
@@ -254,7 +267,7 @@ impl Gate {
                 format!("automated action is paused ({key})"),
             )));
         }
-        let canary = match self.breaker(client, group).await? {
+        let canary = match self.breaker(client, group, true).await? {
             Ok(canary) => canary,
             Err(why) => return Ok(Err(Wait::On("breaker", why))),
         };
@@ -291,111 +304,6 @@ impl Gate {
             }
         }
         Ok(None)
-    }
-
-    /// This host reports the group failing; the report keeps the time its failure began and
-    /// lives as long as this host's registration (or until the action heals the unit).
-    async fn report_failing(&self, client: &mut Client, group: &str) -> Result<(), FleetError> {
-        let key = self.keys.group(group, &format!("failing/{}", self.host));
-        let report = serde_json::to_string(&Report {
-            host: self.host.clone(),
-            since: unix_now(),
-        })?;
-        let lease = PutOptions::new().with_lease(self.link.host_lease());
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, report, Some(lease))]);
-        client.txn(txn).await?;
-        Ok(())
-    }
-
-    /// Whether the group's breaker lets this host act; `Ok(true)` when this host is its canary.
-    async fn breaker(
-        &self,
-        client: &mut Client,
-        group: &str,
-    ) -> Result<Result<bool, String>, FleetError> {
-        let key = self.keys.group(group, "breaker");
-        let seen = get(client, &key).await?;
-        let doc: Option<BreakerDoc> = seen
-            .as_ref()
-            .and_then(|e| serde_json::from_str(&e.value).ok());
-        let reports: Vec<Report> = super::client::list(client, &self.keys.group(group, "failing/"))
-            .await?
-            .iter()
-            .filter_map(|e| serde_json::from_str(&e.value).ok())
-            .collect();
-        let members = super::client::list(client, &self.keys.group(group, "members/"))
-            .await?
-            .len();
-        let now = unix_now();
-        let verdict = breaker::judge(
-            doc.as_ref(),
-            &reports,
-            members,
-            self.limits(),
-            &self.host,
-            now,
-        );
-        self.metrics
-            .set_breaker(group, phase_gauge(doc.as_ref().map(|d| d.phase)));
-        let write = |next: &BreakerDoc| -> Result<Txn, FleetError> {
-            Ok(Txn::new()
-                .when([Compare::mod_revision(
-                    key.clone(),
-                    CompareOp::Equal,
-                    seen.as_ref().map_or(0, |e| e.mod_revision),
-                )])
-                .and_then([TxnOp::put(key.clone(), serde_json::to_string(next)?, None)]))
-        };
-        match verdict {
-            Verdict::Proceed => Ok(Ok(doc.is_some_and(|d| d.phase == Phase::HalfOpen))),
-            Verdict::Held(why) => {
-                self.alert_once(group, doc.as_ref());
-                Ok(Err(why))
-            }
-            Verdict::Trip(next) => {
-                client.txn(write(&next)?).await?;
-                self.alert_once(group, Some(&next));
-                Ok(Err(format!(
-                    "the fleet breaker of group {group} opened: {} hosts report it failing",
-                    reports.len()
-                )))
-            }
-            Verdict::TryCanary(next) => {
-                if client.txn(write(&next)?).await?.succeeded() {
-                    info!("fleet: group {group}: this host is the breaker's canary");
-                    self.metrics.set_breaker(group, 1);
-                    Ok(Ok(true))
-                } else {
-                    Ok(Err("another host became the breaker's canary".into()))
-                }
-            }
-        }
-    }
-
-    fn limits(&self) -> breaker::Limits {
-        breaker::Limits {
-            threshold: self.config.breaker_threshold,
-            window: self.config.breaker_window.as_secs(),
-            cooldown: self.config.breaker_cooldown.as_secs(),
-        }
-    }
-
-    /// Every host alerts once per opening of a group's breaker.
-    fn alert_once(&self, group: &str, doc: Option<&BreakerDoc>) {
-        let Some(doc) = doc.filter(|d| d.phase == Phase::Open) else {
-            return;
-        };
-        self.metrics.set_breaker(group, 2);
-        let Ok(mut alerted) = self.alerted.lock() else {
-            return;
-        };
-        if alerted.insert(group.to_owned(), doc.since) != Some(doc.since) {
-            warn!(
-                "fleet: ALERT group {group}: the fleet breaker is open; no host acts on it until a canary succeeds"
-            );
-        }
     }
 }
 

@@ -4,8 +4,11 @@
 //!
 //! Pure parts: `budget.rs`, `breaker.rs`, `rules.rs`. The etcd side: `client.rs` (connection),
 //! `registry.rs` (this host alive by lease), `slots.rs` (the counting semaphore), `gate.rs`
-//! (what the engine asks before acting), `permit.rs` (a held slot), `status.rs` (the CLI's view, pause and resume).
+//! (what the engine asks before acting), `tripping.rs` (failure reports and the breaker's
+//! verdict), `alert.rs` (alerts once, to the log and Alertmanager), `permit.rs` (a held slot),
+//! `status.rs` (the CLI's view, pause and resume).
 
+pub mod alert;
 pub mod breaker;
 pub mod budget;
 pub mod client;
@@ -17,6 +20,7 @@ pub mod registry;
 pub mod rules;
 pub mod slots;
 pub mod status;
+mod tripping;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -27,7 +31,10 @@ pub use gate::{Gate, Held, Membership};
 pub use permit::Permit;
 pub use slots::SlotRecord;
 
-use crate::{config::Config, report::metrics::fleet::FleetMetrics};
+use crate::{
+    config::Config,
+    report::{alert_out::AlertPusher, metrics::fleet::FleetMetrics},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -95,11 +102,17 @@ pub fn start(
         metrics: metrics.clone(),
     };
     tokio::spawn(registry.run(shutdown));
+    // A bad `[alertmanager] url` is the daemon's error to report (it builds its own pusher).
+    let pusher = AlertPusher::from_config(&config.alertmanager)
+        .ok()
+        .flatten()
+        .map(Arc::new);
     Some(Arc::new(Gate::new(
         link,
         fleet.clone(),
         host,
         units,
         metrics,
+        pusher,
     )))
 }

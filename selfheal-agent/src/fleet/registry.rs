@@ -6,7 +6,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -30,6 +30,8 @@ pub struct Link {
     client: Mutex<Option<Client>>,
     connected: AtomicBool,
     host_lease: AtomicI64,
+    /// How many times the link went down: each outage is alerted once.
+    outages: AtomicU64,
 }
 
 impl Link {
@@ -45,6 +47,11 @@ impl Link {
         self.connected.load(Ordering::SeqCst)
     }
 
+    /// Counts the link's outages (the first, before any connection, is 0).
+    pub fn outage(&self) -> u64 {
+        self.outages.load(Ordering::SeqCst)
+    }
+
     pub fn host_lease(&self) -> i64 {
         self.host_lease.load(Ordering::SeqCst)
     }
@@ -55,7 +62,9 @@ impl Link {
             *slot = client;
         }
         self.host_lease.store(lease, Ordering::SeqCst);
-        self.connected.store(up, Ordering::SeqCst);
+        if self.connected.swap(up, Ordering::SeqCst) && !up {
+            self.outages.fetch_add(1, Ordering::SeqCst);
+        }
         metrics.set_connected(fleet, up);
     }
 }

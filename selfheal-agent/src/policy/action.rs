@@ -119,7 +119,15 @@ pub enum ActionOutcome {
     NotExecuted(String),
 }
 
+/// How a `NotExecuted` reason begins when fleet mode held the action (no slot within
+/// `slot_wait`, or etcd away): unlike other skips, the policy tries it again.
+pub const HELD_BY_FLEET: &str = "held by the fleet";
+
 impl ActionOutcome {
+    pub fn held_by_fleet(&self) -> bool {
+        matches!(self, ActionOutcome::NotExecuted(why) if why.starts_with(HELD_BY_FLEET))
+    }
+
     pub fn describe(&self) -> String {
         match self {
             ActionOutcome::Done => "done".to_owned(),

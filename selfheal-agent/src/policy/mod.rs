@@ -67,7 +67,9 @@ mod tests;
 
 use std::time::Instant;
 
-pub use action::{Action, ActionOutcome, Decision, ScaledLimits, StartLimit, UnitContext};
+pub use action::{
+    Action, ActionOutcome, Decision, HELD_BY_FLEET, ScaledLimits, StartLimit, UnitContext,
+};
 pub use breaker::CircuitState;
 pub use config::{
     BackoffConfig, BreakerConfig, BudgetConfig, PolicyConfig, PolicyConfigError, ScaleConfig,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::{
     Policy, Unit,
     action::{Action, ActionOutcome},
+    backoff,
     config::PolicyConfig,
     explain::human,
     ladder::{self, Env},
@@ -64,6 +65,33 @@ fn answers(sent: &Action, ran: &Action) -> bool {
     }
 }
 
+/// The fleet held the action: neither a failure nor an attempt, but the problem is still
+/// there, so once the whole batch is back the same action is scheduled again after a backoff
+/// that grows with each hold (up to the longest backoff).
+fn retry_held(state: &mut UnitState, env: &mut Env<'_>, action: &Action, now: Instant) {
+    if !state.in_flight.is_empty() {
+        return;
+    }
+    let delay = backoff::delay(&env.config.backoff, state.backoff_level, env.jitter);
+    let Some(incident) = state
+        .incident
+        .as_mut()
+        .filter(|i| matches!(i.phase, Phase::Acting))
+    else {
+        return;
+    };
+    state.backoff_level = state.backoff_level.saturating_add(1);
+    incident.phase = Phase::Scheduled {
+        due: now + delay,
+        actions: vec![action.clone()],
+        reason: format!(
+            "{} was held by the fleet: trying again in {}",
+            action.describe(),
+            human(delay)
+        ),
+    };
+}
+
 fn set_idle(state: &mut UnitState) {
     if let Some(incident) = &mut state.incident {
         incident.phase = Phase::Idle;
@@ -94,11 +122,22 @@ pub(super) fn apply_outcome(
         .is_some_and(|i| matches!(i.phase, Phase::Acting));
     match (action, outcome) {
         (Action::Restart, ActionOutcome::NotExecuted(_)) => {
-            // The attempt was not made: it is not used up.
-            state.backoff_level = state.backoff_level.saturating_sub(1);
+            // The attempt was not made: it is not used up. A hold keeps the backoff it raised,
+            // so each retry of a held restart waits longer.
             if let Some(incident) = &mut state.incident {
                 incident.restart_attempts = incident.restart_attempts.saturating_sub(1);
             }
+            if outcome.held_by_fleet() {
+                retry_held(state, env, action, now);
+            } else {
+                state.backoff_level = state.backoff_level.saturating_sub(1);
+            }
+        }
+        (
+            Action::Scale { .. } | Action::Freeze | Action::Quarantine,
+            ActionOutcome::NotExecuted(_),
+        ) if outcome.held_by_fleet() => {
+            retry_held(state, env, action, now);
         }
         (Action::Restart, ActionOutcome::Done) => {
             state.restarts.record(now);

@@ -101,7 +101,13 @@ impl AlertPusher {
         kind: &ProblemKind,
         reason: &str,
     ) -> Result<(), AlertError> {
-        let body = escalation_alerts(&self.instance, unit, kind, reason).to_string();
+        self.push(escalation_alerts(&self.instance, unit, kind, reason))
+            .await
+    }
+
+    /// Posts `alerts` (API v2's JSON array) as they are.
+    pub async fn push(&self, alerts: Value) -> Result<(), AlertError> {
+        let body = alerts.to_string();
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.endpoint.clone())

@@ -392,3 +392,49 @@ fn by_default_the_first_restart_of_an_incident_is_immediate_and_the_next_back_of
         .expect("the second restart after its backoff");
     assert_near(h.now - crashed_at, 1.0, 0.1);
 }
+
+#[test]
+fn a_restart_held_by_the_fleet_comes_back_after_a_growing_backoff() {
+    let held = || {
+        ActionOutcome::NotExecuted(format!(
+            "{}: all 1 slot(s) of group web are held",
+            crate::policy::HELD_BY_FLEET
+        ))
+    };
+    let mut h = Harness::one(spec("web.service"));
+    h.crash(0);
+    let mut restart = h.next_action(0, secs(2)).unwrap();
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        h.report(&restart, held());
+        let held_at = h.now;
+        restart = h
+            .next_action(0, secs(60))
+            .expect("a held restart is tried again");
+        assert_eq!(restart.actions, [Action::Restart]);
+        assert!(
+            restart.reason.contains("held by the fleet"),
+            "{}",
+            restart.reason
+        );
+        waits.push(h.now - held_at);
+    }
+    assert!(
+        waits[0] < waits[1] && waits[1] < waits[2],
+        "the backoff grows: {waits:?}"
+    );
+    let status = h.status(0);
+    assert_eq!(status.restarts_left, 3, "a held restart uses no budget");
+    assert_eq!(status.consecutive_failures, 0);
+    h.done(&restart);
+    assert_eq!(h.status(0).restarts_left, 2);
+}
+
+#[test]
+fn a_restart_skipped_for_another_reason_is_not_tried_again() {
+    let mut h = Harness::one(spec("web.service"));
+    h.crash(0);
+    let restart = h.next_action(0, secs(2)).unwrap();
+    h.report(&restart, ActionOutcome::NotExecuted("dry run".into()));
+    assert!(h.next_action(0, secs(60)).is_none());
+}
