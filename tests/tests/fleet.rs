@@ -67,12 +67,13 @@ fn same_fault_everywhere_heals_one_host_at_a_time() -> anyhow::Result<()> {
 
     // The last host releases its slot, and records its action, after its settle period.
     let mut status = Value::Null;
+    // The last holder keeps its slot through the settle period after its action: wait for
+    // every host's last action and for that slot to be released.
     Sandbox::wait_until("every host's last action in the fleet view", WAIT, || {
         status = serde_json::from_str(&hosts[0].fleet_cli(&["status", "--json"])?)?;
-        Ok(status["groups"]["web"]["recent"]
-            .as_object()
-            .map(|r| r.len())
-            == Some(3))
+        let web = &status["groups"]["web"];
+        Ok(web["recent"].as_object().map(|r| r.len()) == Some(3)
+            && web["slots"].as_object().is_some_and(|s| s.is_empty()))
     })?;
     assert_eq!(
         status["hosts"].as_object().map(|h| h.len()),
