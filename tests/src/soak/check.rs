@@ -136,7 +136,20 @@ pub fn at_the_end(
                 .filter(|a| a["action"] == "restart" && (!done || a["outcome"] == "done"))
                 .count()
         };
-        let (done, tried) = (restarts(true), restarts(false));
+        // A restart's decision line is written before RestartUnit is called and its action
+        // line after the outcome: an agent SIGKILLed in between leaves only the decision.
+        let decided = audit
+            .iter()
+            .filter(|l| {
+                l["event"] == "decision"
+                    && l["unit"] == unit
+                    && l["actions"].as_str().is_some_and(|a| {
+                        a.split(", ")
+                            .any(|a| a.split_whitespace().next() == Some("restart"))
+                    })
+            })
+            .count();
+        let (done, tried) = (restarts(true), restarts(false).max(decided));
         report.restarts_done += done;
         if done > MAX_RESTARTS {
             broken.push(format!(
