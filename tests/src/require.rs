@@ -71,19 +71,6 @@ pub fn precondition(met: bool, reason: &str) -> bool {
     false
 }
 
-/// `true` when `met`; otherwise announces (and counts, like a test that did not run) that the
-/// part of the current test described by `reason` was not checked, and returns `false`.
-///
-/// For what depends on the host's layout rather than on privileges (a hybrid cgroup host has
-/// no v2 `cpu.max`): strict mode cannot make the host pure v2, so this never fails; the part
-/// is still named in the summary, and the VM test (pure v2) checks it.
-pub fn part(met: bool, reason: &str) -> bool {
-    if !met {
-        skip(&format!("part not checked: {reason}"));
-    }
-    met
-}
-
 /// Whether missing preconditions are failures ([`STRICT_ENV`] is set).
 pub fn strict() -> bool {
     std::env::var_os(STRICT_ENV).is_some()

@@ -170,20 +170,28 @@ impl Engine {
     pub(super) fn feed(&mut self, input: Input) {
         let now = Instant::now();
         let fx = self.p.supervisor.handle(input, now);
+        // Every policy change of a unit comes with a history entry or an action for it.
+        let mut touched: Vec<u32> = fx.history.iter().map(|(u, _)| *u).collect();
+        touched.extend(fx.run.iter().map(|w| w.unit));
+        touched.sort_unstable();
+        touched.dedup();
         let changed = fx.save;
         self.perform(fx);
         if changed {
-            self.publish_policy(now);
+            self.publish_policy(&touched, now);
         }
     }
 
-    /// The policy's view of every unit, published as soon as an input changed it: status and
+    /// The policy's view of the units an input changed, published at once: status and
     /// /health must not show an action in progress that has already ended (the rest of each
-    /// unit's view is published with the tick's readings).
-    fn publish_policy(&mut self, now: Instant) {
+    /// unit's view, and any unit not named here, is published with the tick's readings).
+    fn publish_policy(&mut self, units: &[u32], now: Instant) {
         let mut state = self.p.state.lock();
-        for (index, unit) in state.units.iter_mut().enumerate() {
-            let policy = self.p.supervisor.policy().unit_status(index as u32, now);
+        for &index in units {
+            let Some(unit) = state.units.get_mut(index as usize) else {
+                continue;
+            };
+            let policy = self.p.supervisor.policy().unit_status(index, now);
             unit.view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
             unit.view.policy = policy;
         }

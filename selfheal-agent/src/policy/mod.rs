@@ -63,7 +63,7 @@ mod tick;
 mod unit;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::time::Instant;
 

@@ -4,24 +4,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{command::CommandError, *};
 use crate::{
-    config::RestartPolicy,
     detect::{StallKind, probe::ProbeRules},
-    policy::{Action, PolicyConfig, Remediation, UnitContext, UnitSpec},
+    policy::tests::spec,
+    policy::{Action, PolicyConfig, UnitContext},
     sensors::probes::{CustomFinding, ProbeResult},
     units::ProcessRole,
 };
 
 const WEB: u32 = 0;
 const DB: u32 = 1;
-
-fn spec(name: &str) -> UnitSpec {
-    UnitSpec {
-        name: name.to_owned(),
-        restart: RestartPolicy::OnFailure,
-        restart_delay: Duration::ZERO,
-        remediation: Remediation::default(),
-    }
-}
 
 struct Harness {
     sup: Supervisor,

@@ -25,7 +25,7 @@ fn secs(s: u64) -> Duration {
 }
 
 /// A unit with the built-in ladders, restarted on failure, without a restart delay.
-fn spec(name: &str) -> UnitSpec {
+pub(crate) fn spec(name: &str) -> UnitSpec {
     UnitSpec {
         name: name.to_owned(),
         restart: RestartPolicy::OnFailure,
