@@ -531,6 +531,44 @@ agent_restarted() {
     restarted_with_new_pid selfheal.service "$1" && [ -n "$(agent_status)" ]
 }
 
+# The agent is restarted AGENT_RESTARTS times while processes come and go on the host: each
+# new agent answers with every kernel hook attached and nginx.service active. A kernel that
+# locks up while an agent loads, walks tasks or unloads panics the guest (kernel.softlockup_panic
+# below), so the run fails at once with both CPUs' stacks on the console.
+AGENT_RESTARTS=20
+
+all_hooks_attached() {
+    [ "$(agent_status | jq -r '[.kernel.hooks[] | select(.attached | not)] | length')" = 0 ] &&
+        agent_sees_active nginx.service
+}
+
+scenario_agent_restarts() {
+    # Forks and exits all along: the task walk and the fork hook race with them.
+    ( while :; do /bin/true; done ) &
+    churn=$!
+    i=0
+    slowest=0
+    while [ "$i" -lt "$AGENT_RESTARTS" ]; do
+        i=$((i + 1))
+        pid=$(main_pid selfheal.service)
+        start=$(now_ms)
+        # An operator's deliberate restarts: not counted toward the unit's start limit.
+        systemctl reset-failed selfheal.service
+        systemctl restart selfheal.service
+        if ! wait_until 90 agent_restarted "$pid" || ! wait_until 30 all_hooks_attached; then
+            kill "$churn"
+            fail "restart $i of $AGENT_RESTARTS: no new agent with every hook attached and nginx active" \
+                "(main pid was $pid): $(unit_state selfheal.service)"
+            return
+        fi
+        took=$(($(now_ms) - start))
+        [ "$took" -le "$slowest" ] || slowest=$took
+    done
+    kill "$churn"
+    pass "restarted the agent $AGENT_RESTARTS times under fork churn: back every time with every" \
+        "kernel hook attached (slowest ${slowest} ms)"
+}
+
 # The package's life after install: `man selfheal-agent` works; an upgrade to a newer
 # version keeps the operator's config, the agent's state and its audit log, and restarts the
 # service; a purge removes the binary, the unit, the config, the state and the log. Runs last:
@@ -627,6 +665,11 @@ save_artifacts() {
     systemctl list-units --failed --no-pager > "$OUT/failed-units.txt" 2>&1
 }
 
+# A soft lockup or RCU stall is a kernel bug the agent triggered (or a deadlock in its programs):
+# panic at once (qemu exits, the run fails fast) with every CPU's stack on the console, which
+# shows messages up to info level from now on (the boot stays quiet).
+sysctl -q -w kernel.softlockup_panic=1 kernel.softlockup_all_cpu_backtrace=1 \
+    kernel.panic_on_rcu_stall=1 kernel.printk="7 4 1 7" || true
 say "SELFHEAL-VM ready kernel $(uname -r), $(nproc) CPU(s), up $(cut -d ' ' -f 1 /proc/uptime) s"
 # Names only (no spaces): read them all first, so no scenario's command can eat the list on stdin.
 for scenario in $(cat "$PAYLOAD/scenarios"); do

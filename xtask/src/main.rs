@@ -80,6 +80,10 @@ enum Command {
         /// Keep the run directory (console log, guest journal) even when everything passed.
         #[arg(long)]
         keep: bool,
+        /// Run only these scenarios (comma-separated, in the usual order), e.g.
+        /// `--only agent-starts,agent-restarts` to chase one failure quickly.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -91,7 +95,7 @@ fn main() -> ExitCode {
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
         Command::Soak { minutes } => soak::soak(minutes),
-        Command::VmTest { full, keep } => vm::vm_test(full, keep),
+        Command::VmTest { full, keep, only } => vm::vm_test(full, keep, &only),
         Command::Bench { quick } => bench::bench(quick),
         Command::Deb { deb_version } => deb::deb(deb_version.as_deref()).map(|_| ()),
     };

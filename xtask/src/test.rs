@@ -85,7 +85,7 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
         // Run even when a test above failed: the guest says whether the agent works on a
         // real systemd host, which is worth knowing in either case.
         println!("xtask test: vm-test (short form)");
-        vm::vm_test(false, false)
+        vm::vm_test(false, false, &[])
     };
     report_not_run(&skip_log, root);
     match (tested, vm_tested) {

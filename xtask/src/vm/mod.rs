@@ -47,7 +47,7 @@ const IMAGE_CACHE_OVERRIDE: &str = "SELFHEAL_VM_CACHE";
 /// After `done`, how long the guest has to power off before qemu is killed.
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn vm_test(full: bool, keep: bool) -> anyhow::Result<()> {
+pub fn vm_test(full: bool, keep: bool, only: &[String]) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!(
             "vm-test builds the guest image with debootstrap and chroot and shares files with \
@@ -62,7 +62,7 @@ pub fn vm_test(full: bool, keep: bool) -> anyhow::Result<()> {
     let cache = std::env::var_os(IMAGE_CACHE_OVERRIDE)
         .map_or_else(|| PathBuf::from(IMAGE_CACHE), PathBuf::from);
     let (image, built) = image::ensure(&cache)?;
-    let scenarios = scenarios::selected(full);
+    let scenarios = scenarios::selected(full, only)?;
     let run_dir = new_run_dir(&cmd::target_dir().join("vm"))?;
     let payload = payload::prepare(&run_dir, &cmd::target_dir().join("debug"), &scenarios)?;
 

@@ -64,6 +64,14 @@ pub const SCENARIOS: &[Scenario] = &[
         short: true,
         timeout: Duration::from_secs(200),
     },
+    // The agent is restarted again and again with every unit watched: each time it is back,
+    // answers with all kernel hooks attached, and the kernel stays healthy (a soft lockup
+    // panics the guest: see scenarios.sh).
+    Scenario {
+        name: "agent-restarts",
+        short: false,
+        timeout: Duration::from_secs(400),
+    },
     // `man selfheal-agent`; an upgrade to a newer package keeps config, state and audit log
     // and restarts the agent; a purge removes everything. Last: it uninstalls the agent.
     Scenario {
@@ -74,8 +82,29 @@ pub const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-pub fn selected(full: bool) -> Vec<&'static Scenario> {
-    SCENARIOS.iter().filter(|s| full || s.short).collect()
+/// The short form, every scenario with `full`, or the scenarios named in `only` (in the order
+/// of [`SCENARIOS`]); a name that is not a scenario is an error that lists them.
+pub fn selected(full: bool, only: &[String]) -> anyhow::Result<Vec<&'static Scenario>> {
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !SCENARIOS.iter().any(|s| s.name == name.as_str()))
+    {
+        let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        anyhow::bail!(
+            "--only: no scenario '{unknown}' (scenarios: {})",
+            known.join(", ")
+        );
+    }
+    Ok(SCENARIOS
+        .iter()
+        .filter(|s| {
+            if only.is_empty() {
+                full || s.short
+            } else {
+                only.iter().any(|name| name == s.name)
+            }
+        })
+        .collect())
 }
 
 /// One line of the guest's reporting protocol.
@@ -178,11 +207,23 @@ mod tests {
 
     #[test]
     fn short_form_runs_only_the_short_scenarios() {
-        assert_eq!(selected(true).len(), SCENARIOS.len());
-        assert!(selected(false).iter().all(|s| s.short));
+        assert_eq!(selected(true, &[]).unwrap().len(), SCENARIOS.len());
+        let short = selected(false, &[]).unwrap();
+        assert!(short.iter().all(|s| s.short));
+        assert_eq!(short.len(), SCENARIOS.iter().filter(|s| s.short).count());
+    }
+
+    #[test]
+    fn only_keeps_the_scenario_order_and_refuses_unknown_names() {
+        let names = |only: &[&str]| -> anyhow::Result<Vec<&str>> {
+            let only: Vec<String> = only.iter().map(|s| (*s).to_owned()).collect();
+            Ok(selected(false, &only)?.iter().map(|s| s.name).collect())
+        };
         assert_eq!(
-            selected(false).len(),
-            SCENARIOS.iter().filter(|s| s.short).count()
+            names(&["package", "environment"]).unwrap(),
+            ["environment", "package"]
         );
+        let error = names(&["environmnet"]).unwrap_err().to_string();
+        assert!(error.contains("'environmnet'") && error.contains("agent-starts"), "{error}");
     }
 }
