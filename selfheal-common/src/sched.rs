@@ -6,7 +6,7 @@
 pub const TASKS: &str = "TASKS";
 /// Task-local storage (`BPF_MAP_TYPE_TASK_STORAGE`): a task of a monitored unit carries a
 /// [`TaskTag`], every other task has none, so the scheduler hook's unmonitored path is a
-/// storage miss and a return.
+/// NULL `task->bpf_storage` and a return.
 pub const TASK_TAGS: &str = "TASK_TAGS";
 /// The `iter/task` program that tags the tasks already in a unit's cgroups when the unit
 /// starts being watched (the only moment the kernel cannot see them join).

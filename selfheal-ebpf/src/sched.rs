@@ -5,9 +5,18 @@
 //! the scheduler has updated `prev`'s `se.sum_exec_runtime` and before `next`'s
 //! `sched_info.run_delay` takes in its latest wait.
 //!
-//! Filter first, without hashing: a task of a monitored unit carries a tag in `TASK_TAGS`
-//! (task-local storage, see `tag.rs` for where tasks get it), so for every other task this
-//! program costs two storage misses and returns; the clock is read only after a hit.
+//! Filter first, without hashing and without a lock: a task of a monitored unit carries a tag
+//! in `TASK_TAGS` (task-local storage, see `tag.rs` for where tasks get it), so every other
+//! task has no task storage at all, and this program reads `task->bpf_storage`, finds NULL and
+//! returns; the clock is read only after a hit. A task that has storage (ours, or another BPF
+//! user's) is then looked up by pid in `TASKS`, whose entries the tagging hooks create.
+//!
+//! `bpf_task_storage_get` is never called here: this hook runs under the run-queue lock, and
+//! on kernels before 6.15 (local storage without rqspinlock) a lookup that misses the
+//! storage's cache takes the storage's spinlock to fill it, the lock under which storage is
+//! allocated and freed (which may wake kswapd or a kworker: a run-queue lock). That is an
+//! ABBA between CPUs, made likely when an agent restart leaves the old map and the new one
+//! sharing a cache slot. A pointer read and a hash lookup (RCU only) cannot deadlock.
 //!
 //! For tagged tasks we keep, in `TASKS`, the state they left the CPU in and when, and at each
 //! switch-out the kernel's own totals of time on a CPU (`se.sum_exec_runtime`) and time waiting
@@ -19,7 +28,6 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfT
 use selfheal_common::sched::{TASK_RUNNING, TaskStat, runq_bucket};
 
 use crate::{
-    local_storage::TASK_TAGS,
     maps::{TASKS, UNIT_SCHED},
     task,
 };
@@ -29,92 +37,65 @@ use crate::{
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    // Each tag is checked on its own: LLVM would merge "neither is tagged" into an OR of the
-    // two pointers, which the verifier rejects (`pointer |= pointer prohibited`).
+    // Each task is checked on its own: LLVM would merge "neither has storage" into an OR of
+    // the two pointers, which the verifier rejects (`pointer |= pointer prohibited`).
     let mut now = 0;
-    if let Some(tag) = TASK_TAGS.get(prev) {
+    if let Some(stat) = tracked(prev) {
         // SAFETY: helper without preconditions.
         now = unsafe { bpf_ktime_get_ns() };
-        // SAFETY: a pointer to prev's storage, valid for this program run.
-        let unit = unsafe { (*tag).unit };
         let prev_state: u64 = ctx.arg(3);
-        let _ = switched_out(prev, unit, prev_state as u32, now);
+        switched_out(prev, stat, prev_state as u32, now);
     }
-    if let Some(tag) = TASK_TAGS.get(next) {
+    if let Some(stat) = tracked(next) {
         if now == 0 {
             // SAFETY: helper without preconditions.
             now = unsafe { bpf_ktime_get_ns() };
         }
-        // SAFETY: as above, for next.
-        let unit = unsafe { (*tag).unit };
-        let _ = switched_in(next, unit, now);
+        switched_in(stat, now);
     }
     0
 }
 
+/// The task's entry in `TASKS`, if it is a tagged task of a monitored unit. Tasks without
+/// task storage (all but a handful on a host) cost one pointer read.
 #[inline(always)]
-fn switched_out(prev: *const u8, unit: u32, state: u32, now: u64) -> Result<(), i64> {
-    let pid = task::pid(prev)?;
+fn tracked(task: *const u8) -> Option<&'static mut TaskStat> {
+    if !task::has_local_storage(task) {
+        return None;
+    }
+    let pid = task::pid(task).ok()?;
+    // SAFETY: a pointer to the map value, valid for this program run; nothing else in this
+    // program holds it.
+    TASKS.get_ptr_mut(&pid).map(|stat| unsafe { &mut *stat })
+}
+
+#[inline(always)]
+fn switched_out(prev: *const u8, stat: &mut TaskStat, state: u32, now: u64) {
     let exec = task::sum_exec_runtime(prev);
     let run_delay = task::run_delay(prev);
-    let stat = match TASKS.get_ptr_mut(&pid) {
-        // SAFETY: a pointer into the map value, valid for this program run.
-        Some(stat) => unsafe { &mut *stat },
-        None => {
-            let stat = TaskStat {
-                tgid: task::tgid(prev)?,
-                unit,
-                run_delay_ns: run_delay,
-                ..TaskStat::default()
-            };
-            TASKS.insert(&pid, &stat, 0).map_err(i64::from)?;
-            // SAFETY: as above; the entry was just created.
-            unsafe { &mut *TASKS.get_ptr_mut(&pid).ok_or(-1i64)? }
-        }
-    };
+    let unit = stat.unit;
     if run_delay > stat.run_delay_ns {
         waited(unit, run_delay - stat.run_delay_ns);
     }
-    stat.unit = unit;
     stat.on_cpu = 0;
     stat.state = state;
     stat.since_ns = now;
     stat.oncpu_ns = exec;
     stat.run_delay_ns = run_delay;
     if state == TASK_RUNNING {
-        // Preempted: still runnable.
         stat.involuntary += 1;
     } else {
         stat.voluntary += 1;
     }
     ran(unit, now);
-    Ok(())
 }
 
 #[inline(always)]
-fn switched_in(next: *const u8, unit: u32, now: u64) -> Result<(), i64> {
-    let pid = task::pid(next)?;
-    if let Some(stat) = TASKS.get_ptr_mut(&pid) {
-        // SAFETY: a pointer into the map value, valid for this program run.
-        let stat = unsafe { &mut *stat };
-        stat.on_cpu = 1;
-        stat.state = TASK_RUNNING;
-        stat.since_ns = now;
-    } else {
-        // A task tagged since its last switch-out (a new fork, a moved task).
-        let stat = TaskStat {
-            tgid: task::tgid(next)?,
-            unit,
-            on_cpu: 1,
-            since_ns: now,
-            oncpu_ns: task::sum_exec_runtime(next),
-            run_delay_ns: task::run_delay(next),
-            ..TaskStat::default()
-        };
-        let _ = TASKS.insert(&pid, &stat, 0);
-    }
-    ran(unit, now);
-    Ok(())
+fn switched_in(stat: &mut TaskStat, now: u64) {
+    stat.on_cpu = 1;
+    stat.state = TASK_RUNNING;
+    stat.since_ns = now;
+    ran(stat.unit, now);
 }
 
 #[inline(always)]

@@ -14,13 +14,22 @@
 //!   the tasks of monitored cgroups and untags those that left them.
 //!
 //! Forks and cgroup moves are rare next to context switches: a cgroup lookup here is cheap.
+//!
+//! `TASKS`, what the scheduler hook updates, follows the tags: a forked child gets its entry
+//! here (runnable, as a new task is); a task tagged by a move or the walk gets it from the
+//! agent, which seeds every task of a unit it does not find in `TASKS` with its state from
+//! /proc; a task that changes unit has its entry's unit changed; an untagged task loses it.
+//! The scheduler hook itself never allocates.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use selfheal_common::{counters::Counter, sched::TaskTag};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use selfheal_common::{
+    counters::Counter,
+    sched::{TASK_RUNNING, TaskStat, TaskTag},
+};
 
 use crate::{
     local_storage::TASK_TAGS,
-    maps::{MONITORED_CGROUPS, count},
+    maps::{MONITORED_CGROUPS, TASKS, count},
     task,
 };
 
@@ -37,8 +46,25 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     if let Some(tag) = tag {
         TASK_TAGS.set(child, &tag);
         count(Counter::TasksTagged);
+        let _ = track_new(child, tag.unit);
     }
     0
+}
+
+/// A new task's `TASKS` entry: runnable since now, nothing run yet.
+#[inline(always)]
+fn track_new(child: *const u8, unit: u32) -> Result<(), i64> {
+    let stat = TaskStat {
+        tgid: task::tgid(child)?,
+        unit,
+        state: TASK_RUNNING,
+        // SAFETY: helper without preconditions.
+        since_ns: unsafe { bpf_ktime_get_ns() },
+        ..TaskStat::default()
+    };
+    TASKS
+        .insert(&task::pid(child)?, &stat, 0)
+        .map_err(i64::from)
 }
 
 #[btf_tracepoint(function = "cgroup_attach_task")]
@@ -88,10 +114,19 @@ fn retag(task: *const u8, tag: Option<TaskTag>) {
         (Some(tag), _) => {
             TASK_TAGS.set(task, &tag);
             count(Counter::TasksTagged);
+            if let Ok(pid) = task::pid(task)
+                && let Some(stat) = TASKS.get_ptr_mut(&pid)
+            {
+                // SAFETY: a pointer to the map value, valid for this program run.
+                unsafe { (*stat).unit = tag.unit };
+            }
         }
         (None, Some(_)) => {
             TASK_TAGS.remove(task);
             count(Counter::TasksUntagged);
+            if let Ok(pid) = task::pid(task) {
+                let _ = TASKS.remove(&pid);
+            }
         }
         (None, None) => {}
     }

@@ -16,6 +16,9 @@ static TASK_REAL_PARENT_OFFSET: u32 = 0;
 static TASK_SUM_EXEC_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_RUN_DELAY_OFFSET: u32 = 0;
+/// `task_struct.bpf_storage`: NULL for a task without task-local storage.
+#[unsafe(no_mangle)]
+static TASK_BPF_STORAGE_OFFSET: u32 = 0;
 /// The pointer chain from a task to its v2 cgroup id:
 /// `task->cgroups->dfl_cgrp->kn->id`, and a cgroup's hierarchy: `cgrp->root->hierarchy_id`.
 #[unsafe(no_mangle)]
@@ -62,6 +65,13 @@ pub fn sum_exec_runtime(task: *const u8) -> u64 {
 #[inline(always)]
 pub fn run_delay(task: *const u8) -> u64 {
     read(task, &TASK_RUN_DELAY_OFFSET).unwrap_or(0)
+}
+
+/// Whether the task carries task-local storage of any map (`task->bpf_storage != NULL`):
+/// read without the storage's lock, so safe under the run-queue lock.
+#[inline(always)]
+pub fn has_local_storage(task: *const u8) -> bool {
+    read::<*const u8>(task, &TASK_BPF_STORAGE_OFFSET).is_ok_and(|storage| !storage.is_null())
 }
 
 /// The v2 id of a `struct cgroup` (its kernfs node id, as `bpf_get_current_cgroup_id`).

@@ -176,6 +176,7 @@ impl KernelSensors {
             offset("se.sum_exec_runtime")?,
             offset("sched_info.run_delay")?,
         );
+        let bpf_storage = offset("bpf_storage")?;
         let task_cgroups = offset("cgroups")?;
         let dfl_cgrp = struct_offset("css_set", "dfl_cgrp")?;
         let (cgroup_kn, cgroup_root) = (
@@ -201,6 +202,7 @@ impl KernelSensors {
             .override_global("TASK_REAL_PARENT_OFFSET", &real_parent, true)
             .override_global("TASK_SUM_EXEC_OFFSET", &sum_exec, true)
             .override_global("TASK_RUN_DELAY_OFFSET", &run_delay, true)
+            .override_global("TASK_BPF_STORAGE_OFFSET", &bpf_storage, true)
             .override_global("TASK_CGROUPS_OFFSET", &task_cgroups, true)
             .override_global("CSS_SET_DFL_CGRP_OFFSET", &dfl_cgrp, true)
             .override_global("CGROUP_KN_OFFSET", &cgroup_kn, true)

@@ -26,15 +26,19 @@ impl TaskWalk {
     /// Walks every task of the host once (a few hundred microseconds for thousands of
     /// tasks). Reading the iterator to its end is what runs the program.
     pub fn run(&self) -> Result<(), String> {
-        let mut ebpf = self.ebpf.lock().unwrap_or_else(PoisonError::into_inner);
-        let program: &mut Iter = ebpf
-            .program_mut(TAG_WALK)
-            .ok_or("program missing from the object")?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        let link = program.attach().map_err(|e| e.to_string())?;
-        let link = program.take_link(link).map_err(|e| e.to_string())?;
-        let mut file = link.into_file().map_err(|e| e.to_string())?;
+        let mut file = {
+            let mut ebpf = self.ebpf.lock().unwrap_or_else(PoisonError::into_inner);
+            let program: &mut Iter = ebpf
+                .program_mut(TAG_WALK)
+                .ok_or("program missing from the object")?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            let link = program.attach().map_err(|e| e.to_string())?;
+            let link = program.take_link(link).map_err(|e| e.to_string())?;
+            link.into_file().map_err(|e| e.to_string())?
+        };
+        // The walk runs as the file is read, without the object's lock: the other users of
+        // the object (attaching hooks, reading maps) do not wait for it.
         let mut sink = Vec::new();
         file.read_to_end(&mut sink).map_err(|e| e.to_string())?;
         Ok(())
