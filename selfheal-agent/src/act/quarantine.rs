@@ -64,6 +64,19 @@ impl Quarantine {
         self
     }
 
+    /// A unit monitored after the start (a pattern adopted it, a reload added it): its pins
+    /// are named after `name`.
+    pub fn name_unit(&mut self, unit: u32, name: &str) {
+        let Some((_, names)) = &mut self.pins else {
+            return;
+        };
+        let slot = unit as usize;
+        if names.len() <= slot {
+            names.resize(slot + 1, String::new());
+        }
+        names[slot] = name.to_owned();
+    }
+
     pub fn is_isolated(&self, unit: u32) -> bool {
         self.links.contains_key(&unit)
     }

@@ -84,10 +84,23 @@ impl Config {
                 Step::Key("name".into()),
             ]
         };
-        if let Some(problem) = pattern_problem(&unit.name) {
-            return Err(source.error(&name_of(index), problem));
-        }
-        if let Some(problem) = unit_name_problem(&unit.name) {
+        // A name that does not look like a pattern is checked as a unit name below.
+        let looks_like_pattern = unit.name.contains(['*', '?', '['])
+            || unit
+                .name
+                .split_once('/')
+                .is_some_and(|(slice, _)| slice.ends_with(".slice"));
+        let pattern = match UnitPattern::parse(&unit.name) {
+            Ok(pattern) => pattern,
+            Err(e) if looks_like_pattern => {
+                let problem = format!("invalid unit pattern {:?}: {e}", unit.name);
+                return Err(source.error(&name_of(index), problem));
+            }
+            Err(_) => UnitPattern::Exact(unit.name.clone()),
+        };
+        if pattern.is_pattern() {
+            pattern_tables_problem(source, index, unit)?;
+        } else if let Some(problem) = unit_name_problem(&unit.name) {
             return Err(source.error(&name_of(index), problem));
         }
         if let Some(first) = self.units[..index]
@@ -151,23 +164,33 @@ fn keys(table: &[&str], relative: &str) -> Vec<Step> {
         .collect()
 }
 
-/// What is wrong with `name` when it is written as a unit pattern (a glob, or a glob within a
-/// slice; see [`UnitPattern`]); `None` for plain unit names, which [`unit_name_problem`] checks.
-fn pattern_problem(name: &str) -> Option<String> {
-    let in_slice = name
-        .split_once('/')
-        .is_some_and(|(slice, _)| slice.ends_with(".slice"));
-    if !name.contains(['*', '?', '[']) && !in_slice {
-        return None;
-    }
-    Some(match UnitPattern::parse(name) {
-        Err(e) => format!("invalid unit pattern {name:?}: {e}"),
-        // Adopting instances as systemd announces them needs units added at run time.
-        Ok(_) => format!(
-            "{name:?} is a unit pattern, which this build does not watch yet; \
-             list the units it should cover one [[unit]] each"
-        ),
-    })
+/// Probes and detectors address one unit (its port, its command): on a pattern, which covers
+/// many units appearing over time, they are refused, at the first one.
+fn pattern_tables_problem(
+    source: &Source<'_>,
+    index: usize,
+    unit: &UnitConfig,
+) -> Result<(), ConfigError> {
+    let first = if !unit.probes.is_empty() {
+        "probe"
+    } else if !unit.detectors.is_empty() {
+        "detector"
+    } else {
+        return Ok(());
+    };
+    let at = [
+        Step::Key("unit".into()),
+        Step::Index(index),
+        Step::Key(first.into()),
+        Step::Index(0),
+    ];
+    let message = format!(
+        "{:?} is a unit pattern: probes and detectors are not supported on a pattern \
+         (each would need its own address per instance); configure them on a [[unit]] \
+         naming one unit exactly",
+        unit.name
+    );
+    Err(source.error(&at, message))
 }
 
 /// Why `name` is not a systemd unit name, if it is not one.

@@ -111,7 +111,7 @@ impl Engine {
             return false;
         }
         let state = self.p.state.lock();
-        state.units.get(unit as usize).is_some_and(|u| {
+        state.unit(unit).is_some_and(|u| {
             u.systemd.active_state == "active"
                 && u.systemd.main_pid != 0
                 && crate::sensors::procfs::is_running(u.systemd.main_pid)
@@ -120,7 +120,7 @@ impl Engine {
 
     fn target_of(&self, unit: u32) -> (Option<zbus::zvariant::OwnedObjectPath>, Option<PathBuf>) {
         let state = self.p.state.lock();
-        let Some(u) = state.units.get(unit as usize) else {
+        let Some(u) = state.unit(unit) else {
             return (None, None);
         };
         let dir = u
@@ -137,8 +137,7 @@ impl Engine {
             let state = self.p.state.lock();
             let finite = |v: u64| (v != 0 && v < (1 << 62)).then_some(v);
             state
-                .units
-                .get(unit as usize)
+                .unit(unit)
                 .map_or_else(Default::default, |u| ScaledLimits {
                     cpu_quota_percent: finite(u.systemd.cpu_quota_per_sec_us).map(|us| us / 10_000),
                     memory_max: finite(u.systemd.memory_max),

@@ -32,7 +32,10 @@ use crate::{
         probes::ProbeReport,
         sched::SchedSensor,
     },
-    units::MonitoredUnit,
+    units::{
+        MonitoredUnit,
+        tracker::{Request, UnitChange},
+    },
 };
 
 /// Everything the engine is built from.
@@ -56,6 +59,8 @@ pub struct EngineParts {
     pub last_tick: Arc<std::sync::atomic::AtomicU64>,
     /// Fleet mode's gate (None when `[fleet]` is off).
     pub fleet: Option<Arc<crate::fleet::Gate>>,
+    /// Requests to the unit tracker (adopt after a reload, unwatch a unit let go).
+    pub tracker: mpsc::UnboundedSender<Request>,
 }
 
 /// The inputs the engine reads.
@@ -66,6 +71,8 @@ pub struct Inputs {
     pub commands: mpsc::Receiver<Command>,
     /// Configs accepted on SIGHUP.
     pub reloads: mpsc::Receiver<Reload>,
+    /// Units the tracker adopted or found gone.
+    pub changes: mpsc::UnboundedReceiver<UnitChange>,
 }
 
 pub struct Engine {
@@ -94,6 +101,8 @@ pub struct Engine {
     /// Exits whose role systemd was asked about, answered (see `exits.rs`).
     pub(super) roles_tx: mpsc::Sender<super::exits::Answered>,
     roles_rx: Option<mpsc::Receiver<super::exits::Answered>>,
+    /// Units to let go once their action in progress ends (see `membership.rs`).
+    pub(super) leaving: super::membership::Leaving,
 }
 
 impl Engine {
@@ -120,6 +129,7 @@ impl Engine {
             resync_rx: Some(resync_rx),
             roles_tx,
             roles_rx: Some(roles_rx),
+            leaving: HashMap::new(),
         }
     }
 
@@ -139,6 +149,8 @@ impl Engine {
                 // Exits first: the exit an action causes must be seen before its outcome.
                 biased;
                 _ = shutdown.changed() => break,
+                // A unit the tracker adopted joins before any record of it is read.
+                Some(change) = inputs.changes.recv() => self.on_unit_change(change),
                 Some(event) = inputs.exits.recv() => self.on_exit(event),
                 Some(exit) = roles.recv() => self.on_role(exit),
                 Some(done) = finished.recv() => self.finished(done),
@@ -151,6 +163,9 @@ impl Engine {
                 Some((unit, resync)) = resyncs.recv() => self.on_resynced(unit, resync),
                 // A backoff of 1 s must not wait for the next tick as well.
                 _ = wake_at(self.p.supervisor.policy().next_due()) => self.feed(Input::Time),
+            }
+            if !self.leaving.is_empty() {
+                self.finish_leaving();
             }
             if self.dirty {
                 self.dirty = false;
@@ -185,10 +200,10 @@ impl Engine {
     /// The policy's view of the units an input changed, published at once: status and
     /// /health must not show an action in progress that has already ended (the rest of each
     /// unit's view, and any unit not named here, is published with the tick's readings).
-    fn publish_policy(&mut self, units: &[u32], now: Instant) {
+    pub(super) fn publish_policy(&mut self, units: &[u32], now: Instant) {
         let mut state = self.p.state.lock();
         for &index in units {
-            let Some(unit) = state.units.get_mut(index as usize) else {
+            let Some(unit) = state.unit_mut(index) else {
                 continue;
             };
             let policy = self.p.supervisor.policy().unit_status(index, now);
@@ -199,7 +214,7 @@ impl Engine {
 
     /// Tells the supervisor what the tracker knows about the unit now.
     pub(super) fn sync_facts(&mut self, unit: u32) {
-        let facts = self.p.state.lock().units.get(unit as usize).map(facts_of);
+        let facts = self.p.state.lock().unit(unit).map(facts_of);
         if let Some(facts) = facts {
             let _ = self
                 .p
@@ -273,23 +288,8 @@ impl Engine {
         let _ = reply.send(answer.map_err(|e| e.to_string()));
     }
 
-    fn on_reload(&mut self, reload: Reload) {
-        self.p.supervisor.reload(reload.policy(), reload.specs());
-        let mut state = self.p.state.lock();
-        for (unit, policy) in state.units.iter_mut().zip(reload.units) {
-            unit.policy = policy;
-        }
-        self.dirty = true;
-        log::info!("config reloaded: {} unit(s)", state.units.len());
-    }
-
     pub(super) fn unit_name(&self, unit: u32) -> Option<String> {
-        self.p
-            .state
-            .lock()
-            .units
-            .get(unit as usize)
-            .map(|u| u.name.clone())
+        self.p.state.lock().unit(unit).map(|u| u.name.clone())
     }
 }
 

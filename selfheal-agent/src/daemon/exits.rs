@@ -31,7 +31,7 @@ impl Engine {
         let kernel_to_agent_us = monotonic_ns().saturating_sub(event.ktime_ns) / 1000;
         let known = {
             let state = self.p.state.lock();
-            let Some(unit) = state.units.get(event.unit as usize) else {
+            let Some(unit) = state.unit(event.unit) else {
                 return;
             };
             match unit.role_of(event.tgid, event.ppid, self.p.manager_pid) {

@@ -34,8 +34,7 @@ impl Engine {
             .p
             .state
             .lock()
-            .units
-            .get(unit as usize)
+            .unit(unit)
             .and_then(|u| Some((u.name.clone(), u.object_path.clone()?)))
         else {
             return;

@@ -8,6 +8,7 @@ mod engine;
 mod execute;
 mod exits;
 mod lost_exits;
+mod membership;
 mod perform;
 mod persist;
 pub mod reload;
@@ -37,7 +38,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     act::quarantine::Quarantine,
-    config::Config,
+    config::{Config, UnitPolicy},
     detect::probe::ProbeDetector,
     policy::{Policy, UnitSpec},
     report::{
@@ -56,7 +57,7 @@ use crate::{
         sched::SchedSensor,
     },
     systemd::{self, Bus},
-    units::tracker::Tracker,
+    units::{tables::Tables, tracker::Tracker},
 };
 
 pub struct Options {
@@ -72,8 +73,10 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config = &opts.config;
-    // Resolved once: the unit table, the probes and the policy all use this list.
-    let unit_policies = config.unit_policies();
+    // Resolved once: the unit table, the probes and the policy all start from the exact names
+    // (in file order: unit i is the i-th exact name); patterns adopt later.
+    let tables = Tables::new(config.unit_policies());
+    let unit_policies: Vec<UnitPolicy> = tables.exact().cloned().collect();
     let conn = systemd::connect(opts.bus).await?;
     let manager_pid = systemd::manager_pid(&conn).await;
     let load = LoadOptions {
@@ -84,7 +87,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .context("loading the eBPF programs panicked")??;
     return_freed_heap();
 
-    let state = Shared::new(AgentState::new(&opts, &unit_policies, kernel.hooks.clone()));
+    let state = Shared::new(AgentState::new(&opts, tables.clone(), kernel.hooks.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let parts = Parts::new(shutdown.clone());
@@ -114,7 +117,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             let token = BearerToken::load(path)?;
             let names = state.clone();
             let is_monitored =
-                Arc::new(move |unit: &str| names.lock().units.iter().any(|u| u.name == unit));
+                Arc::new(move |unit: &str| names.lock().live_units().any(|(_, u)| u.name == unit));
             Some(Arc::new(Webhook::new(
                 token,
                 config.webhook.max_body,
@@ -178,12 +181,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
 
-    let tracker = Tracker {
-        conn: conn.clone(),
-        state: state.clone(),
-        filter: Some(kernel.filter),
-        v2_root: crate::cgroupfs::v2_root(),
-    };
+    let (tracker_tx, tracker_requests) = mpsc::unbounded_channel();
+    let (changes_tx, changes) = mpsc::unbounded_channel();
+    let tracker = Tracker::new(
+        conn.clone(),
+        state.clone(),
+        Some(kernel.filter),
+        tracker_requests,
+        changes_tx,
+    );
     let tracker_shutdown = shutdown.clone();
     let tracking = async move {
         if let Err(e) = tracker.run(tracker_shutdown).await {
@@ -204,7 +210,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ^ u64::from(std::process::id());
     let mut policy = Policy::new(config.policy.clone(), specs, seed);
     let state_file = persist::path(&config.agent.state_dir);
-    persist::restore(&mut policy, &state_file);
+    persist::restore(&mut policy, &state_file, &|name| tables.may_adopt(name));
     // Before anything acts: take over the quarantines the saved state says are in force.
     let quarantine = readopt_quarantines(
         Quarantine::new(kernel.programs.clone()),
@@ -215,7 +221,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
     let audit_path = config.agent.audit_log.clone();
 
-    let names: Vec<String> = state.lock().units.iter().map(|u| u.name.clone()).collect();
+    let names: Vec<String> = unit_policies.iter().map(|u| u.name.clone()).collect();
     let supervisor = Supervisor::new(policy, probe_detector, &names, opts.dry_run);
     let engine = engine::Engine::new(engine::EngineParts {
         conn: conn.clone(),
@@ -234,6 +240,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         v2_root: crate::cgroupfs::v2_root(),
         last_tick: last_tick.clone(),
         fleet: crate::fleet::start(config, metrics.fleet.clone(), shutdown.clone()),
+        tracker: tracker_tx,
     });
     let (reload_tx, reloads) = mpsc::channel(4);
     let inputs = engine::Inputs {
@@ -242,6 +249,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         alerts,
         commands,
         reloads,
+        changes,
     };
     let part = BlindPart {
         name: "engine",
@@ -353,9 +361,8 @@ fn health_source(state: Shared) -> http::HealthSource {
 pub fn health_input(state: &AgentState) -> HealthInput {
     HealthInput {
         units: state
-            .units
-            .iter()
-            .map(|u| {
+            .live_units()
+            .map(|(_, u)| {
                 let policy = u.view.policy.as_ref();
                 UnitHealth {
                     name: u.name.clone(),

@@ -23,7 +23,7 @@ impl Engine {
         if !fx.history.is_empty() {
             let mut state = self.p.state.lock();
             for (unit, event) in fx.history {
-                let Some(u) = state.units.get_mut(unit as usize) else {
+                let Some(u) = state.unit_mut(unit) else {
                     continue;
                 };
                 log_event(&u.name, &event);

@@ -18,8 +18,9 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(STATE_FILE)
 }
 
-/// Restores `policy` from `file` when it exists.
-pub fn restore(policy: &mut Policy, file: &Path) {
+/// Restores `policy` from `file` when it exists; the state of a unit a pattern may adopt
+/// (`adoptable`) is kept until it is.
+pub fn restore(policy: &mut Policy, file: &Path, adoptable: &dyn Fn(&str) -> bool) {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -35,7 +36,7 @@ pub fn restore(policy: &mut Policy, file: &Path) {
         .map_err(|e| e.to_string())
         .and_then(|state| {
             policy
-                .restore(state, Instant::now(), SystemTime::now())
+                .restore(state, Instant::now(), SystemTime::now(), adoptable)
                 .map_err(|e| e.to_string())
         });
     match restored {

@@ -1,8 +1,12 @@
 //! `SIGHUP` (`systemctl reload selfheal`): the config is read again and, when valid, applied
 //! without losing state. What a reload can change while the agent runs: each unit's policy
-//! (restart, ladders — they apply to the next incident —, stall and leak thresholds) and the
-//! `[policy]` table. What needs a restart of the agent is refused with the reason, and so is an
-//! invalid file (with its file:line:col): the running config stays in force either way.
+//! (restart, ladders — they apply to the next incident —, stall and leak thresholds), the
+//! `[policy]` table, and the set of `[[unit]]` tables: a unit or pattern added is monitored
+//! (its instances adopted), one removed is let go (see `membership.rs`). Probes and detectors
+//! start with the agent: a change to them is applied on its next start, and the reload's log
+//! line says so. What needs a restart of the agent (`[agent]`, `[http]`…) is refused with the
+//! reason, and so is an invalid file (with its file:line:col): the running config stays in
+//! force either way.
 
 use std::path::Path;
 
@@ -15,17 +19,15 @@ use crate::{
 #[derive(Debug)]
 pub struct Reload {
     pub config: Config,
+    /// One per `[[unit]]`, in file order.
     pub units: Vec<UnitPolicy>,
+    /// What this reload leaves for the agent's next start (probe changes), one line each.
+    pub deferred: Vec<String>,
 }
 
 impl Reload {
     pub fn policy(&self) -> PolicyConfig {
         self.config.policy.clone()
-    }
-
-    /// The policy's view of each unit, in the unit table's order.
-    pub fn specs(&self) -> Vec<UnitSpec> {
-        self.units.iter().map(spec).collect()
     }
 }
 
@@ -33,14 +35,6 @@ impl Reload {
 pub enum ReloadError {
     #[error(transparent)]
     Invalid(#[from] ConfigError),
-    #[error(
-        "the set of units changed (added: {added:?}, removed: {removed:?}); \
-         this agent applies that on its next start, not on reload"
-    )]
-    UnitsChanged {
-        added: Vec<String>,
-        removed: Vec<String>,
-    },
     #[error("[{table}] changed; it is applied on the agent's next start, not on reload")]
     NeedsRestart { table: &'static str },
 }
@@ -51,14 +45,6 @@ pub fn load(path: &Path, running: &Config) -> Result<Reload, ReloadError> {
 
 /// Whether the running agent can switch from `running` to `new`.
 pub fn check(running: &Config, new: Config) -> Result<Reload, ReloadError> {
-    let names = |c: &Config| -> Vec<String> { c.units.iter().map(|u| u.name.clone()).collect() };
-    let (old, now) = (names(running), names(&new));
-    if old != now {
-        return Err(ReloadError::UnitsChanged {
-            added: now.iter().filter(|n| !old.contains(n)).cloned().collect(),
-            removed: old.iter().filter(|n| !now.contains(n)).cloned().collect(),
-        });
-    }
     let fixed = [
         ("agent", running.agent != new.agent),
         ("http", running.http != new.http),
@@ -68,18 +54,31 @@ pub fn check(running: &Config, new: Config) -> Result<Reload, ReloadError> {
     if let Some((table, _)) = fixed.into_iter().find(|(_, changed)| *changed) {
         return Err(ReloadError::NeedsRestart { table });
     }
-    let changed_probes = running
-        .units
-        .iter()
-        .zip(&new.units)
-        .find(|(a, b)| a.probes != b.probes || a.detectors != b.detectors);
-    if changed_probes.is_some() {
-        return Err(ReloadError::NeedsRestart {
-            table: "unit.probe / unit.detector",
-        });
+    let mut deferred = Vec::new();
+    for unit in &new.units {
+        let has_probes = !unit.probes.is_empty() || !unit.detectors.is_empty();
+        match running.units.iter().find(|old| old.name == unit.name) {
+            Some(old) if old.probes != unit.probes || old.detectors != unit.detectors => {
+                deferred.push(format!(
+                    "{}: its probes/detectors changed; the change applies on the agent's next \
+                     start (restart the agent to apply it)",
+                    unit.name
+                ));
+            }
+            None if has_probes => deferred.push(format!(
+                "{}: its probes/detectors start on the agent's next start (restart the agent \
+                 to run them)",
+                unit.name
+            )),
+            _ => {}
+        }
     }
     let units = new.unit_policies();
-    Ok(Reload { config: new, units })
+    Ok(Reload {
+        config: new,
+        units,
+        deferred,
+    })
 }
 
 pub fn spec(unit: &UnitPolicy) -> UnitSpec {
@@ -114,24 +113,41 @@ restart = "never"
         let new = config(&TWO.replace("\"never\"", "\"always\""));
         let reload = check(&running, new).expect("accepted");
         assert_eq!(reload.units[1].name, "db.service");
-        assert_eq!(reload.specs()[1].restart.as_str(), "always");
+        assert_eq!(spec(&reload.units[1]).restart.as_str(), "always");
+        assert!(reload.deferred.is_empty());
     }
 
     #[test]
-    fn added_and_removed_units_are_named_in_the_refusal() {
+    fn added_and_removed_units_are_accepted() {
         let running = config(TWO);
-        let new = config(
-            r#"
-[[unit]]
-name = "web.service"
+        let new =
+            config("[[unit]]\nname = \"web.service\"\n\n[[unit]]\nname = \"work@*.service\"\n");
+        let reload = check(&running, new).expect("accepted");
+        let names: Vec<&str> = reload.units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["web.service", "work@*.service"]);
+    }
 
-[[unit]]
-name = "cache.service"
-"#,
+    #[test]
+    fn a_probe_change_is_accepted_and_named_as_waiting_for_the_agents_next_start() {
+        let probe =
+            "\n[[unit.probe]]\nname = \"up\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/up\"\n";
+        let running = config(TWO);
+        let with_probe = TWO.replacen(
+            "name = \"web.service\"\n",
+            &format!("name = \"web.service\"\n{probe}"),
+            1,
         );
-        let err = check(&running, new).expect_err("refused").to_string();
-        assert!(err.contains("added: [\"cache.service\"]"), "{err}");
-        assert!(err.contains("removed: [\"db.service\"]"), "{err}");
+        let reload = check(&running, config(&with_probe)).expect("accepted");
+        assert_eq!(reload.deferred.len(), 1, "{:?}", reload.deferred);
+        assert!(reload.deferred[0].starts_with("web.service: its probes/detectors changed"));
+        let added = format!("{TWO}\n[[unit]]\nname = \"cache.service\"\n{probe}");
+        let reload = check(&running, config(&added)).expect("accepted");
+        assert!(
+            reload.deferred[0]
+                .starts_with("cache.service: its probes/detectors start on the agent's next start"),
+            "{:?}",
+            reload.deferred
+        );
     }
 
     #[test]

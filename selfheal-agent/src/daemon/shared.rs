@@ -7,18 +7,20 @@ use std::{
 
 use super::Options;
 use crate::{
-    config::UnitPolicy,
     sensors::ebpf::{HookStatus, KernelCounters},
     systemd::Bus,
-    units::MonitoredUnit,
+    units::{MonitoredUnit, tables::Tables},
 };
 
 pub struct AgentState {
     pub started: Instant,
     pub bus: Bus,
     pub dry_run: bool,
-    /// Indexed by the unit number the kernel reports (`UnitRef::unit`).
+    /// Indexed by the unit number the kernel reports (`UnitRef::unit`); only grows (see
+    /// [`crate::units::add`]). Retired units stay in place: read through [`Self::unit`].
     pub units: Vec<MonitoredUnit>,
+    /// The config's `[[unit]]` tables: what a unit systemd announces is adopted under.
+    pub tables: Tables,
     pub hooks: Vec<HookStatus>,
     pub kernel_counters: Option<KernelCounters>,
     /// Where /metrics, /health and the webhook listen (the bound address).
@@ -30,18 +32,47 @@ pub struct AgentState {
 }
 
 impl AgentState {
-    pub fn new(opts: &Options, units: &[UnitPolicy], hooks: Vec<HookStatus>) -> Self {
+    /// Monitors the tables' exact names from the start, in file order; patterns adopt later.
+    pub fn new(opts: &Options, tables: Tables, hooks: Vec<HookStatus>) -> Self {
         Self {
             started: Instant::now(),
             bus: opts.bus,
             dry_run: opts.dry_run,
-            units: units.iter().cloned().map(MonitoredUnit::new).collect(),
+            units: tables.exact().cloned().map(MonitoredUnit::new).collect(),
+            tables,
             hooks,
             kernel_counters: None,
             http_address: String::new(),
             tracked_tasks: Vec::new(),
             parts: None,
         }
+    }
+}
+
+impl AgentState {
+    /// The monitored unit at `index`; `None` once it was let go.
+    pub fn unit(&self, index: u32) -> Option<&MonitoredUnit> {
+        self.units.get(index as usize).filter(|u| !u.retired)
+    }
+
+    pub fn unit_mut(&mut self, index: u32) -> Option<&mut MonitoredUnit> {
+        self.units.get_mut(index as usize).filter(|u| !u.retired)
+    }
+
+    /// The units monitored now, with their indices.
+    pub fn live_units(&self) -> impl Iterator<Item = (u32, &MonitoredUnit)> {
+        self.units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| !u.retired)
+            .map(|(i, u)| (i as u32, u))
+    }
+
+    /// Units adopted by `pattern` so far (its cap counts these).
+    pub fn instances_of(&self, pattern: &str) -> usize {
+        self.live_units()
+            .filter(|(_, u)| u.pattern.as_deref() == Some(pattern))
+            .count()
     }
 }
 

@@ -227,7 +227,9 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .filter(|(_, u)| {
-                    u.exists() && matches!(u.systemd.active_state.as_str(), "active" | "reloading")
+                    !u.retired
+                        && u.exists()
+                        && matches!(u.systemd.active_state.as_str(), "active" | "reloading")
                 })
                 .filter_map(|(i, u)| {
                     let cgroup = u.watched_cgroup.as_ref()?;
@@ -341,7 +343,7 @@ impl Engine {
                 .filter_map(|p| serde_json::to_value(p).ok())
                 .collect();
             let mut state = self.p.state.lock();
-            let Some(u) = state.units.get_mut(unit as usize) else {
+            let Some(u) = state.unit_mut(unit) else {
                 continue;
             };
             let name = u.name.clone();

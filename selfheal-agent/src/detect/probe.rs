@@ -98,6 +98,11 @@ impl ProbeDetector {
         }
     }
 
+    /// The unit is no longer monitored: its probes' state goes.
+    pub fn forget(&mut self, unit: u32) {
+        self.units.remove(&unit);
+    }
+
     /// The unit (re)started at `now`: its grace period begins and its episodes end.
     pub fn unit_started(&mut self, unit: u32, now: Instant) {
         let unit = self.units.entry(unit).or_default();

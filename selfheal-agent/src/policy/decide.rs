@@ -49,10 +49,14 @@ impl Policy {
             units,
             storm,
             jitter,
+            ..
         } = self;
         let cause = kind.name();
         let say = |reason: String| Decision::nothing(index, cause, reason);
-        let Some(Unit { spec, state }) = usize::try_from(index).ok().and_then(|i| units.get_mut(i))
+        let Some(Unit { spec, state, .. }) = usize::try_from(index)
+            .ok()
+            .and_then(|i| units.get_mut(i))
+            .filter(|u| !u.retired)
         else {
             return say("not a configured unit".to_owned());
         };

@@ -65,7 +65,7 @@ mod unit;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
 pub use action::{
     Action, ActionOutcome, Decision, HELD_BY_FLEET, ScaledLimits, StartLimit, UnitContext,
@@ -87,11 +87,16 @@ use backoff::Jitter;
 use storm::Storm;
 use unit::{Phase, UnitState};
 
-/// The remediation engine for every configured unit. Units are named by the engine's index
-/// (their position in the list given to [`Policy::new`]); the persisted state is by name.
+/// The remediation engine for every monitored unit. Units are named by the engine's index
+/// (their position in the list given to [`Policy::new`], then the index given to
+/// [`Policy::add_unit`]); the persisted state is by name.
 pub struct Policy {
     config: PolicyConfig,
+    /// By index; a removed unit's slot stays, retired, so its index is never reused.
     units: Vec<Unit>,
+    /// Saved state of units not monitored (yet): an instance a pattern adopts after the
+    /// restore takes its own back.
+    pending: HashMap<String, UnitState>,
     storm: Storm,
     jitter: Jitter,
 }
@@ -99,6 +104,18 @@ pub struct Policy {
 struct Unit {
     spec: UnitSpec,
     state: UnitState,
+    /// Removed from the monitored set: no state, no decisions, not saved.
+    retired: bool,
+}
+
+impl Unit {
+    fn new(spec: UnitSpec, state: UnitState) -> Self {
+        Self {
+            spec,
+            state,
+            retired: false,
+        }
+    }
 }
 
 impl Policy {
@@ -108,45 +125,67 @@ impl Policy {
             config,
             units: units
                 .into_iter()
-                .map(|spec| Unit {
-                    spec,
-                    state: UnitState::default(),
-                })
+                .map(|spec| Unit::new(spec, UnitState::default()))
                 .collect(),
+            pending: HashMap::new(),
             storm: Storm::default(),
             jitter: Jitter::new(seed),
         }
     }
 
-    /// A new configuration: units keep their state by name; indices follow the new list.
-    pub fn set_units(&mut self, config: PolicyConfig, units: Vec<UnitSpec>) {
-        let mut old: Vec<Unit> = std::mem::take(&mut self.units);
+    /// A reloaded `[policy]` and the specs of units that stay (by index): their state is kept,
+    /// the new specs apply to the next incident.
+    pub fn reconfigure(&mut self, config: PolicyConfig, specs: Vec<(u32, UnitSpec)>) {
         self.config = config;
-        self.units = units
-            .into_iter()
-            .map(|spec| {
-                let state = old
-                    .iter()
-                    .position(|u| u.spec.name == spec.name)
-                    .map(|i| old.swap_remove(i).state)
-                    .unwrap_or_default();
-                Unit { spec, state }
-            })
-            .collect();
+        for (index, spec) in specs {
+            if let Some(unit) = self.unit_mut(index) {
+                unit.spec = spec;
+            }
+        }
+    }
+
+    /// A unit monitored from now on at `index` (an index never used before in this run). Its
+    /// saved state, when the restored file had one, is taken back.
+    pub fn add_unit(&mut self, index: u32, spec: UnitSpec) {
+        let Ok(index) = usize::try_from(index) else {
+            return;
+        };
+        let state = self.pending.remove(&spec.name).unwrap_or_default();
+        while self.units.len() <= index {
+            let mut placeholder = Unit::new(UnitSpec::placeholder(), UnitState::default());
+            placeholder.retired = true;
+            self.units.push(placeholder);
+        }
+        self.units[index] = Unit::new(spec, state);
+    }
+
+    /// The unit is no longer monitored: its state is dropped and its index stays retired.
+    pub fn remove_unit(&mut self, index: u32) {
+        if let Some(unit) = self.unit_mut(index) {
+            unit.state = UnitState::default();
+            unit.retired = true;
+        }
     }
 
     /// The engine's index of the unit called `name`, for operator commands.
     pub fn index_of(&self, name: &str) -> Option<u32> {
-        let index = self.units.iter().position(|u| u.spec.name == name)?;
+        let index = self
+            .units
+            .iter()
+            .position(|u| !u.retired && u.spec.name == name)?;
         u32::try_from(index).ok()
     }
 
     fn unit(&self, index: u32) -> Option<&Unit> {
-        self.units.get(usize::try_from(index).ok()?)
+        self.units
+            .get(usize::try_from(index).ok()?)
+            .filter(|u| !u.retired)
     }
 
     fn unit_mut(&mut self, index: u32) -> Option<&mut Unit> {
-        self.units.get_mut(usize::try_from(index).ok()?)
+        self.units
+            .get_mut(usize::try_from(index).ok()?)
+            .filter(|u| !u.retired)
     }
 
     /// Whether actions the policy handed out for the unit are still running: what the unit

@@ -216,7 +216,10 @@ impl Policy {
             jitter,
             ..
         } = self;
-        let Some(Unit { spec, state }) = usize::try_from(unit).ok().and_then(|i| units.get_mut(i))
+        let Some(Unit { spec, state, .. }) = usize::try_from(unit)
+            .ok()
+            .and_then(|i| units.get_mut(i))
+            .filter(|u| !u.retired)
         else {
             return;
         };

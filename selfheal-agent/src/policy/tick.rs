@@ -46,6 +46,9 @@ impl Policy {
                 jitter,
                 ..
             } = self;
+            if units[index].retired {
+                continue;
+            }
             let mut env = Env { config, jitter };
             tick_unit(unit, &mut units[index], &mut env, now, &mut decisions);
         }
@@ -91,7 +94,7 @@ fn tick_unit(
     out: &mut Vec<Decision>,
 ) {
     let config = env.config;
-    let Unit { spec, state } = unit;
+    let Unit { spec, state, .. } = unit;
     let mut say = |cause: &str, actions: Vec<Action>, reason: String| {
         out.push(Decision {
             unit: index,

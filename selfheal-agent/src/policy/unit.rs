@@ -21,6 +21,19 @@ pub struct UnitSpec {
     pub remediation: Remediation,
 }
 
+impl UnitSpec {
+    /// Fills an index no unit was given (the engine gives them in order, so only a bug leaves
+    /// one); it is retired at once.
+    pub(super) fn placeholder() -> Self {
+        Self {
+            name: String::new(),
+            restart: RestartPolicy::Never,
+            restart_delay: Duration::ZERO,
+            remediation: Remediation::default(),
+        }
+    }
+}
+
 /// One incident: a problem and the recovery attempts it took, until it is verified gone,
 /// escalated, contained, or the unit is stopped.
 #[derive(Clone, Debug, PartialEq)]

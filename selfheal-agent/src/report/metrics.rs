@@ -7,11 +7,12 @@
 //! Everything else is `selfheal_`. `deploy/selfhealing_rules.yml` and
 //! `deploy/grafana-dashboard.json` use only the names in [`FAMILIES`] (a test checks).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use prometheus::{
     Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
     Opts, Registry, TextEncoder,
+    core::{Collector as _, MetricVec, MetricVecBuilder},
 };
 
 use crate::detect::{ProblemKind, StallKind};
@@ -129,6 +130,22 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
         .register(Box::new(collector.clone()))
         .expect("metric names are valid and unique (see the tests)");
     collector
+}
+
+/// Removes the series of `vec` whose `unit` label is `unit`, whatever its other labels.
+fn forget<T: MetricVecBuilder>(vec: &MetricVec<T>, unit: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|pair| (pair.name(), pair.value()))
+                .collect();
+            if labels.get("unit") == Some(&unit) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -279,6 +296,29 @@ impl Metrics {
         for kind in STALL_KINDS {
             self.clear_stall(unit, kind);
         }
+    }
+
+    /// Removes every series of a unit the agent no longer monitors: it must not look like a
+    /// unit that is still there and quiet.
+    pub fn forget_unit(&self, unit: &str) {
+        forget(&self.restarts, unit);
+        forget(&self.consecutive_failures, unit);
+        forget(&self.problems, unit);
+        forget(&self.actions, unit);
+        forget(&self.recovery_duration, unit);
+        forget(&self.escalations, unit);
+        forget(&self.circuit_state, unit);
+        forget(&self.quarantines, unit);
+        forget(&self.quarantined, unit);
+        forget(&self.unit_healthy, unit);
+        forget(&self.stall_seconds, unit);
+        forget(&self.oncpu_ratio, unit);
+        forget(&self.runq_p99, unit);
+        forget(&self.resource, unit);
+        forget(&self.resource_limit, unit);
+        forget(&self.exhaustion, unit);
+        forget(&self.probe_up, unit);
+        forget(&self.probe_duration, unit);
     }
 
     pub fn problem_detected(&self, unit: &str, kind: &ProblemKind) {

@@ -33,6 +33,9 @@ pub struct StatusDoc {
     pub agent: AgentInfo,
     pub kernel: KernelInfo,
     pub units: Vec<UnitStatus>,
+    /// The config's unit patterns, in file order; their instances are in `units`.
+    #[serde(default)]
+    pub patterns: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,6 +71,9 @@ pub struct HookInfo {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UnitStatus {
     pub name: String,
+    /// The `[[unit]]` pattern that adopted the unit; `null` for a unit named exactly.
+    #[serde(default)]
+    pub pattern: Option<String>,
     pub exists: bool,
     pub load_state: String,
     pub active_state: String,
@@ -136,10 +142,10 @@ fn document(state: &Shared) -> StatusDoc {
             tracked_tasks: state.tracked_tasks.clone(),
         },
         units: state
-            .units
-            .iter()
-            .map(|u| UnitStatus {
+            .live_units()
+            .map(|(_, u)| UnitStatus {
                 name: u.name.clone(),
+                pattern: u.pattern.clone(),
                 exists: u.exists(),
                 load_state: u.systemd.load_state.clone(),
                 active_state: u.systemd.active_state.clone(),
@@ -153,6 +159,7 @@ fn document(state: &Shared) -> StatusDoc {
                 view: u.view.clone(),
             })
             .collect(),
+        patterns: state.tables.patterns().map(str::to_owned).collect(),
     }
 }
 
@@ -236,8 +243,8 @@ async fn handle(
         "history" => {
             let state = state.lock();
             let units: Vec<serde_json::Value> = state
-                .units
-                .iter()
+                .live_units()
+                .map(|(_, u)| u)
                 .filter(|u| req.unit.as_ref().is_none_or(|n| *n == u.name))
                 .map(|u| serde_json::json!({ "name": u.name, "history": u.history.records().collect::<Vec<_>>() }))
                 .collect();

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
-use super::status::StatusDoc;
+use super::status::{StatusDoc, UnitStatus};
 
 /// Records shown per unit in the text view (the JSON view has them all).
 const RECENT: usize = 5;
@@ -41,54 +41,110 @@ pub fn render(doc: &StatusDoc) -> String {
         "├── Active Recoveries: {}",
         doc.health.active_recoveries
     );
-    if doc.units.is_empty() {
+    if doc.units.is_empty() && doc.patterns.is_empty() {
         let _ = writeln!(out, "└── no units configured");
     }
-    for (i, unit) in doc.units.iter().enumerate() {
-        let last = i + 1 == doc.units.len();
-        let (branch, indent) = if last {
-            ("└──", "    ")
-        } else {
-            ("├──", "│   ")
-        };
-        let state = if unit.exists {
-            format!("{} ({})", unit.active_state, unit.sub_state)
-        } else if unit.load_state.is_empty() {
-            "unknown (not resolved yet)".to_owned()
-        } else {
-            format!("{} (waiting for it to appear)", unit.load_state)
-        };
-        let pid = if unit.main_pid != 0 {
-            format!(", main pid {}", unit.main_pid)
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            out,
-            "{branch} {}: {state}{pid}, restart={}, restarts {}",
-            unit.name, unit.restart, unit.restarts
-        );
-        let mut lines = details(unit);
-        let recent: Vec<_> = unit.history.iter().rev().take(RECENT).rev().collect();
-        lines.extend(
-            recent
-                .iter()
-                .map(|r| format!("{} {}", clock(r.at_ms), r.event.summary())),
-        );
-        for (j, line) in lines.iter().enumerate() {
-            let twig = if j + 1 == lines.len() {
-                "└──"
-            } else {
-                "├──"
-            };
-            let _ = writeln!(out, "{indent}{twig} {line}");
+    let entries = entries(doc);
+    for (i, entry) in entries.iter().enumerate() {
+        let (branch, indent) = tree(i + 1 == entries.len());
+        match entry {
+            Entry::Unit(unit) => render_unit(&mut out, unit, branch, indent),
+            Entry::Pattern(pattern, instances) => {
+                let count = match instances.len() {
+                    0 => "no instance yet".to_owned(),
+                    1 => "1 instance".to_owned(),
+                    n => format!("{n} instances"),
+                };
+                let _ = writeln!(out, "{branch} pattern {pattern}: {count}");
+                for (j, unit) in instances.iter().enumerate() {
+                    let (twig, more) = tree(j + 1 == instances.len());
+                    let (branch, indent) = (format!("{indent}{twig}"), format!("{indent}{more}"));
+                    render_unit(&mut out, unit, &branch, &indent);
+                }
+            }
         }
     }
     out
 }
 
+/// A top-level line of the tree: a unit named exactly, or a pattern with its instances.
+enum Entry<'a> {
+    Unit(&'a UnitStatus),
+    Pattern(&'a str, Vec<&'a UnitStatus>),
+}
+
+/// Units named exactly first, in config order, then each pattern with its instances.
+fn entries(doc: &StatusDoc) -> Vec<Entry<'_>> {
+    let mut entries: Vec<Entry<'_>> = doc
+        .units
+        .iter()
+        .filter(|u| u.pattern.is_none())
+        .map(Entry::Unit)
+        .collect();
+    let mut patterns: Vec<&str> = doc.patterns.iter().map(String::as_str).collect();
+    for pattern in doc.units.iter().filter_map(|u| u.pattern.as_deref()) {
+        if !patterns.contains(&pattern) {
+            patterns.push(pattern);
+        }
+    }
+    for pattern in patterns {
+        let instances = doc
+            .units
+            .iter()
+            .filter(|u| u.pattern.as_deref() == Some(pattern))
+            .collect();
+        entries.push(Entry::Pattern(pattern, instances));
+    }
+    entries
+}
+
+/// The branch of an entry and the indent of what hangs below it.
+fn tree(last: bool) -> (&'static str, &'static str) {
+    if last {
+        ("└──", "    ")
+    } else {
+        ("├──", "│   ")
+    }
+}
+
+/// One unit's line and, below it, its details and last events.
+fn render_unit(out: &mut String, unit: &UnitStatus, branch: &str, indent: &str) {
+    let state = if unit.exists {
+        format!("{} ({})", unit.active_state, unit.sub_state)
+    } else if unit.load_state.is_empty() {
+        "unknown (not resolved yet)".to_owned()
+    } else {
+        format!("{} (waiting for it to appear)", unit.load_state)
+    };
+    let pid = if unit.main_pid != 0 {
+        format!(", main pid {}", unit.main_pid)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "{branch} {}: {state}{pid}, restart={}, restarts {}",
+        unit.name, unit.restart, unit.restarts
+    );
+    let mut lines = details(unit);
+    let recent: Vec<_> = unit.history.iter().rev().take(RECENT).rev().collect();
+    lines.extend(
+        recent
+            .iter()
+            .map(|r| format!("{} {}", clock(r.at_ms), r.event.summary())),
+    );
+    for (j, line) in lines.iter().enumerate() {
+        let twig = if j + 1 == lines.len() {
+            "└──"
+        } else {
+            "├──"
+        };
+        let _ = writeln!(out, "{indent}{twig} {line}");
+    }
+}
+
 /// The engine's picture of a unit: policy, stalls, scheduler, resources, probes.
-fn details(unit: &super::status::UnitStatus) -> Vec<String> {
+fn details(unit: &UnitStatus) -> Vec<String> {
     let view = &unit.view;
     let mut lines = Vec::new();
     if let Some(reason) = view.policy.as_ref().and_then(|p| p.escalated.as_deref()) {
@@ -217,9 +273,8 @@ mod tests {
         status::{AgentInfo, KernelInfo, UnitStatus},
     };
 
-    #[test]
-    fn the_tree_shows_each_unit_with_its_last_events() {
-        let doc = StatusDoc {
+    fn doc(units: Vec<UnitStatus>, patterns: &[&str]) -> StatusDoc {
+        StatusDoc {
             health: crate::report::health::assess(&crate::report::health::HealthInput {
                 units: vec![],
                 hooks: vec![],
@@ -239,38 +294,48 @@ mod tests {
                 counters: Default::default(),
                 tracked_tasks: vec![],
             },
-            units: vec![UnitStatus {
-                name: "web.service".into(),
-                exists: true,
-                load_state: "loaded".into(),
-                active_state: "active".into(),
-                sub_state: "running".into(),
-                main_pid: 42,
-                cgroup: None,
-                cgroup_id: None,
-                restart: "on-failure".into(),
-                restarts: 1,
-                history: vec![Record {
-                    at_ms: 3_723_000,
-                    event: Event::Unit {
-                        message: "unit found".into(),
-                    },
-                }],
-                view: crate::units::view::UnitView {
-                    resources: vec![crate::units::view::ResourceView {
-                        kind: "fd".into(),
-                        value: 480.0,
-                        limit: Some(1024.0),
-                        shape: "leak".into(),
-                        slope_per_minute: 60.0,
-                        exhaustion_in_seconds: Some(540.0),
-                        reported: true,
-                    }],
-                    ..Default::default()
+            units,
+            patterns: patterns.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    fn unit(name: &str, pattern: Option<&str>) -> UnitStatus {
+        UnitStatus {
+            name: name.into(),
+            pattern: pattern.map(str::to_owned),
+            exists: true,
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            main_pid: 42,
+            cgroup: None,
+            cgroup_id: None,
+            restart: "on-failure".into(),
+            restarts: 1,
+            history: vec![Record {
+                at_ms: 3_723_000,
+                event: Event::Unit {
+                    message: "unit found".into(),
                 },
             }],
-        };
-        let text = render(&doc);
+            view: crate::units::view::UnitView {
+                resources: vec![crate::units::view::ResourceView {
+                    kind: "fd".into(),
+                    value: 480.0,
+                    limit: Some(1024.0),
+                    shape: "leak".into(),
+                    slope_per_minute: 60.0,
+                    exhaustion_in_seconds: Some(540.0),
+                    reported: true,
+                }],
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_tree_shows_each_unit_with_its_last_events() {
+        let text = render(&doc(vec![unit("web.service", None)], &[]));
         assert!(text.starts_with("System Health: HEALTHY"), "{text}");
         assert!(text.contains("up 1m15s"), "{text}");
         assert!(
@@ -288,5 +353,34 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("    └── 01:02:03Z unit found"), "{text}");
+    }
+
+    #[test]
+    fn instances_are_grouped_under_their_pattern_after_the_units_named_exactly() {
+        let units = vec![
+            unit("work@1.service", Some("work@*.service")),
+            unit("web.service", None),
+            unit("work@2.service", Some("work@*.service")),
+        ];
+        let text = render(&doc(units, &["work@*.service", "trading.slice"]));
+        let tree: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(".service:") || l.contains("pattern"))
+            .collect();
+        assert_eq!(
+            tree,
+            [
+                "├── web.service: active (running), main pid 42, restart=on-failure, restarts 1",
+                "├── pattern work@*.service: 2 instances",
+                "│   ├── work@1.service: active (running), main pid 42, restart=on-failure, restarts 1",
+                "│   └── work@2.service: active (running), main pid 42, restart=on-failure, restarts 1",
+                "└── pattern trading.slice: no instance yet",
+            ],
+            "{text}"
+        );
+        assert!(
+            text.contains("│   │   ├── Resources: fd 480/1024"),
+            "{text}"
+        );
     }
 }

@@ -5,6 +5,20 @@ use zbus::{
     zvariant::{ObjectPath, OwnedObjectPath},
 };
 
+/// One row of `ListUnits`.
+pub type ListedUnit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
 #[proxy(
     interface = "org.freedesktop.systemd1.Manager",
     default_service = "org.freedesktop.systemd1",
@@ -15,6 +29,11 @@ pub trait Manager {
     fn subscribe(&self) -> zbus::Result<()>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Every unit systemd has loaded: name, description, load, active and sub state, followed
+    /// unit, object path, job id, type and path.
+    fn list_units(&self) -> zbus::Result<Vec<ListedUnit>>;
+    /// "enabled", "static", "indirect"…; an error when no unit file backs the name.
+    fn get_unit_file_state(&self, name: &str) -> zbus::Result<String>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;

@@ -1,8 +1,10 @@
 //! The set of monitored units: names → systemd state, cgroup and main process, kept current by
 //! the [`tracker`] from systemd's D-Bus signals.
 
+mod adopt;
 pub mod cgroup_path;
 pub mod pattern;
+pub mod tables;
 pub mod tracker;
 pub mod view;
 
@@ -23,6 +25,10 @@ pub enum ProcessRole {
 pub struct MonitoredUnit {
     pub name: String,
     pub policy: UnitPolicy,
+    /// The `[[unit]]` pattern that adopted the unit (`None`: named exactly).
+    pub pattern: Option<String>,
+    /// Let go (removed from the config, or its unit file gone): its index stays taken.
+    pub retired: bool,
     /// systemd's object for the unit, once loaded.
     pub object_path: Option<OwnedObjectPath>,
     /// systemd's view at the last refresh.
@@ -44,6 +50,8 @@ impl MonitoredUnit {
         Self {
             name: policy.name.clone(),
             policy,
+            pattern: None,
+            retired: false,
             object_path: None,
             systemd: UnitSnapshot::default(),
             watched_cgroup: None,
@@ -91,9 +99,50 @@ impl MonitoredUnit {
     }
 }
 
+/// Adds a unit at the next index and returns it. Indices are the kernel's unit numbers and
+/// the policy's: a retired unit keeps its slot for the rest of the run, so a late kernel
+/// record or outcome for it can never reach another unit.
+pub fn add(units: &mut Vec<MonitoredUnit>, policy: UnitPolicy, pattern: Option<String>) -> u32 {
+    let mut unit = MonitoredUnit::new(policy);
+    unit.pattern = pattern;
+    units.push(unit);
+    (units.len() - 1) as u32
+}
+
+/// The index of the monitored (not retired) unit called `name`.
+pub fn index_of(units: &[MonitoredUnit], name: &str) -> Option<u32> {
+    let index = units.iter().position(|u| !u.retired && u.name == name)?;
+    Some(index as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(name: &str) -> UnitPolicy {
+        let text = format!("[[unit]]\nname = \"{name}\"\n");
+        let config = crate::config::Config::parse(&text, "t").expect("config");
+        config.unit_policies().remove(0)
+    }
+
+    #[test]
+    fn a_retired_index_is_never_given_to_another_unit() {
+        let mut units = Vec::new();
+        assert_eq!(add(&mut units, policy("a.service"), None), 0);
+        let b = add(
+            &mut units,
+            policy("work@1.service"),
+            Some("work@*.service".into()),
+        );
+        assert_eq!(b, 1);
+        units[0].retired = true;
+        assert_eq!(index_of(&units, "a.service"), None);
+        // The same name again: a new index, the old one stays retired.
+        assert_eq!(add(&mut units, policy("a.service"), None), 2);
+        assert_eq!(index_of(&units, "a.service"), Some(2));
+        assert!(units[0].retired);
+        assert_eq!(units[1].pattern.as_deref(), Some("work@*.service"));
+    }
 
     fn unit(main_pid: u32, exec_main_pid: u32, last_main_pid: u32) -> MonitoredUnit {
         let config = crate::config::Config::parse("[[unit]]\nname = \"web.service\"\n", "t")

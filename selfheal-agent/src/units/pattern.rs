@@ -6,8 +6,9 @@
 //!   (`trading-hft.slice`), as systemd nests slices by their dashes;
 //! - `trading.slice/*.service`: the glob, within that slice.
 //!
-//! A name without any of these is an exact unit name. The tracker asks [`first_match`] about
-//! each unit systemd announces (UnitNew, JobNew) to decide whether a pattern adopts it.
+//! A name without any of these is an exact unit name. The tracker asks (through
+//! `units::tables`) [`first_match`] about each unit systemd lists or announces (UnitNew,
+//! JobNew) to decide whether a pattern adopts it.
 
 use std::fmt;
 
@@ -84,6 +85,16 @@ impl UnitPattern {
                 slice: wanted,
                 glob,
             } => glob_matches(glob, name) && slice.is_some_and(|s| slice_within(s, wanted)),
+        }
+    }
+
+    /// Whether the name alone leaves the unit possibly covered (its slice may decide the
+    /// rest): the tracker reads a unit's slice only when this says so.
+    pub fn may_match(&self, name: &str) -> bool {
+        match self {
+            Self::Exact(exact) => exact == name,
+            Self::Glob(glob) | Self::GlobInSlice { glob, .. } => glob_matches(glob, name),
+            Self::Slice(_) => name.ends_with(".service"),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Keeps the unit table and the kernel's cgroup filter current from systemd's D-Bus signals:
 //! a unit restarting, appearing (created and daemon-reloaded) or disappearing. No polling.
+//! Units a `[[unit]]` pattern covers are adopted from systemd's list at start (and after a
+//! reload) and as systemd announces them (see `adopt.rs`).
 
-use std::{path::PathBuf, time::SystemTime};
+use std::{collections::HashSet, path::PathBuf, time::SystemTime};
 
 use futures_util::StreamExt as _;
 use log::{info, warn};
@@ -21,6 +23,53 @@ pub struct Tracker {
     pub state: Shared,
     pub filter: Option<CgroupFilter>,
     pub v2_root: PathBuf,
+    /// What the engine asks of the tracker (after a reload, when it lets a unit go).
+    pub requests: mpsc::UnboundedReceiver<Request>,
+    /// Units adopted or gone, for the engine.
+    pub changes: mpsc::UnboundedSender<UnitChange>,
+    /// Patterns at their cap that were warned about (once each).
+    pub(super) warned_full: HashSet<String>,
+    /// Instances reported gone, not asked about again.
+    pub(super) reported_gone: HashSet<u32>,
+}
+
+/// The engine's requests.
+#[derive(Debug)]
+pub enum Request {
+    /// The tables changed: adopt what new patterns cover, load the units newly named.
+    Rescan,
+    /// The unit was let go: take it out of the kernel filter.
+    Unwatch(u32),
+}
+
+/// What the tracker tells the engine about the unit table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UnitChange {
+    /// A pattern adopted the unit at this index.
+    Adopted(u32),
+    /// The adopted unit's unit file is gone: it may be let go.
+    Gone(u32),
+}
+
+impl Tracker {
+    pub fn new(
+        conn: zbus::Connection,
+        state: Shared,
+        filter: Option<CgroupFilter>,
+        requests: mpsc::UnboundedReceiver<Request>,
+        changes: mpsc::UnboundedSender<UnitChange>,
+    ) -> Self {
+        Self {
+            conn,
+            state,
+            filter,
+            v2_root: crate::cgroupfs::v2_root(),
+            requests,
+            changes,
+            warned_full: HashSet::new(),
+            reported_gone: HashSet::new(),
+        }
+    }
 }
 
 impl Tracker {
@@ -43,6 +92,10 @@ impl Tracker {
             .receive_reloading()
             .await
             .map_err(call("Reloading"))?;
+        let mut unit_removed = manager
+            .receive_unit_removed()
+            .await
+            .map_err(call("UnitRemoved"))?;
         let rule = MatchRule::builder()
             .msg_type(Type::Signal)
             .sender("org.freedesktop.systemd1")
@@ -60,6 +113,7 @@ impl Tracker {
         // stops reading the socket while a stream's queue is full).
         let (tx, mut targets) = mpsc::unbounded_channel();
         let mut pump_shutdown = shutdown.clone();
+        let mut requests = std::mem::replace(&mut self.requests, mpsc::unbounded_channel().1);
         tokio::spawn(async move {
             loop {
                 let target = tokio::select! {
@@ -83,6 +137,14 @@ impl Tracker {
                         Ok(args) if !args.active() => Target::Missing,
                         _ => continue,
                     },
+                    Some(signal) = unit_removed.next() => match signal.args() {
+                        Ok(args) => Target::Removed(args.id().to_string()),
+                        Err(_) => continue,
+                    },
+                    Some(request) = requests.recv() => match request {
+                        Request::Rescan => Target::Rescan,
+                        Request::Unwatch(index) => Target::Unwatch(index),
+                    },
                     else => return,
                 };
                 if tx.send(target).is_err() {
@@ -96,6 +158,7 @@ impl Tracker {
             self.refresh(&manager, &manager_root, index, Load::Yes)
                 .await;
         }
+        self.adopt_listed(&manager, &manager_root).await;
         loop {
             let first = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
@@ -110,13 +173,31 @@ impl Tracker {
                 pending.push(more);
             }
             let mut indices: Vec<(usize, Load)> = Vec::new();
-            for target in &pending {
-                let load = if matches!(target, Target::Missing) {
-                    Load::Yes
-                } else {
-                    Load::IfKnown
+            let mut candidates: Vec<String> = Vec::new();
+            let mut removed: Vec<String> = Vec::new();
+            let mut rescan = false;
+            for target in pending {
+                let load = match &target {
+                    Target::Missing => Load::Yes,
+                    Target::Rescan => {
+                        rescan = true;
+                        Load::Yes
+                    }
+                    Target::Unwatch(index) => {
+                        self.unwatch(*index);
+                        continue;
+                    }
+                    Target::Removed(name) => {
+                        removed.push(name.clone());
+                        continue;
+                    }
+                    Target::Path(_) | Target::Name(_) => Load::IfKnown,
                 };
-                for index in self.indices(target) {
+                let found = self.indices(&target);
+                if let (Target::Name(name), true) = (&target, found.is_empty()) {
+                    candidates.push(name.clone());
+                }
+                for index in found {
                     match indices.iter_mut().find(|(i, _)| *i == index) {
                         Some(entry) if load == Load::Yes => entry.1 = Load::Yes,
                         Some(_) => {}
@@ -127,6 +208,17 @@ impl Tracker {
             for (index, load) in indices {
                 self.refresh(&manager, &manager_root, index, load).await;
             }
+            candidates.sort();
+            candidates.dedup();
+            for name in candidates {
+                self.consider(&manager, &manager_root, &name).await;
+            }
+            if rescan {
+                self.adopt_listed(&manager, &manager_root).await;
+            }
+            for name in removed {
+                self.check_gone(&manager, &name).await;
+            }
         }
     }
 
@@ -136,17 +228,19 @@ impl Tracker {
             .units
             .iter()
             .enumerate()
+            .filter(|(_, u)| !u.retired)
             .filter(|(_, u)| match target {
                 Target::Path(p) => u.object_path.as_ref().is_some_and(|o| o.as_str() == p),
                 Target::Name(n) => u.name == *n,
-                Target::Missing => !u.exists(),
+                Target::Missing | Target::Rescan => !u.exists(),
+                Target::Removed(_) | Target::Unwatch(_) => false,
             })
             .map(|(i, _)| i)
             .collect()
     }
 
     /// Re-reads one unit from systemd and brings the kernel filter in line with it.
-    async fn refresh(
+    pub(super) async fn refresh(
         &mut self,
         manager: &ManagerProxy<'_>,
         manager_root: &str,
@@ -188,6 +282,9 @@ impl Tracker {
 
         let mut state = self.state.lock();
         let unit = &mut state.units[index];
+        if unit.retired {
+            return;
+        }
         let was_known = unit.object_path.is_some();
         let existed = unit.exists();
         unit.object_path = Some(path);
@@ -227,7 +324,7 @@ impl Tracker {
 
 /// Whether a refresh may ask systemd to load the unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Load {
+pub(super) enum Load {
     Yes,
     IfKnown,
 }
@@ -237,4 +334,8 @@ enum Target {
     Path(String),
     Name(String),
     Missing,
+    /// systemd unloaded the unit (UnitRemoved).
+    Removed(String),
+    Rescan,
+    Unwatch(u32),
 }

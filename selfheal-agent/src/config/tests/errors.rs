@@ -206,7 +206,7 @@ fn invalid_error_exposes_its_parts() {
 }
 
 #[test]
-fn a_malformed_unit_pattern_names_the_character_and_a_valid_one_is_not_watched_yet() {
+fn a_malformed_unit_pattern_names_the_character_and_a_valid_one_is_accepted() {
     assert_eq!(
         error_of("[[unit]]\nname = \"crypto-agent@[A-Z.service\"\n"),
         concat!(
@@ -218,9 +218,26 @@ fn a_malformed_unit_pattern_names_the_character_and_a_valid_one_is_not_watched_y
         error_of("[[unit]]\nname = \"trading.slice/\"\n")
             .contains("invalid unit pattern \"trading.slice/\": an empty pattern")
     );
-    assert!(
-        error_of("[[unit]]\nname = \"crypto-agent@*.service\"\n").starts_with(
-            "selfheal.toml:2:8: unit.name: \"crypto-agent@*.service\" is a unit pattern"
-        )
+    for name in [
+        "crypto-agent@*.service",
+        "trading.slice/*.service",
+        "trading-hft.slice",
+    ] {
+        let text = format!("[[unit]]\nname = \"{name}\"\n");
+        assert!(Config::parse(&text, "selfheal.toml").is_ok(), "{name}");
+    }
+}
+
+#[test]
+fn a_probe_on_a_pattern_is_refused_at_the_probe() {
+    let text = concat!(
+        "[[unit]]\nname = \"work@*.service\"\n\n",
+        "[[unit.probe]]\nname = \"up\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/up\"\n",
     );
+    let error = error_of(text);
+    assert!(
+        error.starts_with("selfheal.toml:4:1: unit.probe: \"work@*.service\" is a unit pattern"),
+        "{error}"
+    );
+    assert!(error.contains("naming one unit exactly"), "{error}");
 }

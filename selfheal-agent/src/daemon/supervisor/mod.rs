@@ -90,8 +90,8 @@ impl Supervisor {
     /// `policy` was built from the same units, in the same order, as `probes` and `names`.
     pub fn new(policy: Policy, probes: ProbeDetector, names: &[String], dry_run: bool) -> Self {
         let mut units = UnitTable::default();
-        for name in names {
-            units.add(name);
+        for (index, name) in names.iter().enumerate() {
+            units.insert(index as u32, name);
         }
         Self {
             policy,
@@ -101,10 +101,24 @@ impl Supervisor {
         }
     }
 
-    /// A reloaded config with the same units: their new specs (ladders, restart) apply to the
-    /// next incident; state (budgets, circuits, incidents) is kept.
-    pub fn reload(&mut self, config: PolicyConfig, specs: Vec<UnitSpec>) {
-        self.policy.set_units(config, specs);
+    /// A reloaded config: the new specs (ladders, restart) of the units that stay, by index,
+    /// apply to their next incident; their state (budgets, circuits, incidents) is kept.
+    pub fn reload(&mut self, config: PolicyConfig, specs: Vec<(u32, UnitSpec)>) {
+        self.policy.reconfigure(config, specs);
+    }
+
+    /// A unit monitored from now on (added by a reload, or adopted by a pattern) at an index
+    /// the unit table gave it; the state saved for its name, if any, is taken back.
+    pub fn add_unit(&mut self, index: u32, spec: UnitSpec) {
+        self.units.insert(index, &spec.name);
+        self.policy.add_unit(index, spec);
+    }
+
+    /// The unit is let go: what comes for its index from now on is ignored.
+    pub fn remove_unit(&mut self, index: u32) {
+        self.units.remove(index);
+        self.policy.remove_unit(index);
+        self.probes.forget(index);
     }
 
     /// Read-only, for the published snapshot and the state file.
@@ -322,6 +336,14 @@ impl Supervisor {
     }
 
     fn on_probe(&mut self, report: &ProbeReport, now: Instant, fx: &mut Effects) {
+        let unit = match report {
+            ProbeReport::Result(r) => r.unit,
+            ProbeReport::Finding(f) => f.unit,
+        };
+        // The probes of a unit let go by a reload run until the agent restarts.
+        if self.units.get(unit).is_none() {
+            return;
+        }
         let events = match report {
             ProbeReport::Result(result) => {
                 if let Some(name) = self.units.name(result.unit) {

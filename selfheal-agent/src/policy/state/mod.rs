@@ -87,9 +87,14 @@ impl Policy {
             elapsed: Duration::ZERO,
         };
         let mut jitter = self.jitter.clone();
+        let pending = self
+            .pending
+            .iter()
+            .map(|(name, state)| (name.clone(), UnitRecord::from_state(state, &clock)));
         let units = self
             .units
             .iter()
+            .filter(|u| !u.retired)
             .map(|u| {
                 let mut state = u.state.clone();
                 let mut env = Env {
@@ -108,6 +113,7 @@ impl Policy {
                 }
                 (u.spec.name.clone(), UnitRecord::from_state(&state, &clock))
             })
+            .chain(pending)
             .collect();
         let saved_at = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
         PolicyState {
@@ -121,13 +127,15 @@ impl Policy {
         }
     }
 
-    /// Takes back what [`Policy::save`] stored, for the units still configured; returns the
-    /// names it had state for that are no longer configured.
+    /// Takes back what [`Policy::save`] stored, for the units still configured; the state of a
+    /// unit a pattern may still adopt (`adoptable`) waits for [`Policy::add_unit`]. Returns the
+    /// names it had state for that are neither.
     pub fn restore(
         &mut self,
         state: PolicyState,
         now: Instant,
         wall: SystemTime,
+        adoptable: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<String>, StateError> {
         if state.version != VERSION {
             return Err(StateError::UnsupportedVersion {
@@ -142,8 +150,15 @@ impl Policy {
         };
         let mut unknown = Vec::new();
         for (name, record) in state.units {
-            match self.units.iter_mut().find(|u| u.spec.name == name) {
+            match self
+                .units
+                .iter_mut()
+                .find(|u| !u.retired && u.spec.name == name)
+            {
                 Some(unit) => unit.state = record.into_state(&clock),
+                None if adoptable(&name) => {
+                    self.pending.insert(name, record.into_state(&clock));
+                }
                 None => unknown.push(name),
             }
         }

@@ -27,7 +27,7 @@ fn restart_agent(state: &PolicyState, down: Duration) -> (Policy, Instant, Vec<S
         SEED,
     );
     let unknown = policy
-        .restore(through_json(state), now, wall() + down)
+        .restore(through_json(state), now, wall() + down, &|_| false)
         .unwrap();
     (policy, now, unknown)
 }
@@ -141,7 +141,7 @@ fn a_quarantine_ends_on_time_across_a_restart() {
         SEED,
     );
     policy
-        .restore(through_json(&state), now, wall() + secs(50))
+        .restore(through_json(&state), now, wall() + secs(50), &|_| false)
         .unwrap();
     assert!(policy.tick(now + secs(149)).is_empty());
     let released = policy.tick(now + secs(150));
@@ -158,7 +158,9 @@ fn a_state_of_another_version_is_refused() {
     value["version"] = serde_json::json!(99);
     let state: PolicyState = serde_json::from_value(value).unwrap();
     let mut policy = Policy::new(PolicyConfig::default(), vec![web()], SEED);
-    let error = policy.restore(state, Instant::now(), wall()).unwrap_err();
+    let error = policy
+        .restore(state, Instant::now(), wall(), &|_| false)
+        .unwrap_err();
     assert!(error.to_string().contains("version 99"), "{error}");
 }
 
@@ -171,14 +173,50 @@ fn unknown_fields_in_the_state_are_rejected() {
 }
 
 #[test]
-fn a_config_reload_keeps_each_units_state_by_name() {
+fn a_config_reload_keeps_each_units_state_and_index() {
     let mut h = Harness::new(PolicyConfig::default(), vec![spec("a.service"), web()]);
     let decision = h.problem(1, ProblemKind::Stall(StallKind::Hung));
     h.done(&decision);
     h.policy
-        .set_units(PolicyConfig::default(), vec![web(), spec("b.service")]);
-    assert!(h.status(0).escalated.is_some(), "web.service is now unit 0");
-    assert!(h.status(1).escalated.is_none());
-    assert_eq!(h.policy.index_of("web.service"), Some(0));
+        .reconfigure(PolicyConfig::default(), vec![(1, web())]);
+    h.policy.remove_unit(0);
+    h.policy.add_unit(2, spec("b.service"));
+    assert!(h.status(1).escalated.is_some(), "web.service keeps index 1");
+    assert!(h.status(2).escalated.is_none());
+    assert_eq!(h.policy.index_of("web.service"), Some(1));
     assert_eq!(h.policy.index_of("a.service"), None);
+    assert!(
+        h.policy.unit_status(0, h.now).is_none(),
+        "index 0 is retired"
+    );
+    // A removed unit added again gets a new index, and starts afresh.
+    h.policy.add_unit(3, spec("a.service"));
+    assert_eq!(h.policy.index_of("a.service"), Some(3));
+}
+
+#[test]
+fn a_saved_instance_waits_for_its_adoption_and_is_kept_in_the_next_save() {
+    let mut h = Harness::exactly(PolicyConfig::default(), vec![spec("work@1.service")]);
+    let decision = h.crash(0);
+    h.done(&decision);
+    let state = h.policy.save(h.now, wall());
+
+    // The next agent knows no unit yet: a pattern adopts the instance later.
+    let now = Instant::now() + secs(100_000);
+    let mut policy = Policy::new(PolicyConfig::default(), vec![], SEED);
+    let unknown = policy
+        .restore(through_json(&state), now, wall() + secs(5), &|name| {
+            name.starts_with("work@")
+        })
+        .unwrap();
+    assert!(unknown.is_empty());
+    let kept = serde_json::to_value(policy.save(now, wall() + secs(5))).unwrap();
+    // Kept in the next save, its times 5 s further in the past.
+    assert_eq!(
+        kept["units"]["work@1.service"]["restarts_ms"],
+        serde_json::json!([-5000]),
+        "{kept:#}"
+    );
+    policy.add_unit(0, spec("work@1.service"));
+    assert_eq!(policy.unit_status(0, now).unwrap().restarts_left, 2);
 }

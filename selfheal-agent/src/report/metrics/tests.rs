@@ -236,3 +236,24 @@ fn build_info_names_the_crate_version() {
     );
     assert_eq!(value(&text, &series), Some(1.0));
 }
+
+#[test]
+fn a_forgotten_unit_has_no_series_left_and_others_keep_theirs() {
+    let m = busy();
+    m.watch_unit("db.service");
+    m.problem_detected("db.service", &ProblemKind::Crash);
+    m.forget_unit(WEB);
+    let text = m.render();
+    let web_series: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(&format!("unit=\"{WEB}\"")))
+        .collect();
+    assert!(web_series.is_empty(), "{web_series:#?}");
+    assert_eq!(
+        value(
+            &text,
+            "selfheal_problems_total{kind=\"crash\",unit=\"db.service\"}"
+        ),
+        Some(1.0)
+    );
+}

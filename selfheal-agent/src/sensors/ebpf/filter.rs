@@ -146,6 +146,27 @@ impl CgroupFilter {
     }
 }
 
+impl CgroupFilter {
+    /// Stops watching everything filed under `unit`: its path and its cgroups leave the
+    /// filter, so the kernel reports nothing new from them (tasks already tagged keep their
+    /// tag until they exit; the agent ignores records for a unit it let go).
+    pub fn unwatch(&mut self, unit: u32) -> Result<(), MapError> {
+        for map in [&mut self.monitored, &mut self.watched] {
+            let keys: Vec<u64> = map
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, value)| value.unit == unit)
+                .map(|(key, _)| key)
+                .collect();
+            for key in keys {
+                map.remove(&key)?;
+            }
+        }
+        debug!("unit #{unit} no longer watched");
+        Ok(())
+    }
+}
+
 /// The v2 cgroup id of a directory: its inode number on cgroupfs (kernfs node id).
 pub fn cgroup_id(dir: &Path) -> io::Result<u64> {
     Ok(std::fs::metadata(dir)?.ino())

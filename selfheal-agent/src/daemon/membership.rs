@@ -1,0 +1,166 @@
+//! Units joining and leaving the running agent: instances a pattern adopts (the tracker finds
+//! them), units a reload adds or removes, and instances whose unit file is gone. A unit joins
+//! the supervisor (policy, its saved state), the metrics and the quarantine pins; one that
+//! leaves is taken out of all of them and of the kernel filter, after the action in progress
+//! on it ends if there is one. Its index is never given to another unit.
+
+use std::{collections::HashMap, time::SystemTime};
+
+use log::info;
+
+use super::{engine::Engine, reload::Reload, reload::spec};
+use crate::{
+    report::history::Event,
+    units::{
+        self,
+        tables::Tables,
+        tracker::{Request, UnitChange},
+    },
+};
+
+/// Units to let go once the action in progress on them ends, with why.
+pub(super) type Leaving = HashMap<u32, String>;
+
+impl Engine {
+    pub(super) fn on_unit_change(&mut self, change: UnitChange) {
+        match change {
+            UnitChange::Adopted(index) => {
+                let policy = self.p.state.lock().unit(index).map(|u| u.policy.clone());
+                if let Some(policy) = policy {
+                    self.join(index, &policy);
+                }
+            }
+            UnitChange::Gone(index) => {
+                let _ = self.let_go(index, "its unit file is gone");
+            }
+        }
+    }
+
+    /// A unit monitored from now on at `index` (already in the unit table).
+    fn join(&mut self, index: u32, policy: &crate::config::UnitPolicy) {
+        self.p.supervisor.add_unit(index, spec(policy));
+        self.p.metrics.watch_unit(&policy.name);
+        if let Some(quarantine) = self.p.quarantine.as_mut() {
+            quarantine.name_unit(index, &policy.name);
+        }
+        self.publish_policy(&[index], std::time::Instant::now());
+        self.dirty = true;
+    }
+
+    /// SIGHUP: the new tables decide which units stay (with their new settings), which go
+    /// and which are added; new patterns adopt through the tracker.
+    pub(super) fn on_reload(&mut self, reload: Reload) {
+        let tables = Tables::new(reload.units.clone());
+        let monitored: Vec<(u32, String, Option<String>)> = {
+            let state = self.p.state.lock();
+            state
+                .live_units()
+                .map(|(i, u)| {
+                    let slice = Some(u.systemd.slice.clone()).filter(|s| !s.is_empty());
+                    (i, u.name.clone(), slice)
+                })
+                .collect()
+        };
+        let plan = tables.reconcile(&monitored);
+        let mut specs = Vec::new();
+        {
+            let mut state = self.p.state.lock();
+            state.tables = tables;
+            for (index, policy, pattern) in plan.keep {
+                specs.push((index, spec(&policy)));
+                self.leaving.remove(&index);
+                if let Some(unit) = state.unit_mut(index) {
+                    unit.policy = policy;
+                    unit.pattern = pattern;
+                }
+            }
+        }
+        self.p.supervisor.reload(reload.policy(), specs);
+        let mut added = Vec::new();
+        for policy in plan.add {
+            let index = {
+                let mut state = self.p.state.lock();
+                units::add(&mut state.units, policy.clone(), None)
+            };
+            self.join(index, &policy);
+            added.push(policy.name);
+        }
+        let mut removed = Vec::new();
+        for index in plan.remove {
+            if let Some(line) = self.let_go(index, "removed from the config") {
+                removed.push(line);
+            }
+        }
+        // Loads the units added, adopts what new patterns cover.
+        let _ = self.p.tracker.send(Request::Rescan);
+        self.dirty = true;
+        let count = self.p.state.lock().live_units().count();
+        let mut line = format!("config reloaded: {count} unit(s) monitored");
+        if !added.is_empty() {
+            line.push_str(&format!("; added {added:?}"));
+        }
+        if !removed.is_empty() {
+            line.push_str(&format!("; removed: {}", removed.join(", ")));
+        }
+        for deferred in &reload.deferred {
+            line.push_str(&format!("; {deferred}"));
+        }
+        info!("{line}");
+    }
+
+    /// Lets the unit go now, or after the action in progress on it ends. Returns what was
+    /// done, for the log ("name" or "name (once its action in progress ends)").
+    fn let_go(&mut self, index: u32, why: &str) -> Option<String> {
+        let name = self.unit_name(index)?;
+        if self.p.supervisor.acting(index) {
+            info!("{name}: {why}; let go once the action in progress on it ends");
+            self.leaving.insert(index, why.to_owned());
+            return Some(format!("{name} (let go once its action in progress ends)"));
+        }
+        self.retire(index, why);
+        Some(name)
+    }
+
+    /// Lets go the units waiting for their action to end, once it has.
+    pub(super) fn finish_leaving(&mut self) {
+        let done: Vec<(u32, String)> = self
+            .leaving
+            .iter()
+            .filter(|(index, _)| !self.p.supervisor.acting(**index))
+            .map(|(index, why)| (*index, why.clone()))
+            .collect();
+        for (index, why) in done {
+            self.leaving.remove(&index);
+            self.retire(index, &format!("{why}; its action ended"));
+        }
+    }
+
+    /// Takes the unit out of everything; its index stays retired.
+    fn retire(&mut self, index: u32, why: &str) {
+        let name = {
+            let mut state = self.p.state.lock();
+            let Some(unit) = state.unit_mut(index) else {
+                return;
+            };
+            unit.history.push(
+                SystemTime::now(),
+                Event::Unit {
+                    message: format!("no longer monitored: {why}"),
+                },
+            );
+            unit.retired = true;
+            unit.name.clone()
+        };
+        self.p.supervisor.remove_unit(index);
+        self.stall.forget(index);
+        self.leak.forget(index);
+        self.main_pids.remove(&index);
+        self.scale_bases.remove(&index);
+        self.incidents.remove(&index);
+        self.lost_seen.remove(&index);
+        self.p.metrics.forget_unit(&name);
+        let _ = self.p.tracker.send(Request::Unwatch(index));
+        self.dirty = true;
+        info!("{name}: no longer monitored: {why}");
+    }
+}
