@@ -200,6 +200,20 @@ impl Agent {
             .with_context(|| format!("no kernel counter {name} in {status:#}"))
     }
 
+    /// The agent's `/metrics`, fetched over plain HTTP/1.0 from the address its status names.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        let status = self.status()?;
+        let address = status["agent"]["http"]
+            .as_str()
+            .context("no agent.http in the status")?;
+        let mut stream = std::net::TcpStream::connect(address)?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: selfheal\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    }
+
     pub fn log_text(&self) -> String {
         let mut text = String::new();
         if let Ok(mut file) = std::fs::File::open(&self.log) {

@@ -127,18 +127,9 @@ impl Host {
             .collect()
     }
 
-    /// The agent's `/metrics`, fetched over plain HTTP/1.0 from the address its status names.
+    /// The agent's `/metrics`.
     pub fn metrics(&self) -> anyhow::Result<String> {
-        use std::io::{Read as _, Write as _};
-        let status = self.agent.status()?;
-        let address = status["agent"]["http"]
-            .as_str()
-            .context("no agent.http in the status")?;
-        let mut stream = std::net::TcpStream::connect(address)?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: selfheal\r\n\r\n")?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        Ok(text)
+        self.agent.metrics()
     }
 
     /// The agent's fleet-related log lines, for failure messages.

@@ -1,11 +1,15 @@
 //! SIGHUP reloads the agent's config without losing state: a changed unit policy is applied,
 //! an invalid file is refused with its file:line:col while the running config stays in force,
-//! and a change the running agent cannot apply (a unit added) is refused with the reason.
+//! a change the running agent cannot apply (`[agent]`) is refused with the reason, and units
+//! (or patterns) added and removed are monitored and let go without restarting the agent.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use selfheal_tests::{Sandbox, agent::Agent};
+use selfheal_tests::agent::{
+    history_and_log, kill_main, restart_done, text, wait_for_record, wait_watching, workload,
+};
+use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -69,17 +73,16 @@ fn sighup_applies_a_valid_config_and_refuses_the_rest_keeping_the_running_one() 
     assert!(line.contains("unit.restart"), "{line}");
     assert_eq!(restart_policy(&agent)?, "never", "the running config stays");
 
-    // A unit added: refused with the reason, the unit table unchanged.
-    rewrite(
-        &sandbox,
-        &format!(
-            "{}[[unit]]\nname = \"db.service\"\n",
-            UNITS.replace("on-failure", "never")
-        ),
+    // A table the running agent cannot change: refused with the reason, units unchanged.
+    let path = rewrite(&sandbox, &UNITS.replace("on-failure", "never"))?;
+    let text = std::fs::read_to_string(&path)?;
+    std::fs::write(
+        &path,
+        text.replacen("[agent]\n", "[agent]\ntick = \"2s\"\n", 1),
     )?;
     hangup(&agent);
-    Sandbox::wait_until("the refusal of the added unit", WAIT, || {
-        Ok(agent.log_text().contains("added: [\"db.service\"]"))
+    Sandbox::wait_until("the refusal of the [agent] change", WAIT, || {
+        Ok(agent.log_text().contains("[agent] changed"))
     })?;
     let status = agent.status()?;
     assert_eq!(
@@ -87,5 +90,79 @@ fn sighup_applies_a_valid_config_and_refuses_the_rest_keeping_the_running_one() 
         Some(1),
         "{status:#}"
     );
+    Ok(())
+}
+
+/// The names of the units in the agent's status.
+fn monitored(agent: &Agent) -> anyhow::Result<Vec<String>> {
+    let status = agent.status()?;
+    Ok(status["units"]
+        .as_array()
+        .context("no units in the status")?
+        .iter()
+        .map(|u| text(u, "name").to_owned())
+        .collect())
+}
+
+#[test]
+fn sighup_adds_and_removes_units_and_patterns_without_restarting_the_agent() -> anyhow::Result<()> {
+    selfheal_tests::require_root!();
+    let sandbox = Sandbox::start("reload-units")?;
+    for name in ["web.service", "db.service"] {
+        sandbox.install_unit(name, &service_unit(name, &workload("sleep"), &[]))?;
+    }
+    sandbox.install_unit(
+        "work@.service",
+        &service_unit("work %i", &workload("sleep"), &[]),
+    )?;
+    sandbox.systemctl(&["start", "web.service", "db.service", "work@1.service"])?;
+    let agent = Agent::start(&sandbox, UNITS, &[])?;
+    wait_watching(&agent, "web.service")?;
+    assert_eq!(monitored(&agent)?, ["web.service"]);
+
+    // Added: a unit and a pattern, watched and healed by the running agent.
+    let pattern = "[[unit]]\nname = \"work@*.service\"\nrestart = \"on-failure\"\n";
+    rewrite(
+        &sandbox,
+        &format!("{UNITS}[[unit]]\nname = \"db.service\"\nrestart = \"on-failure\"\n{pattern}"),
+    )?;
+    hangup(&agent);
+    wait_watching(&agent, "db.service")?;
+    wait_watching(&agent, "work@1.service")?;
+    assert_eq!(agent.unit("work@1.service")?["pattern"], "work@*.service");
+    let log = agent.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("config reloaded") && l.contains("added [\"db.service\"]")),
+        "{log}"
+    );
+    let killed = kill_main(&sandbox, "db.service", libc::SIGKILL)?;
+    wait_for_record(&agent, "db.service", "action", "db's restart", restart_done)
+        .with_context(|| history_and_log(&agent, "db.service"))?;
+    assert_ne!(sandbox.main_pid("db.service")?, killed);
+
+    // Removed: gone from status and metrics, no longer healed.
+    rewrite(&sandbox, UNITS)?;
+    hangup(&agent);
+    Sandbox::wait_until("db and work@1 to leave the status", WAIT, || {
+        Ok(monitored(&agent)? == ["web.service"])
+    })?;
+    let log = agent.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("config reloaded")
+            && l.contains("removed: ")
+            && l.contains("db.service")
+            && l.contains("work@1.service")),
+        "{log}"
+    );
+    let metrics = agent.metrics()?;
+    assert!(!metrics.contains("unit=\"db.service\""), "{metrics}");
+    kill_main(&sandbox, "db.service", libc::SIGKILL)?;
+    Sandbox::wait_until("db.service to fail", WAIT, || {
+        Ok(sandbox.property("db.service", "ActiveState")? == "failed")
+    })?;
+    // Time for a restart the agent would have done at once (the first one is immediate).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sandbox.property("db.service", "ActiveState")?, "failed");
     Ok(())
 }
