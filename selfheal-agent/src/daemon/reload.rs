@@ -73,6 +73,16 @@ pub fn check(running: &Config, new: Config) -> Result<Reload, ReloadError> {
             _ => {}
         }
     }
+    let removed_with_probes = running.units.iter().filter(|old| {
+        (!old.probes.is_empty() || !old.detectors.is_empty())
+            && !new.units.iter().any(|unit| unit.name == old.name)
+    });
+    for old in removed_with_probes {
+        deferred.push(format!(
+            "{}: its probes/detectors keep running, unheeded, until the agent's next start",
+            old.name
+        ));
+    }
     let units = new.unit_policies();
     Ok(Reload {
         config: new,
@@ -147,6 +157,14 @@ restart = "never"
                 .starts_with("cache.service: its probes/detectors start on the agent's next start"),
             "{:?}",
             reload.deferred
+        );
+        // Removed again: its probes run on, unheeded, and the log says so.
+        let reload = check(&config(&added), config(TWO)).expect("accepted");
+        assert_eq!(
+            reload.deferred,
+            [
+                "cache.service: its probes/detectors keep running, unheeded, until the agent's next start"
+            ]
         );
     }
 

@@ -144,9 +144,7 @@ impl CgroupFilter {
         debug!("watching {cgroup_path} for unit #{unit} (cgroup id {root_id:?})");
         Ok(root_id)
     }
-}
 
-impl CgroupFilter {
     /// Stops watching everything filed under `unit`: its path and its cgroups leave the
     /// filter, so the kernel reports nothing new from them (tasks already tagged keep their
     /// tag until they exit; the agent ignores records for a unit it let go).
