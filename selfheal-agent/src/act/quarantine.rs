@@ -35,6 +35,9 @@ pub struct Quarantine {
     /// Units in quarantine: the links holding them there and their pins. Dropping a link whose
     /// pin is gone detaches it.
     links: HashMap<u32, Vec<(FdLink, Option<PathBuf>)>>,
+    /// Quarantines taken over for units not monitored yet (instances a pattern adopts after
+    /// the start), by name, until [`Quarantine::name_unit`] gives them an index.
+    parked: HashMap<String, Vec<(FdLink, Option<PathBuf>)>>,
 }
 
 /// What [`Quarantine::adopt`] found on bpffs.
@@ -55,6 +58,7 @@ impl Quarantine {
             programs,
             pins: None,
             links: HashMap::new(),
+            parked: HashMap::new(),
         }
     }
 
@@ -65,16 +69,21 @@ impl Quarantine {
     }
 
     /// A unit monitored after the start (a pattern adopted it, a reload added it): its pins
-    /// are named after `name`.
-    pub fn name_unit(&mut self, unit: u32, name: &str) {
+    /// are named after `name`, and the quarantine parked for it at the start is its own.
+    /// Returns whether it is quarantined now.
+    pub fn name_unit(&mut self, unit: u32, name: &str) -> bool {
         let Some((_, names)) = &mut self.pins else {
-            return;
+            return false;
         };
         let slot = unit as usize;
         if names.len() <= slot {
             names.resize(slot + 1, String::new());
         }
         names[slot] = name.to_owned();
+        if let Some(links) = self.parked.remove(name) {
+            self.links.insert(unit, links);
+        }
+        self.is_isolated(unit)
     }
 
     pub fn is_isolated(&self, unit: u32) -> bool {
@@ -82,8 +91,9 @@ impl Quarantine {
     }
 
     /// Takes over the quarantines a previous agent pinned for the units in `quarantined` (the
-    /// saved state's), and removes the pins of every other unit so the kernel agrees with it.
-    pub fn adopt(&mut self, quarantined: &[u32]) -> Adopted {
+    /// saved state's) and, parked until a pattern adopts them, for the units named in `later`;
+    /// removes the pins of every other unit so the kernel agrees with the saved state.
+    pub fn adopt(&mut self, quarantined: &[u32], later: &[String]) -> Adopted {
         let Some((dir, names)) = &self.pins else {
             return Adopted {
                 missing: quarantined.to_vec(),
@@ -91,23 +101,28 @@ impl Quarantine {
             };
         };
         let index = |unit: &str| names.iter().position(|n| n == unit).map(|i| i as u32);
-        let keep = |unit: &str| index(unit).is_some_and(|i| quarantined.contains(&i));
+        let keep = |unit: &str| {
+            index(unit).is_some_and(|i| quarantined.contains(&i)) || later.iter().any(|n| n == unit)
+        };
         let (found, dropped) = pins::adopt(dir, keep);
         let mut report = Adopted {
             dropped,
             ..Adopted::default()
         };
-        let found: Vec<(u32, _)> = found
-            .into_iter()
-            .filter_map(|(unit, links)| Some((index(&unit)?, links)))
-            .collect();
-        for (i, links) in found {
+        for (name, links) in found {
             let held: Vec<_> = links.into_iter().map(|(l, p)| (l, Some(p))).collect();
-            if held.len() == PROGRAMS.len() {
-                self.links.insert(i, held);
-            } else {
+            if held.len() != PROGRAMS.len() {
                 // Half a quarantine is no quarantine: end it; the unit is reported missing.
                 unpin_and_detach(held);
+                continue;
+            }
+            match index(&name) {
+                Some(i) => {
+                    self.links.insert(i, held);
+                }
+                None => {
+                    self.parked.insert(name, held);
+                }
             }
         }
         for &unit in quarantined {

@@ -4,9 +4,12 @@
 //! leaves is taken out of all of them and of the kernel filter, after the action in progress
 //! on it ends if there is one. Its index is never given to another unit.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::HashMap,
+    time::{Instant, SystemTime},
+};
 
-use log::info;
+use log::{info, warn};
 
 use super::{engine::Engine, reload::Reload, reload::spec};
 use crate::{
@@ -38,12 +41,30 @@ impl Engine {
 
     /// A unit monitored from now on at `index` (already in the unit table).
     fn join(&mut self, index: u32, policy: &crate::config::UnitPolicy) {
+        let (name, now) = (&policy.name, Instant::now());
         self.p.supervisor.add_unit(index, spec(policy));
-        self.p.metrics.watch_unit(&policy.name);
+        self.p.metrics.watch_unit(name);
+        // Its saved state may say quarantined: the quarantine parked at the start is its own.
+        let saved_quarantine = self
+            .p
+            .supervisor
+            .policy()
+            .unit_status(index, now)
+            .is_some_and(|s| s.quarantined);
         if let Some(quarantine) = self.p.quarantine.as_mut() {
-            quarantine.name_unit(index, &policy.name);
+            if quarantine.name_unit(index, name) {
+                info!(
+                    "{name}: network quarantine still in force, taken over from the previous agent"
+                );
+                self.p.metrics.set_quarantined(name, true);
+            } else if saved_quarantine {
+                warn!(
+                    "{name}: the saved state says quarantined but no pinned quarantine was found; \
+                     the unit is NOT cut off until an operator isolates it again"
+                );
+            }
         }
-        self.publish_policy(&[index], std::time::Instant::now());
+        self.publish_policy(&[index], now);
         self.dirty = true;
     }
 

@@ -326,7 +326,7 @@ fn readopt_quarantines(
         .filter(|&u| policy.unit_status(u, now).is_some_and(|s| s.quarantined))
         .collect();
     let mut quarantine = quarantine.pinned_at(crate::act::pins::dir_for(state_dir), names.clone());
-    let found = quarantine.adopt(&quarantined);
+    let found = quarantine.adopt(&quarantined, &policy.pending_quarantined());
     for unit in found.adopted {
         let name = &names[unit as usize];
         info!("{name}: network quarantine still in force, taken over from the previous agent");

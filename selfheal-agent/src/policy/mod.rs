@@ -159,6 +159,16 @@ impl Policy {
         self.units[index] = Unit::new(spec, state);
     }
 
+    /// Units not monitored yet whose saved state says they are quarantined: their pinned
+    /// quarantine waits for a pattern to adopt them.
+    pub fn pending_quarantined(&self) -> Vec<String> {
+        self.pending
+            .iter()
+            .filter(|(_, state)| state.isolation.as_ref().is_some_and(|i| i.quarantined))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// The unit is no longer monitored: its state is dropped and its index stays retired.
     pub fn remove_unit(&mut self, index: u32) {
         if let Some(unit) = self.unit_mut(index) {

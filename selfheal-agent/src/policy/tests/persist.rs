@@ -220,3 +220,22 @@ fn a_saved_instance_waits_for_its_adoption_and_is_kept_in_the_next_save() {
     policy.add_unit(0, spec("work@1.service"));
     assert_eq!(policy.unit_status(0, now).unwrap().restarts_left, 2);
 }
+
+#[test]
+fn a_quarantined_instance_not_adopted_yet_is_named_for_its_pins() {
+    let toml = "isolation = [\"network\"]\n[custom]\ncompromised = [\"isolate\"]";
+    let mut h = Harness::one(with_remediation("work@1.service", toml));
+    let decision = h.problem(0, ProblemKind::Custom("compromised".into()));
+    h.done(&decision);
+    let state = h.policy.save(h.now, wall());
+
+    let now = Instant::now() + secs(100_000);
+    let mut policy = Policy::new(PolicyConfig::default(), vec![], SEED);
+    policy
+        .restore(through_json(&state), now, wall() + secs(5), &|_| true)
+        .unwrap();
+    assert_eq!(policy.pending_quarantined(), ["work@1.service"]);
+    policy.add_unit(0, with_remediation("work@1.service", toml));
+    assert!(policy.pending_quarantined().is_empty());
+    assert!(policy.unit_status(0, now).unwrap().quarantined);
+}
