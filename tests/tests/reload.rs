@@ -132,8 +132,9 @@ fn sighup_adds_and_removes_units_and_patterns_without_restarting_the_agent() -> 
     assert_eq!(agent.unit("work@1.service")?["pattern"], "work@*.service");
     let log = agent.log_text();
     assert!(
-        log.lines()
-            .any(|l| l.contains("config reloaded") && l.contains("added [\"db.service\"]")),
+        log.lines().any(|l| l.contains("config reloaded")
+            && l.contains("added [\"db.service\"]")
+            && l.contains("new patterns [\"work@*.service\"]")),
         "{log}"
     );
     let killed = kill_main(&sandbox, "db.service", libc::SIGKILL)?;

@@ -28,8 +28,14 @@ impl Engine {
     pub(super) fn on_unit_change(&mut self, change: UnitChange) {
         match change {
             UnitChange::Adopted(index) => {
-                let policy = self.p.state.lock().unit(index).map(|u| u.policy.clone());
-                if let Some(policy) = policy {
+                let unit = self
+                    .p
+                    .state
+                    .lock()
+                    .unit(index)
+                    .map(|u| (u.policy.clone(), u.pattern.clone()));
+                if let Some((policy, pattern)) = unit {
+                    self.set_fleet_pattern(&policy.name, pattern.as_deref());
                     self.join(index, &policy);
                 }
             }
@@ -84,12 +90,23 @@ impl Engine {
         };
         let plan = tables.reconcile(&monitored);
         let mut specs = Vec::new();
+        let new_patterns: Vec<String> = {
+            let old = &self.p.state.lock().tables;
+            tables
+                .patterns()
+                .filter(|p| !old.patterns().any(|o| o == *p))
+                .map(str::to_owned)
+                .collect()
+        };
         {
             let mut state = self.p.state.lock();
             state.tables = tables;
             for (index, policy, pattern) in plan.keep {
                 specs.push((index, spec(&policy)));
                 self.leaving.remove(&index);
+                if let Some(gate) = &self.p.fleet {
+                    gate.set_pattern(&policy.name, pattern.as_deref());
+                }
                 if let Some(unit) = state.unit_mut(index) {
                     unit.policy = policy;
                     unit.pattern = pattern;
@@ -120,6 +137,11 @@ impl Engine {
         if !added.is_empty() {
             line.push_str(&format!("; added {added:?}"));
         }
+        if !new_patterns.is_empty() {
+            line.push_str(&format!(
+                "; new patterns {new_patterns:?} adopt what they cover"
+            ));
+        }
         if !removed.is_empty() {
             line.push_str(&format!("; removed: {}", removed.join(", ")));
         }
@@ -127,6 +149,13 @@ impl Engine {
             line.push_str(&format!("; {deferred}"));
         }
         info!("{line}");
+    }
+
+    /// Fleet mode: an instance shares its pattern's group (see `fleet::Gate::set_pattern`).
+    fn set_fleet_pattern(&self, name: &str, pattern: Option<&str>) {
+        if let Some(gate) = &self.p.fleet {
+            gate.set_pattern(name, pattern);
+        }
     }
 
     /// Lets the unit go now, or after the action in progress on it ends. Returns what was
@@ -180,6 +209,7 @@ impl Engine {
         self.incidents.remove(&index);
         self.lost_seen.remove(&index);
         self.p.metrics.forget_unit(&name);
+        self.set_fleet_pattern(&name, None);
         let _ = self.p.tracker.send(Request::Unwatch(index));
         self.dirty = true;
         info!("{name}: no longer monitored: {why}");

@@ -42,6 +42,10 @@ pub struct Gate {
     pub(super) host: String,
     pub(super) keys: Keys,
     pub(super) units: HashMap<String, Membership>,
+    /// Unit patterns' explicit group (if any) and budget, for the instances they adopt.
+    pub(super) patterns: HashMap<String, (Option<String>, Share)>,
+    /// Instance → the pattern that adopted it.
+    instances: Mutex<HashMap<String, String>>,
     pub(super) metrics: FleetMetrics,
     pub(super) offline: Mutex<OfflineLimiter>,
     /// Breaker openings (per group) and outages (of the link) this host alerted about.
@@ -55,6 +59,7 @@ impl Gate {
         config: FleetConfig,
         host: String,
         units: HashMap<String, Membership>,
+        patterns: HashMap<String, (Option<String>, Share)>,
         metrics: FleetMetrics,
         pusher: Option<Arc<AlertPusher>>,
     ) -> Self {
@@ -68,6 +73,8 @@ impl Gate {
             config,
             host,
             units,
+            patterns,
+            instances: Mutex::new(HashMap::new()),
             metrics,
             alerted: Mutex::new(Once::default()),
             pusher,
@@ -115,11 +122,31 @@ impl Gate {
         }
     }
 
+    /// `unit` was adopted by `pattern` (`None`: it is no pattern's instance any more): it
+    /// shares the pattern's group when the pattern names one, else it is a group of its own.
+    pub fn set_pattern(&self, unit: &str, pattern: Option<&str>) {
+        let Ok(mut instances) = self.instances.lock() else {
+            return;
+        };
+        match pattern {
+            Some(pattern) => instances.insert(unit.to_owned(), pattern.to_owned()),
+            None => instances.remove(unit),
+        };
+    }
+
     fn membership(&self, unit: &str) -> Membership {
-        self.units.get(unit).cloned().unwrap_or_else(|| Membership {
-            group: unit.to_owned(),
-            budget: self.config.max_disrupted,
-        })
+        let pattern = self
+            .instances
+            .lock()
+            .ok()
+            .and_then(|i| i.get(unit).cloned());
+        let pattern = pattern.and_then(|p| self.patterns.get(&p));
+        membership_of(
+            unit,
+            self.units.get(unit),
+            pattern,
+            self.config.max_disrupted,
+        )
     }
 
     fn deny(&self, group: &str, reason: &str, why: String) -> Held {
@@ -326,4 +353,59 @@ pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A unit's group and budget: its own `[[unit]]`'s; else, for an instance, its pattern's group
+/// (when the pattern names one) and budget; else a group of its own with the fleet's budget.
+fn membership_of(
+    unit: &str,
+    own: Option<&Membership>,
+    pattern: Option<&(Option<String>, Share)>,
+    fleet_budget: Share,
+) -> Membership {
+    if let Some(own) = own {
+        return own.clone();
+    }
+    let (group, budget) = match pattern {
+        Some((group, budget)) => (group.clone(), *budget),
+        None => (None, fleet_budget),
+    };
+    Membership {
+        group: group.unwrap_or_else(|| unit.to_owned()),
+        budget,
+    }
+}
+
+#[cfg(test)]
+mod membership_tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_shares_its_patterns_group_only_when_the_pattern_names_one() {
+        let fleet = Share::Count(1);
+        let grouped = (Some("workers".to_owned()), Share::Percent(25));
+        let m = membership_of("work@1.service", None, Some(&grouped), fleet);
+        assert_eq!(
+            (m.group.as_str(), m.budget),
+            ("workers", Share::Percent(25))
+        );
+        // A pattern without a group: each instance is a group of its own, with the
+        // pattern's budget (a pattern is no group name).
+        let ungrouped = (None, Share::Count(2));
+        let m = membership_of("work@1.service", None, Some(&ungrouped), fleet);
+        assert_eq!(
+            (m.group.as_str(), m.budget),
+            ("work@1.service", Share::Count(2))
+        );
+        let m = membership_of("other.service", None, None, fleet);
+        assert_eq!((m.group.as_str(), m.budget), ("other.service", fleet));
+        let own = Membership {
+            group: "web".into(),
+            budget: Share::Count(3),
+        };
+        assert_eq!(
+            membership_of("web.service", Some(&own), Some(&grouped), fleet).group,
+            "web"
+        );
+    }
 }

@@ -34,6 +34,7 @@ pub use slots::SlotRecord;
 use crate::{
     config::Config,
     report::{alert_out::AlertPusher, metrics::fleet::FleetMetrics},
+    units::pattern::UnitPattern,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -76,18 +77,21 @@ pub fn start(
     if !fleet.enabled() {
         return None;
     }
-    let units: HashMap<String, Membership> = config
-        .units
-        .iter()
-        .map(|u| {
-            let membership = Membership {
-                group: u.group.clone().unwrap_or_else(|| u.name.clone()),
-                budget: u.max_disrupted.unwrap_or(fleet.max_disrupted),
-            };
-            (u.name.clone(), membership)
-        })
-        .collect();
+    let mut units: HashMap<String, Membership> = HashMap::new();
+    // A pattern's instances share its group when it names one; else each instance is a group
+    // of its own, like a unit named exactly (a pattern is no group name).
+    let mut patterns = HashMap::new();
+    for u in &config.units {
+        let budget = u.max_disrupted.unwrap_or(fleet.max_disrupted);
+        if UnitPattern::parse(&u.name).is_ok_and(|p| p.is_pattern()) {
+            patterns.insert(u.name.clone(), (u.group.clone(), budget));
+            continue;
+        }
+        let group = u.group.clone().unwrap_or_else(|| u.name.clone());
+        units.insert(u.name.clone(), Membership { group, budget });
+    }
     let mut groups: Vec<String> = units.values().map(|m| m.group.clone()).collect();
+    groups.extend(patterns.values().filter_map(|(group, _)| group.clone()));
     groups.sort();
     groups.dedup();
     let host = host_name(fleet);
@@ -112,6 +116,7 @@ pub fn start(
         fleet.clone(),
         host,
         units,
+        patterns,
         metrics,
         pusher,
     )))

@@ -23,10 +23,11 @@ pub struct Tracker {
     pub state: Shared,
     pub filter: Option<CgroupFilter>,
     pub v2_root: PathBuf,
-    /// What the engine asks of the tracker (after a reload, when it lets a unit go).
-    pub requests: mpsc::UnboundedReceiver<Request>,
+    /// What the engine asks of the tracker (after a reload, when it lets a unit go); the
+    /// signal pump takes it when the tracker runs.
+    requests: Option<mpsc::UnboundedReceiver<Request>>,
     /// Units adopted or gone, for the engine.
-    pub changes: mpsc::UnboundedSender<UnitChange>,
+    pub(super) changes: mpsc::UnboundedSender<UnitChange>,
     /// Patterns at their cap that were warned about (once each).
     pub(super) warned_full: HashSet<String>,
     /// Instances reported gone, not asked about again.
@@ -64,7 +65,7 @@ impl Tracker {
             state,
             filter,
             v2_root: crate::cgroupfs::v2_root(),
-            requests,
+            requests: Some(requests),
             changes,
             warned_full: HashSet::new(),
             reported_gone: HashSet::new(),
@@ -113,7 +114,10 @@ impl Tracker {
         // stops reading the socket while a stream's queue is full).
         let (tx, mut targets) = mpsc::unbounded_channel();
         let mut pump_shutdown = shutdown.clone();
-        let mut requests = std::mem::replace(&mut self.requests, mpsc::unbounded_channel().1);
+        let mut requests = self
+            .requests
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         tokio::spawn(async move {
             loop {
                 let target = tokio::select! {
