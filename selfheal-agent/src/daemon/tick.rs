@@ -148,6 +148,14 @@ impl Engine {
         let samples: HashMap<u32, SchedSample> = samples.into_iter().collect();
         let resources: HashMap<u32, UnitResources> = resources.into_iter().collect();
         let mut views: HashMap<u32, UnitView> = HashMap::new();
+        // A unit let go while the pass was reading gets no series back.
+        let sampled: Vec<Sampled> = {
+            let state = self.p.state.lock();
+            sampled
+                .into_iter()
+                .filter(|s| state.unit(s.unit).is_some())
+                .collect()
+        };
         for s in &sampled {
             let mut view = UnitView::default();
             if let Some(sample) = samples.get(&s.unit) {
