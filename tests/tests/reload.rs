@@ -167,3 +167,50 @@ fn sighup_adds_and_removes_units_and_patterns_without_restarting_the_agent() -> 
     assert_eq!(sandbox.property("db.service", "ActiveState")?, "failed");
     Ok(())
 }
+
+#[test]
+fn a_unit_removed_while_its_restart_runs_is_let_go_once_the_restart_ends() -> anyhow::Result<()> {
+    selfheal_tests::require_root!();
+    let sandbox = Sandbox::start("reload-leaving")?;
+    // Each start takes 4 s: the agent's restart is in progress that long.
+    sandbox.install_unit(
+        "slow.service",
+        &service_unit("slow", &workload("sleep"), &["ExecStartPre=/bin/sleep 4"]),
+    )?;
+    sandbox.systemctl(&["start", "slow.service"])?;
+    let slow = "[[unit]]\nname = \"slow.service\"\nrestart = \"on-failure\"\n";
+    let agent = Agent::start(&sandbox, &format!("{UNITS}{slow}"), &[])?;
+    wait_watching(&agent, "slow.service")?;
+
+    kill_main(&sandbox, "slow.service", libc::SIGKILL)?;
+    wait_for_record(
+        &agent,
+        "slow.service",
+        "decision",
+        "the restart decision",
+        |d| text(d, "action").starts_with("restart"),
+    )?;
+    rewrite(&sandbox, UNITS)?;
+    hangup(&agent);
+    Sandbox::wait_until("the reload naming the deferred removal", WAIT, || {
+        Ok(agent.log_text().lines().any(|l| {
+            l.contains("config reloaded")
+                && l.contains("slow.service (let go once its action in progress ends)")
+        }))
+    })
+    .with_context(|| agent.log_text())?;
+    // Still monitored while the restart runs, then let go once it ends.
+    Sandbox::wait_until("slow.service to be let go", WAIT, || {
+        Ok(monitored(&agent)? == ["web.service"])
+    })
+    .with_context(|| agent.log_text())?;
+    assert!(
+        agent.log_text().contains(
+            "slow.service: no longer monitored: removed from the config; its action ended"
+        ),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(sandbox.property("slow.service", "ActiveState")?, "active");
+    Ok(())
+}
