@@ -224,6 +224,9 @@ mod tests {
             ["environment", "package"]
         );
         let error = names(&["environmnet"]).unwrap_err().to_string();
-        assert!(error.contains("'environmnet'") && error.contains("agent-starts"), "{error}");
+        assert!(
+            error.contains("'environmnet'") && error.contains("agent-starts"),
+            "{error}"
+        );
     }
 }
