@@ -1,7 +1,7 @@
 //! selfheal's kernel programs: one module per kernel hook.
 //!
 //! The programs stay dumb and cheap: each first checks whether the task belongs to a monitored
-//! unit (the scheduler hook: a task-local storage miss; the rarer hooks: one cgroup lookup),
+//! unit (the scheduler hook: a NULL `task->bpf_storage`; the rarer hooks: one cgroup lookup),
 //! returns at once when it does not, and writes a ring buffer record only on a state change (a
 //! process exit). Judgement happens in userspace.
 #![no_std]

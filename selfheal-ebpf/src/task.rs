@@ -68,10 +68,17 @@ pub fn run_delay(task: *const u8) -> u64 {
 }
 
 /// Whether the task carries task-local storage of any map (`task->bpf_storage != NULL`):
-/// read without the storage's lock, so safe under the run-queue lock.
+/// read without the storage's lock, so safe under the run-queue lock. `task` must be a
+/// trusted BTF task pointer (a tp_btf argument): the field is loaded directly, no helper
+/// call, which the verifier allows because the offset is a constant of the frozen `.rodata`
+/// and names a pointer field of `task_struct` in the kernel's BTF.
 #[inline(always)]
 pub fn has_local_storage(task: *const u8) -> bool {
-    read::<*const u8>(task, &TASK_BPF_STORAGE_OFFSET).is_ok_and(|storage| !storage.is_null())
+    // SAFETY: a direct load the verifier checks against the kernel's BTF (see above).
+    let storage = unsafe {
+        core::ptr::read_volatile(task.add(offset(&TASK_BPF_STORAGE_OFFSET)).cast::<u64>())
+    };
+    storage != 0
 }
 
 /// The v2 id of a `struct cgroup` (its kernfs node id, as `bpf_get_current_cgroup_id`).

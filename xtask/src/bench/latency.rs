@@ -201,7 +201,7 @@ pub fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyho
         plan.crash_samples,
     ));
     section.line(line(
-        "selfheal, shipped policy (first crash of a unit: backoff 1 s)",
+        "selfheal, shipped policy (first restart of an incident: immediate)",
         &default_ms,
         DEFAULT_POLICY_UNITS,
     ));

@@ -150,7 +150,7 @@ pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Section> {
              stats' own clock reads, tens of ns per run); the rest of a ratio is the agent's \
              userspace CPU on two shared cores, cache effects and noise. Every context switch on \
              the machine still enters sched_switch: for an unmonitored task that is the \
-             tracepoint dispatch (the empty-program floor above) plus two task-storage misses; \
+             tracepoint dispatch (the empty-program floor above) plus two loads of `task->bpf_storage`; \
              the floor itself can only go with the hook, by attaching sched_switch only while a \
              unit is suspect and reading task state with the task iterator otherwise.",
             missed.join("; ")

@@ -149,8 +149,12 @@ struct KindState {
 /// When a new run of `kind` began. A task that sits in a state (stopped, hung) has been there
 /// since its last context switch, which the kernel timed: the run starts then, not at the
 /// first sample that saw it there for a whole tick, so the threshold counts from the real start.
+/// A spinning task held its condition over the whole window (no voluntary switch, runnable
+/// nearly all of it), so it was spinning when the window began: a spin that starts mid-window
+/// is reported at threshold + at most one tick, not two.
 fn run_start(kind: StallKind, sample: &SchedSample, subject: Subject) -> Instant {
     let held = match (kind, subject) {
+        (StallKind::Spinning, Some(_)) => Some(sample.window),
         (StallKind::Stopped, None) => sample.tasks.iter().map(|t| t.state_for).min(),
         (StallKind::Hung, Some(pid)) => sample
             .tasks

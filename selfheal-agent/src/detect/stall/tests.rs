@@ -86,8 +86,10 @@ fn hung(at: Instant, lasted: Duration) -> SchedSample {
     sample(at, vec![task(100, "web"), worker])
 }
 
-/// A worker in an infinite loop: on a CPU all the time, preempted now and then.
-fn spinning(at: Instant, _: Duration) -> SchedSample {
+/// A worker in an infinite loop: on a CPU all the time, preempted now and then. The loop
+/// starts in the middle of the first window (the worker blocked once before it), so the first
+/// window that shows it spinning throughout is the next one, which dates it from its start.
+fn spinning(at: Instant, lasted: Duration) -> SchedSample {
     let mut worker = task(101, "worker");
     worker.state = TaskState::Running;
     worker.state_for = Duration::from_millis(4);
@@ -95,6 +97,10 @@ fn spinning(at: Instant, _: Duration) -> SchedSample {
     worker.run_delay = Duration::from_millis(10);
     worker.voluntary_switches = 0;
     worker.involuntary_switches = 25;
+    if lasted.is_zero() {
+        worker.on_cpu = Duration::from_millis(400);
+        worker.voluntary_switches = 1;
+    }
     sample(at, vec![task(100, "web"), worker])
 }
 

@@ -205,6 +205,20 @@ fn spinning_starts_at_the_configured_share_of_the_window() {
 }
 
 #[test]
+fn a_spin_that_begins_mid_window_is_dated_from_its_first_whole_window_not_its_end() {
+    // Ticks every second, threshold 5 s. The loop starts at 2.6 s: the window ending at 3 s
+    // still holds its last sleep, the one ending at 4 s shows it spinning throughout, so it
+    // spun since 3 s at the latest. Reported at 8 s (T + 1.4 s after the real start: within
+    // one tick), not at 9 s.
+    let mut harness = Harness::new();
+    let mut events = harness.feed(1, healthy, 0..=2);
+    events.extend(harness.feed(1, spinning, 3..=9));
+    let (second, problem) = only_detection(&events);
+    assert_eq!(second, 8);
+    assert_eq!(problem.detected_at, harness.at(3));
+}
+
+#[test]
 fn a_loop_on_a_loaded_host_is_spinning_though_it_gets_a_fifth_of_a_cpu() {
     // A loop sharing one CPU with four others runs 200 ms of each second and waits 800 ms in
     // the run queue; a task that ran 200 ms and barely waited was asleep the rest of the time.
