@@ -149,9 +149,9 @@ struct Harness {
     detector: StallDetector,
     config: StallConfig,
     base: Instant,
-    /// The scenario fed last, the second it began and the last second fed: a run fed in
-    /// several calls keeps counting from its real start.
-    running: Option<(usize, u64, u64)>,
+    /// Per unit, the scenario fed last, the second it began and the last second fed: a run
+    /// fed in several calls keeps counting from its real start.
+    running: HashMap<u32, (usize, u64, u64)>,
 }
 
 impl Harness {
@@ -160,7 +160,7 @@ impl Harness {
             detector: StallDetector::new(),
             config: config(),
             base: Instant::now(),
-            running: None,
+            running: HashMap::new(),
         }
     }
 
@@ -177,11 +177,11 @@ impl Harness {
         seconds: RangeInclusive<u64>,
     ) -> Vec<(u64, StallEvent)> {
         let id = scenario as usize;
-        let start = match self.running {
-            Some((last, began, until)) if last == id && until + 1 == *seconds.start() => began,
+        let start = match self.running.get(&unit) {
+            Some(&(last, began, until)) if last == id && until + 1 == *seconds.start() => began,
             _ => *seconds.start(),
         };
-        self.running = Some((id, start, *seconds.end()));
+        self.running.insert(unit, (id, start, *seconds.end()));
         let mut events = Vec::new();
         for second in seconds {
             let sample = scenario(self.at(second), Duration::from_secs(second - start));
@@ -300,7 +300,7 @@ fn forget_drops_the_run_and_the_episode_without_clearing() {
     harness.detector.forget(1);
     assert_eq!(harness.detector.in_progress(1, harness.at(6)), []);
     // A new incarnation: its task has been stuck only since second 6.
-    harness.running = None;
+    harness.running.clear();
     let events = harness.feed(1, hung, 6..=6 + THRESHOLD_SECS);
     let (second, problem) = only_detection(&events);
     assert_eq!(second, 6 + THRESHOLD_SECS, "a forgotten unit starts over");
@@ -311,7 +311,7 @@ fn forget_drops_the_run_and_the_episode_without_clearing() {
 fn a_task_already_stuck_when_first_seen_counts_from_when_the_kernel_saw_it_stop() {
     let mut harness = Harness::new();
     // The kernel says the task has been in D for 5 s when the detector first hears of it.
-    harness.running = Some((hung as Scenario as usize, 0, 4));
+    harness.running.insert(1, (hung as Scenario as usize, 0, 4));
     let events = harness.feed(1, hung, 5..=THRESHOLD_SECS);
     let (second, problem) = only_detection(&events);
     assert_eq!(
