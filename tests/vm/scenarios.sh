@@ -306,8 +306,10 @@ scenario_crash_restart() {
         fail "the agent's history has no exit of $pid by SIGKILL (found: $exit_seen)"
         return
     fi
+    started=$(main_started_ms $unit)
     pass "main pid $pid killed by SIGKILL; the agent recorded it and restarted $unit:" \
-        "active again with main pid $(main_pid $unit) after $back_ms ms, systemd's NRestarts" \
+        "new main pid $(main_pid $unit) started $((started - killed)) ms after the kill (systemd's" \
+        "ExecMainStartTimestamp; active by polling after $back_ms ms), systemd's NRestarts" \
         "unchanged ($systemd_restarts)"
 }
 
