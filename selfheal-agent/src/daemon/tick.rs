@@ -227,7 +227,7 @@ impl Engine {
 
     /// Active units with a cgroup, and whether detection should hold off for each.
     fn units_to_sample(&mut self, now: Instant) -> Vec<Sampled> {
-        let mut started = Vec::new();
+        let (mut started, mut first_seen) = (Vec::new(), Vec::new());
         let sampled: Vec<Sampled> = {
             let state = self.p.state.lock();
             state
@@ -242,8 +242,17 @@ impl Engine {
                 .filter_map(|(i, u)| {
                     let cgroup = u.watched_cgroup.as_ref()?;
                     let unit = i as u32;
-                    if self.main_pids.insert(unit, u.systemd.main_pid) != Some(u.systemd.main_pid) {
-                        started.push(unit);
+                    let pid = u.systemd.main_pid;
+                    // Only a main pid that replaces another one is a new incarnation. The first
+                    // one the tracker learns (it may learn it a tick after the unit turned
+                    // active: ActiveState and MainPID come in separate signals) belongs to the
+                    // incarnation already being sampled, whose runs must not be dropped.
+                    if pid != 0 {
+                        match self.main_pids.insert(unit, pid) {
+                            Some(old) if old == pid => {}
+                            Some(_) => started.push(unit),
+                            None => first_seen.push(unit),
+                        }
                     }
                     let policy = self.p.supervisor.policy().unit_status(unit, now);
                     let isolated = policy.as_ref().is_some_and(|p| p.frozen || p.quarantined);
@@ -264,6 +273,9 @@ impl Engine {
                 })
                 .collect()
         };
+        for unit in first_seen {
+            self.sync_facts(unit);
+        }
         // A new main process: a (re)start. Probes get their grace period; stalls and leaks of
         // the previous incarnation are forgotten.
         for unit in started {
