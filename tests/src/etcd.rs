@@ -44,8 +44,29 @@ pub struct HistoryEvent {
     pub lease: i64,
 }
 
+/// Ports for etcd members come from below the kernel's ephemeral range (32768 and up by
+/// default): a port picked with `bind(0)` and released is in that range, where any outgoing
+/// connection of the tests running beside (agents talking to etcd, clients) may take it before
+/// etcd binds it, and the member dies. Each call takes the next port of a range that starts at
+/// an offset of this process's own, so tests and concurrent test binaries do not meet.
+const MEMBER_PORTS: std::ops::Range<u32> = 20_000..32_000;
+static NEXT_PORT: AtomicU32 = AtomicU32::new(u32::MAX);
+
 fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    let span = MEMBER_PORTS.end - MEMBER_PORTS.start;
+    let _ = NEXT_PORT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = MEMBER_PORTS.start + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % span;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
+    bail!("no free port in {MEMBER_PORTS:?} for an etcd member")
 }
 
 impl EtcdCluster {
