@@ -62,6 +62,10 @@ enum Command {
         /// A short sanity run (~5 minutes) instead of the full one (~30 minutes).
         #[arg(long)]
         quick: bool,
+        /// Measure only these parts (comma-separated): overhead, exit-event, crash-restart,
+        /// detection, compare, footprint, bursts, many-units. Writes target/bench/report.md only.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Builds the Debian package (target/debian/selfheal_*.deb) with cargo-deb and checks it
     /// with lintian.
@@ -96,7 +100,7 @@ fn main() -> ExitCode {
         Command::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
         Command::Soak { minutes } => soak::soak(minutes),
         Command::VmTest { full, keep, only } => vm::vm_test(full, keep, &only),
-        Command::Bench { quick } => bench::bench(quick),
+        Command::Bench { quick, only } => bench::bench(quick, &only),
         Command::Deb { deb_version } => deb::deb(deb_version.as_deref()).map(|_| ()),
     };
     match result {

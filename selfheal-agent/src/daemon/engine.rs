@@ -87,10 +87,14 @@ pub struct Engine {
     pub(super) scale_bases: HashMap<u32, ScaledLimits>,
     /// When each unit's open incident began, for `selfheal_recovery_duration_seconds`.
     pub(super) incidents: HashMap<u32, Instant>,
+    /// The gauges last set for each unit (see `tick.rs`).
+    pub(super) gauges: HashMap<u32, super::tick::UnitGauges>,
     pub(super) finished_tx: mpsc::Sender<Finished>,
     finished_rx: Option<mpsc::Receiver<Finished>>,
     /// A sampling pass is reading; its readings come back through `readings_tx`.
     pub(super) sampling: bool,
+    /// Quiet units' last resource readings; with the pass while it reads.
+    pub(super) reading_cache: Option<crate::sensors::resources::ReadingCache>,
     pub(super) readings_tx: mpsc::Sender<Readings>,
     readings_rx: Option<mpsc::Receiver<Readings>>,
     pub(super) dirty: bool,
@@ -118,9 +122,11 @@ impl Engine {
             main_pids: HashMap::new(),
             scale_bases: HashMap::new(),
             incidents: HashMap::new(),
+            gauges: HashMap::new(),
             finished_tx,
             finished_rx: Some(finished_rx),
             sampling: false,
+            reading_cache: Some(Default::default()),
             readings_tx,
             readings_rx: Some(readings_rx),
             dirty: false,

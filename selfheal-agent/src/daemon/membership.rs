@@ -207,6 +207,7 @@ impl Engine {
         self.main_pids.remove(&index);
         self.scale_bases.remove(&index);
         self.incidents.remove(&index);
+        self.gauges.remove(&index);
         self.lost_seen.remove(&index);
         self.p.metrics.forget_unit(&name);
         self.set_fleet_pattern(&name, None);

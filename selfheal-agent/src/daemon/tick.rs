@@ -3,7 +3,7 @@
 //! publish views and metrics.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     time::{Instant, SystemTime},
 };
@@ -42,10 +42,14 @@ pub(super) struct Readings {
     now: Instant,
     sampled: Vec<Sampled>,
     sched: Option<crate::sensors::sched::SchedSensor>,
+    cache: Option<resources::ReadingCache>,
     sockets: Option<crate::sensors::ebpf::UnitSockets>,
     unit_exits: Option<crate::sensors::ebpf::UnitExitCounts>,
     /// Every unit's lost exit records since load.
     lost: Vec<(u32, u64)>,
+    /// Units whose readings are the last pass's (see `SchedSensor::quiet`): their gauges
+    /// already say what these do.
+    quiet: HashSet<u32>,
     samples: Vec<(u32, SchedSample)>,
     resources: Vec<(u32, UnitResources)>,
 }
@@ -68,6 +72,7 @@ impl Engine {
 
         // Blocking reads (bpf map syscalls, procfs, cgroupfs) run off the async threads.
         let mut sched = self.p.sched.take();
+        let mut cache = self.reading_cache.take();
         let sockets = self.p.sockets.take();
         // Lost exits are counted for every unit, running or not: a unit whose main exit was
         // lost is no longer running.
@@ -99,21 +104,38 @@ impl Engine {
                 .as_mut()
                 .map(|s| s.sample(&cgroups, now))
                 .unwrap_or_default();
+            if let Some(cache) = cache.as_mut() {
+                let sampled: std::collections::HashSet<u32> =
+                    work.iter().map(|(c, _)| c.unit).collect();
+                cache.retain(|unit| sampled.contains(&unit));
+            }
             let resources: Vec<(u32, UnitResources)> = work
                 .into_iter()
                 .map(|(_, mut input)| {
                     input.live_sockets = sockets.as_ref().and_then(|s| s.live(input.unit));
-                    (input.unit, resources::read(&input))
+                    let quiet = sched.as_ref().is_some_and(|s| s.quiet(input.unit));
+                    let reading = match cache.as_mut() {
+                        Some(cache) => cache.read(&input, quiet),
+                        None => resources::read(&input),
+                    };
+                    (input.unit, reading)
                 })
                 .collect();
             let lost = unit_exits
                 .as_ref()
                 .map(|counts| (0..unit_count).map(|u| (u, counts.of(u).lost)).collect())
                 .unwrap_or_default();
+            let quiet = cgroups
+                .iter()
+                .map(|c| c.unit)
+                .filter(|unit| sched.as_ref().is_some_and(|s| s.quiet(*unit)))
+                .collect();
             let _ = readings.blocking_send(Readings {
                 now,
+                quiet,
                 sampled,
                 sched,
+                cache,
                 sockets,
                 unit_exits,
                 lost,
@@ -128,14 +150,17 @@ impl Engine {
         self.sampling = false;
         let Readings {
             now,
+            quiet,
             sampled,
             sched,
+            cache,
             sockets,
             unit_exits,
             lost,
             samples,
             resources,
         } = readings;
+        self.reading_cache = cache;
         self.p.unit_exits = unit_exits;
         self.on_lost_counts(lost);
         if let Some(sched) = &sched {
@@ -158,9 +183,10 @@ impl Engine {
         };
         for s in &sampled {
             let mut view = UnitView::default();
+            let unchanged = quiet.contains(&s.unit);
             if let Some(sample) = samples.get(&s.unit) {
                 view.sched = Some(sched_view(sample));
-                if let Some(sched) = &view.sched {
+                if let Some(sched) = view.sched.as_ref().filter(|_| !unchanged) {
                     self.p.metrics.set_scheduler(
                         &s.name,
                         sched.oncpu_percent / 100.0,
@@ -180,8 +206,7 @@ impl Engine {
                 }
             }
             if let Some(res) = resources.get(&s.unit) {
-                let tasks_max = resources::tasks_limit(&s.dir, &s.limits);
-                for sample in res.samples(now, tasks_max) {
+                for sample in res.samples(now) {
                     if s.quiet {
                         continue;
                     }
@@ -205,9 +230,15 @@ impl Engine {
             for trend in self.leak.trends(s.unit, now) {
                 let kind = leak_name(trend.kind);
                 let exhaustion = trend.exhaustion_in;
-                self.p
-                    .metrics
-                    .set_resource(&s.name, kind, trend.value, trend.limit, exhaustion);
+                if !unchanged {
+                    self.p.metrics.set_resource(
+                        &s.name,
+                        kind,
+                        trend.value,
+                        trend.limit,
+                        exhaustion,
+                    );
+                }
                 view.resources.push(ResourceView {
                     kind: kind.to_owned(),
                     value: trend.value,
@@ -372,18 +403,27 @@ impl Engine {
                 && policy
                     .as_ref()
                     .is_none_or(|p| p.escalated.is_none() && p.incident.is_none());
-            if let Some(p) = &policy {
-                self.p
-                    .metrics
-                    .set_consecutive_failures(&name, p.consecutive_failures);
-                self.p.metrics.set_circuit(&name, p.circuit);
+            // Set only when they change: 1,000 units would otherwise cost 3,000 label lookups
+            // a tick to say the same thing again.
+            let gauges = UnitGauges {
+                failures: policy.as_ref().map(|p| p.consecutive_failures),
+                circuit: policy.as_ref().map(|p| p.circuit),
+                healthy,
+            };
+            if self.gauges.insert(unit, gauges) != Some(gauges) {
+                if let Some(p) = &policy {
+                    self.p
+                        .metrics
+                        .set_consecutive_failures(&name, p.consecutive_failures);
+                    self.p.metrics.set_circuit(&name, p.circuit);
+                }
+                self.p.metrics.set_unit_healthy(&name, healthy);
             }
             for stall in self.stall.in_progress(unit, now) {
                 if stall.reported {
                     self.p.metrics.set_stall(&name, stall.kind, stall.age);
                 }
             }
-            self.p.metrics.set_unit_healthy(&name, healthy);
             track_recovery(
                 &mut self.incidents,
                 &self.p.metrics,
@@ -397,6 +437,14 @@ impl Engine {
             u.view = view;
         }
     }
+}
+
+/// The per-unit gauges [`Engine::publish`] last set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct UnitGauges {
+    failures: Option<u32>,
+    circuit: Option<crate::policy::CircuitState>,
+    healthy: bool,
 }
 
 /// An incident that ended with the unit healthy is a recovery, timed from the problem's

@@ -2,6 +2,7 @@
 //! memory, read each tick from procfs and cgroupfs (plus the kernel's live socket count).
 
 use std::{
+    collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::Instant,
@@ -13,7 +14,7 @@ use super::sockets;
 use crate::detect::{LeakKind, leak::ResourceSample};
 
 /// Limits systemd knows for the unit (`u64::MAX` or 0 = none).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SystemdLimits {
     pub memory_max: u64,
     pub memory_high: u64,
@@ -50,11 +51,14 @@ pub struct UnitResources {
     pub memory_psi_some_avg10: Option<f64>,
     pub sockets: Option<u64>,
     pub connections: Vec<(&'static str, u64)>,
+    /// The tightest task limit (see [`tasks_limit`]).
+    pub tasks_max: Option<u64>,
 }
 
 impl UnitResources {
     /// The samples the leak detector takes, one per resource kind.
-    pub fn samples(&self, at: Instant, tasks_max: Option<u64>) -> Vec<ResourceSample> {
+    pub fn samples(&self, at: Instant) -> Vec<ResourceSample> {
+        let tasks_max = self.tasks_max;
         let as_f = |v: u64| v as f64;
         // fds run into a per-process limit: follow the process closest to its own.
         let top = self
@@ -135,6 +139,51 @@ fn finite(v: u64) -> Option<u64> {
     (v != 0 && v < (1 << 62)).then_some(v)
 }
 
+/// Each unit's last reading, reused while the unit is quiet: none of its tasks ran or could run
+/// since (see [`super::sched::SchedSensor::quiet`]), so it opened no fd, started no thread and
+/// grew no heap. 1,000 sleeping units cost their scheduler map entries, not 30 procfs and
+/// cgroupfs reads each per tick.
+#[derive(Default)]
+pub struct ReadingCache {
+    units: HashMap<u32, Kept>,
+}
+
+struct Kept {
+    /// What the reading was taken with: another cgroup or other limits read again.
+    dir: PathBuf,
+    limits: SystemdLimits,
+    reading: UnitResources,
+}
+
+impl ReadingCache {
+    /// The unit's resources: the kept reading when the unit is `quiet` and was read with the
+    /// same cgroup and limits, a fresh one otherwise.
+    pub fn read(&mut self, input: &UnitResourcesInput, quiet: bool) -> UnitResources {
+        if let Some(kept) = self.units.get(&input.unit)
+            && quiet
+            && kept.dir == input.dir
+            && kept.limits == input.limits
+        {
+            return kept.reading.clone();
+        }
+        let reading = read(input);
+        self.units.insert(
+            input.unit,
+            Kept {
+                dir: input.dir.clone(),
+                limits: input.limits,
+                reading: reading.clone(),
+            },
+        );
+        reading
+    }
+
+    /// Forgets the units `keep` says no to (not sampled any more).
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        self.units.retain(|unit, _| keep(*unit));
+    }
+}
+
 pub fn read(input: &UnitResourcesInput) -> UnitResources {
     let tgids = super::procfs::procs_in_tree(&input.dir);
     let processes: Vec<ProcessResources> = tgids.iter().filter_map(|&pid| process(pid)).collect();
@@ -143,6 +192,7 @@ pub fn read(input: &UnitResourcesInput) -> UnitResources {
     let memory_limit = finite(input.limits.memory_max)
         .or(finite(input.limits.memory_high))
         .or(cgroup_limit);
+    let tcp = sockets::TcpView::read(&tgids);
     UnitResources {
         processes,
         threads,
@@ -151,21 +201,19 @@ pub fn read(input: &UnitResourcesInput) -> UnitResources {
         memory_psi_some_avg10: super::cgroup_stats::psi_some_avg10(&input.dir, "memory"),
         // The kernel counts the sockets the unit creates; the ones accept() returns are not
         // created by it and are counted from its fds.
-        sockets: input
-            .live_sockets
-            .map(|live| live + sockets::accepted_count(&tgids)),
-        connections: sockets::connections_by_state(&tgids),
+        sockets: input.live_sockets.map(|live| live + tcp.accepted()),
+        connections: tcp.by_state(),
+        tasks_max: tasks_limit(&input.dir, &input.limits, tgids.first().copied()),
     }
 }
 
 /// The tightest of the unit's TasksMax, the v2 `pids.max` of its cgroup and, on hybrid hosts,
-/// the v1 `pids.max` of its processes' pids cgroup when that cgroup is the unit's own (see
-/// [`unit_v1_dir`]).
-pub fn tasks_limit(dir: &Path, limits: &SystemdLimits) -> Option<u64> {
+/// the v1 `pids.max` of its processes' (`pid`'s) pids cgroup when that cgroup is the unit's
+/// own (see [`unit_v1_dir`]).
+fn tasks_limit(dir: &Path, limits: &SystemdLimits, pid: Option<u32>) -> Option<u64> {
     let v2 = read_number(&dir.join("pids.max")).and_then(finite);
-    let v1 = super::procfs::procs_in_tree(dir)
-        .first()
-        .and_then(|&pid| unit_v1_dir(pid, "pids", "pids.current"))
+    let v1 = pid
+        .and_then(|pid| unit_v1_dir(pid, "pids", "pids.current"))
         .and_then(|dir| read_number(&dir.join("pids.max")))
         .and_then(finite);
     [finite(limits.tasks_max), v2, v1]
@@ -293,6 +341,34 @@ mod tests {
         assert_eq!(unit_v1_dir(me, "memory", "memory.usage_in_bytes"), None);
         assert_eq!(unit_v1_dir(me, "pids", "pids.current"), None);
         assert_eq!(memory(Path::new("/nonexistent"), Some(me)), (None, None));
+    }
+
+    #[test]
+    fn a_quiet_unit_keeps_its_reading_until_it_runs_or_its_cgroup_or_limits_change() {
+        let dir = std::env::temp_dir().join(format!("selfheal-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let current = |bytes: u64| {
+            std::fs::write(dir.join("memory.current"), bytes.to_string()).expect("write")
+        };
+        let mut input = UnitResourcesInput {
+            unit: 3,
+            dir: dir.clone(),
+            limits: SystemdLimits::default(),
+            live_sockets: None,
+        };
+        let mut cache = ReadingCache::default();
+        current(100);
+        assert_eq!(cache.read(&input, true).memory_bytes, Some(100), "nothing kept yet");
+        current(200);
+        assert_eq!(cache.read(&input, true).memory_bytes, Some(100), "quiet: kept");
+        assert_eq!(cache.read(&input, false).memory_bytes, Some(200), "it ran: read");
+        current(300);
+        input.limits.memory_max = 1 << 30;
+        assert_eq!(cache.read(&input, true).memory_bytes, Some(300), "new limits: read");
+        cache.retain(|unit| unit != 3);
+        current(400);
+        assert_eq!(cache.read(&input, true).memory_bytes, Some(400), "forgotten: read");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

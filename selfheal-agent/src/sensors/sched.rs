@@ -16,7 +16,7 @@ use selfheal_common::sched::{
 
 use super::{
     cgroup_stats,
-    ebpf::{SchedMaps, monotonic_ns},
+    ebpf::{SchedMaps, UnitAggregate, monotonic_ns},
     procfs, sockets,
 };
 use crate::detect::stall::{CpuContention, SchedSample, TaskSample, TaskState};
@@ -56,6 +56,28 @@ pub struct SchedSensor {
     /// Threads seeded from procfs because the kernel had not tagged them: each asks for one
     /// task walk, not one per tick.
     seeded: HashSet<u32>,
+    /// Each unit's kernel aggregate `last_ran_ns` at the last pass.
+    last_ran: HashMap<u32, u64>,
+    /// Units found quiet at the last pass (see [`Self::quiet`]).
+    quiet: HashSet<u32>,
+    /// Socket inodes each unit's processes held at its last full read.
+    inodes: HashMap<u32, HashSet<u64>>,
+    /// Each unit's CPU PSI at its last full read.
+    psi: HashMap<u32, Option<f64>>,
+    /// Passes so far: staggers the full reads of quiet units.
+    pass: u64,
+}
+
+/// A quiet unit is still read in full once every this many passes (its share of the reads
+/// staggered across passes by unit number), so what changes without its tasks running (a
+/// peer closing a connection, PSI decaying, a limit written to cgroupfs by hand) is at most
+/// this stale. Nothing a leak or a stall is made of changes that way: fds, threads, heap and
+/// accepted connections only grow when the unit's own tasks run.
+pub const REFRESH_PASSES: u64 = 30;
+
+/// Whether `unit` is read in full at pass `pass` even when quiet.
+pub fn refresh_due(pass: u64, unit: u32) -> bool {
+    (pass + u64::from(unit)).is_multiple_of(REFRESH_PASSES)
 }
 
 impl SchedSensor {
@@ -70,7 +92,20 @@ impl SchedSensor {
             watched_since_ns: HashMap::new(),
             tracked: Vec::new(),
             seeded: HashSet::new(),
+            last_ran: HashMap::new(),
+            quiet: HashSet::new(),
+            inodes: HashMap::new(),
+            psi: HashMap::new(),
+            pass: 0,
         }
+    }
+
+    /// Whether none of the unit's tasks ran or could run since the pass before the last one:
+    /// none was on a CPU (the kernel's per-unit `last_ran_ns` did not move) and every one is
+    /// asleep or stopped. Such a unit cannot have forked, opened an fd, grown its heap or
+    /// been throttled, so its procfs and cgroupfs readings are reused rather than read again.
+    pub fn quiet(&self, unit: u32) -> bool {
+        self.quiet.contains(&unit)
     }
 
     /// Thread ids in the kernel's map at the start of the last sample.
@@ -89,10 +124,36 @@ impl SchedSensor {
         // What the kernel itself put in the map, before we seed or prune anything.
         self.tracked = tracked.keys().copied().collect();
         self.tracked.sort_unstable();
+        self.pass += 1;
+        let mut kernel_tasks: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (tid, stat) in &tracked {
+            kernel_tasks.entry(stat.unit).or_default().push(*tid);
+        }
+        let aggregates: HashMap<u32, UnitAggregate> = units
+            .iter()
+            .map(|u| (u.unit, self.maps.unit(u.unit)))
+            .collect();
+        self.last_ran.retain(|u, _| aggregates.contains_key(u));
+        self.inodes.retain(|u, _| aggregates.contains_key(u));
+        self.psi.retain(|u, _| aggregates.contains_key(u));
+        self.quiet.clear();
         let mut alive = HashSet::new();
         let mut untagged = false;
         for unit in units {
             self.watched_since_ns.entry(unit.unit).or_insert(now_ns);
+            let last_ran = aggregates[&unit.unit].last_ran_ns;
+            let ran = self.last_ran.insert(unit.unit, last_ran) != Some(last_ran);
+            let tids = kernel_tasks.get(&unit.unit).map_or(&[][..], Vec::as_slice);
+            if !ran
+                && !tids.is_empty()
+                && tids.iter().all(|tid| resting(&tracked[tid]))
+                && !refresh_due(self.pass, unit.unit)
+            {
+                // No task of its can have forked or left: the kernel's list is the list.
+                self.quiet.insert(unit.unit);
+                alive.extend(tids);
+                continue;
+            }
             for tid in procfs::threads_in_tree(&unit.dir) {
                 alive.insert(tid);
                 if tracked.get(&tid).is_some_and(|t| t.unit == unit.unit) {
@@ -118,17 +179,19 @@ impl SchedSensor {
         }
         tracked.retain(|tid, _| alive.contains(tid));
 
+        // Grouped once: each unit takes its own tasks, not a scan of every unit's.
+        let mut by_unit: HashMap<u32, Vec<(u32, TaskStat)>> = HashMap::new();
+        for (tid, stat) in tracked {
+            by_unit.entry(stat.unit).or_default().push((tid, stat));
+        }
         units
             .iter()
             .map(|unit| {
-                let tasks: Vec<(u32, TaskStat)> = tracked
-                    .iter()
-                    .filter(|(_, t)| t.unit == unit.unit)
-                    .map(|(p, t)| (*p, *t))
-                    .collect();
+                let tasks = by_unit.remove(&unit.unit).unwrap_or_default();
+                let aggregate = aggregates[&unit.unit];
                 (
                     unit.unit,
-                    self.unit_sample(unit, &tasks, now, now_ns, window),
+                    self.unit_sample(unit, &tasks, aggregate, now, now_ns, window),
                 )
             })
             .collect()
@@ -138,10 +201,12 @@ impl SchedSensor {
         &mut self,
         unit: &UnitCgroup,
         tasks: &[(u32, TaskStat)],
+        aggregate: UnitAggregate,
         now: Instant,
         now_ns: u64,
         window: Duration,
     ) -> SchedSample {
+        let quiet = self.quiet(unit.unit);
         let window_ns = window.as_nanos() as u64;
         let mut samples = Vec::with_capacity(tasks.len());
         for (tid, stat) in tasks {
@@ -198,7 +263,6 @@ impl SchedSensor {
             });
         }
 
-        let aggregate = self.maps.unit(unit.unit);
         let any_on_cpu = tasks.iter().any(|(_, t)| t.on_cpu != 0);
         let floor = self
             .watched_since_ns
@@ -210,12 +274,25 @@ impl SchedSensor {
         let idle_for = (!any_on_cpu && idle_ns >= window_ns).then(|| Duration::from_nanos(idle_ns));
 
         // Read every tick, running or not: a unit is wedged when requests wait unread in its
-        // accepted connections even while an acceptor or a timer thread still runs.
+        // accepted connections even while an acceptor or a timer thread still runs. A quiet
+        // unit holds the sockets it held (only its tasks open or close them): no socket, no
+        // read.
         let pending = {
-            let mut tgids: Vec<u32> = tasks.iter().map(|(_, t)| t.tgid).collect();
-            tgids.sort_unstable();
-            tgids.dedup();
-            let (work, reading) = sockets::pending_work(&tgids, self.prev_pending.get(&unit.unit));
+            let tgid = tasks.iter().map(|(_, t)| t.tgid).min();
+            let inodes = match self.inodes.get(&unit.unit) {
+                Some(inodes) if quiet => inodes,
+                _ => {
+                    let mut tgids: Vec<u32> = tasks.iter().map(|(_, t)| t.tgid).collect();
+                    tgids.sort_unstable();
+                    tgids.dedup();
+                    self.inodes
+                        .entry(unit.unit)
+                        .insert_entry(sockets::socket_inodes(&tgids))
+                        .into_mut()
+                }
+            };
+            let reading = sockets::QueueReading::read_inodes(tgid, inodes);
+            let work = reading.work(self.prev_pending.get(&unit.unit));
             self.prev_pending.insert(unit.unit, reading);
             work
         };
@@ -230,7 +307,12 @@ impl SchedSensor {
             }
             d
         };
-        let throttle = cgroup_stats::cpu_throttling(&unit.dir, unit.main_pid);
+        // A quiet unit was not throttled (nothing of it ran) and its PSI only decays.
+        let throttle = if quiet {
+            self.prev_throttle.get(&unit.unit).copied()
+        } else {
+            cgroup_stats::cpu_throttling(&unit.dir, unit.main_pid)
+        };
         let (nr_throttled, throttled_ns) = match (throttle, self.prev_throttle.get(&unit.unit)) {
             (Some(now), Some(before)) => (
                 now.0.saturating_sub(before.0),
@@ -241,6 +323,14 @@ impl SchedSensor {
         if let Some(t) = throttle {
             self.prev_throttle.insert(unit.unit, t);
         }
+        let psi = match self.psi.get(&unit.unit) {
+            Some(psi) if quiet => *psi,
+            _ => {
+                let psi = cgroup_stats::psi_some_avg10(&unit.dir, "cpu");
+                self.psi.insert(unit.unit, psi);
+                psi
+            }
+        };
 
         SchedSample {
             at: now,
@@ -250,12 +340,20 @@ impl SchedSensor {
             pending,
             contention: CpuContention {
                 runq_p99: runq_percentile(&hist_delta, 0.99),
-                psi_some_avg10: cgroup_stats::psi_some_avg10(&unit.dir, "cpu"),
+                psi_some_avg10: psi,
                 nr_throttled,
                 throttled_time: Duration::from_nanos(throttled_ns),
             },
         }
     }
+}
+
+/// Asleep or stopped: a task in this state runs nothing until something wakes it.
+fn resting(stat: &TaskStat) -> bool {
+    matches!(
+        task_state(stat),
+        TaskState::Sleeping | TaskState::Stopped | TaskState::Traced
+    )
 }
 
 fn task_state(stat: &TaskStat) -> TaskState {
@@ -346,6 +444,32 @@ mod tests {
         );
         assert_eq!(runq_percentile(&hist, 0.5), Some(Duration::from_micros(16)));
         assert_eq!(runq_percentile(&[0; RUNQ_BUCKETS], 0.99), None);
+    }
+
+    #[test]
+    fn every_unit_is_read_in_full_once_per_refresh_period_and_units_are_staggered() {
+        for unit in [0, 7, 1000] {
+            let full = (1..=REFRESH_PASSES)
+                .filter(|pass| refresh_due(*pass, unit))
+                .count();
+            assert_eq!(full, 1, "unit {unit}");
+        }
+        let due_at_once = (0..300).filter(|unit| refresh_due(5, *unit)).count();
+        assert_eq!(due_at_once as u64, 300 / REFRESH_PASSES);
+    }
+
+    #[test]
+    fn only_asleep_or_stopped_tasks_are_resting() {
+        let stat = |state, on_cpu| TaskStat {
+            state,
+            on_cpu,
+            ..TaskStat::default()
+        };
+        assert!(resting(&stat(TASK_INTERRUPTIBLE, 0)));
+        assert!(resting(&stat(TASK_STOPPED, 0)));
+        assert!(!resting(&stat(TASK_RUNNING, 0)), "runnable: it may be starved");
+        assert!(!resting(&stat(TASK_RUNNING, 1)));
+        assert!(!resting(&stat(TASK_UNINTERRUPTIBLE, 0)), "D: it may be hung");
     }
 
     #[test]

@@ -25,58 +25,66 @@ const TCP_STATES: [&str; 12] = [
     "new_syn_recv",
 ];
 
-/// The unit's TCP connections by state (sockets its processes hold; `listen` ones excluded).
-/// time-wait sockets belong to no process any more and are not attributed.
-pub fn connections_by_state(tgids: &[u32]) -> Vec<(&'static str, u64)> {
-    let inodes = socket_inodes(tgids);
-    let mut counts = [0u64; TCP_STATES.len()];
-    if let (false, Some(tgid)) = (inodes.is_empty(), tgids.first()) {
-        for file in ["tcp", "tcp6"] {
-            let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) else {
-                continue;
-            };
-            for line in table.lines().skip(1) {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let (Some(state), Some(inode)) = (fields.get(3), fields.get(9)) else {
-                    continue;
-                };
-                if inode.parse::<u64>().is_ok_and(|i| inodes.contains(&i))
-                    && let Ok(n) = usize::from_str_radix(state, 16)
-                    && let Some(slot) = n.checked_sub(1).and_then(|i| counts.get_mut(i))
-                {
-                    *slot += 1;
+/// A unit's socket inodes and the rows of its network namespace's TCP tables (v4 and v6,
+/// without headers), read once per pass for everything that counts from them.
+pub struct TcpView {
+    inodes: HashSet<u64>,
+    rows: String,
+}
+
+impl TcpView {
+    /// The sockets the processes `tgids` hold; the tables are not read when they hold none.
+    pub fn read(tgids: &[u32]) -> Self {
+        let inodes = socket_inodes(tgids);
+        let mut rows = String::new();
+        if let (false, Some(tgid)) = (inodes.is_empty(), tgids.first()) {
+            for file in ["tcp", "tcp6"] {
+                if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
+                    for line in table.lines().skip(1) {
+                        rows.push_str(line);
+                        rows.push('\n');
+                    }
                 }
             }
         }
+        Self { inodes, rows }
     }
-    TCP_STATES
-        .iter()
-        .zip(counts)
-        .filter(|(name, n)| *n > 0 && **name != "listen")
-        .map(|(name, n)| (*name, n))
-        .collect()
-}
 
-/// Connections the unit's processes hold on a port one of them listens on: the sockets
-/// `accept()` returned. The kernel's cgroup_sock hooks never see those (the kernel clones
-/// them from the listener, no `socket()` call runs in the unit), so they are counted here from
-/// the unit's fds and added to its live sockets: a server that never closes its clients'
-/// connections leaks sockets too.
-pub fn accepted_count(tgids: &[u32]) -> u64 {
-    let inodes = socket_inodes(tgids);
-    let Some(tgid) = tgids.first().filter(|_| !inodes.is_empty()) else {
-        return 0;
-    };
-    let mut tables = String::new();
-    for file in ["tcp", "tcp6"] {
-        if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
-            tables.extend(table.lines().skip(1).map(|line| format!("{line}\n")));
+    /// The unit's TCP connections by state (`listen` ones excluded). time-wait sockets belong
+    /// to no process any more and are not attributed.
+    pub fn by_state(&self) -> Vec<(&'static str, u64)> {
+        let mut counts = [0u64; TCP_STATES.len()];
+        for line in self.rows.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(state), Some(inode)) = (fields.get(3), fields.get(9)) else {
+                continue;
+            };
+            if inode.parse::<u64>().is_ok_and(|i| self.inodes.contains(&i))
+                && let Ok(n) = usize::from_str_radix(state, 16)
+                && let Some(slot) = n.checked_sub(1).and_then(|i| counts.get_mut(i))
+            {
+                *slot += 1;
+            }
         }
+        TCP_STATES
+            .iter()
+            .zip(counts)
+            .filter(|(name, n)| *n > 0 && **name != "listen")
+            .map(|(name, n)| (*name, n))
+            .collect()
     }
-    count_accepted(&tables, &inodes)
+
+    /// Connections the unit's processes hold on a port one of them listens on: the sockets
+    /// `accept()` returned. The kernel's cgroup_sock hooks never see those (the kernel clones
+    /// them from the listener, no `socket()` call runs in the unit), so they are counted here
+    /// from the unit's fds and added to its live sockets: a server that never closes its
+    /// clients' connections leaks sockets too.
+    pub fn accepted(&self) -> u64 {
+        count_accepted(&self.rows, &self.inodes)
+    }
 }
 
-/// [`accepted_count`] over table rows (without their header lines).
+/// [`TcpView::accepted`] over table rows (without their header lines).
 fn count_accepted(rows: &str, inodes: &HashSet<u64>) -> u64 {
     // (state, local port, inode) of the unit's own rows.
     let own: Vec<(&str, &str, u64)> = rows
@@ -99,7 +107,7 @@ fn count_accepted(rows: &str, inodes: &HashSet<u64>) -> u64 {
 }
 
 /// Socket inodes held by the processes `tgids`.
-fn socket_inodes(tgids: &[u32]) -> HashSet<u64> {
+pub fn socket_inodes(tgids: &[u32]) -> HashSet<u64> {
     let mut inodes = HashSet::new();
     for tgid in tgids {
         let Ok(entries) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else {
@@ -133,12 +141,17 @@ pub struct QueueReading {
 impl QueueReading {
     /// Reads the queues of the sockets the processes `tgids` hold.
     pub fn read(tgids: &[u32]) -> Self {
-        let inodes = socket_inodes(tgids);
+        Self::read_inodes(tgids.first().copied(), &socket_inodes(tgids))
+    }
+
+    /// Reads the queues of `inodes` from the TCP tables of `tgid`'s network namespace; no
+    /// read at all without inodes.
+    pub fn read_inodes(tgid: Option<u32>, inodes: &HashSet<u64>) -> Self {
         let mut reading = Self::default();
-        if let (false, Some(tgid)) = (inodes.is_empty(), tgids.first()) {
+        if let (false, Some(tgid)) = (inodes.is_empty(), tgid) {
             for file in ["tcp", "tcp6"] {
                 if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
-                    reading.add_table(&table, &inodes);
+                    reading.add_table(&table, inodes);
                 }
             }
         }
@@ -206,13 +219,6 @@ impl QueueReading {
 
 fn add(slot: &mut u64, n: u64) {
     *slot = slot.saturating_add(n);
-}
-
-/// What waits for the unit's processes now. `previous` is the last reading, to tell whether
-/// the queues are draining; the reading is returned for the next call.
-pub fn pending_work(tgids: &[u32], previous: Option<&QueueReading>) -> (PendingWork, QueueReading) {
-    let reading = QueueReading::read(tgids);
-    (reading.work(previous), reading)
 }
 
 #[cfg(test)]
@@ -313,7 +319,7 @@ mod tests {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (_server, _) = listener.accept().expect("accept");
         // Our client is on an ephemeral port, not the listener's: only the accepted one counts.
-        assert!(accepted_count(&[std::process::id()]) >= 1);
+        assert!(TcpView::read(&[std::process::id()]).accepted() >= 1);
     }
 
     #[test]
@@ -322,7 +328,7 @@ mod tests {
         let _client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let (work, _) = pending_work(&[std::process::id()], None);
+        let work = QueueReading::read(&[std::process::id()]).work(None);
         assert!(work.accept_queue >= 1, "{work:?}");
     }
 }

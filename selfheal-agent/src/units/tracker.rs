@@ -163,6 +163,7 @@ impl Tracker {
                 .await;
         }
         self.adopt_listed(&manager, &manager_root).await;
+        self.tag_new_watches().await;
         loop {
             let first = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
@@ -223,6 +224,15 @@ impl Tracker {
             for name in removed {
                 self.check_gone(&manager, &name).await;
             }
+            self.tag_new_watches().await;
+        }
+    }
+
+    /// Tags the tasks already in the cgroups this batch watched: one walk of the host's tasks
+    /// for the whole batch (1,000 units adopted at start walk once, not 1,000 times).
+    async fn tag_new_watches(&mut self) {
+        if let Some(walk) = self.filter.as_mut().and_then(CgroupFilter::pending_walk) {
+            let _ = tokio::task::spawn_blocking(move || walk.run_or_warn("new watches")).await;
         }
     }
 

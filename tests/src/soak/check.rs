@@ -40,6 +40,8 @@ pub struct Report {
     pub in_flight_seen: u64,
     /// Freezes and quarantines the audit log records as done.
     pub isolations: usize,
+    /// With no isolation, the suspect's audit lines (what the agent did instead).
+    pub suspect_trail: Vec<String>,
 }
 
 /// What the soak saw while it ran, besides the audit log read at the end.
@@ -67,7 +69,14 @@ impl fmt::Display for Report {
             self.restarts_seen,
             self.in_flight_seen,
             self.isolations,
-        )
+        )?;
+        if !self.suspect_trail.is_empty() {
+            write!(f, "; the suspect's audit lines:")?;
+            for line in &self.suspect_trail {
+                write!(f, "\n  {line}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -125,6 +134,13 @@ pub fn at_the_end(
                 && l["outcome"] == "done"
         })
         .count();
+    if report.isolations == 0 {
+        report.suspect_trail = audit
+            .iter()
+            .filter(|l| l["unit"] == "suspect.service")
+            .map(Value::to_string)
+            .collect();
+    }
     for unit in fleet.names() {
         let actions: Vec<&Value> = audit
             .iter()

@@ -164,13 +164,26 @@ impl Fleet {
     }
 
     /// Flags the suspect once the agent watches it (flagged before, the agent would try to
-    /// freeze it before it knows its cgroup), so the soak sees at least one freeze whatever
-    /// the dice say.
-    pub fn flag_suspect(&self, agent: &crate::agent::Agent) -> anyhow::Result<()> {
+    /// freeze it before it knows its cgroup) and waits for its first freeze, so the soak sees
+    /// at least one whatever the dice say (an agent SIGKILLed mid-freeze, then a cleared flag,
+    /// once left a soak without any).
+    pub fn flag_suspect(
+        &self,
+        sandbox: &Sandbox,
+        agent: &crate::agent::Agent,
+    ) -> anyhow::Result<()> {
         for (name, kind) in &self.units {
             if let Kind::Suspect { flag } = kind {
                 crate::agent::wait_watching(agent, name)?;
                 std::fs::write(flag, "").context("flagging the suspect")?;
+                let deadline = std::time::Instant::now() + FIRST_FREEZE;
+                while !frozen_once(sandbox, name)? {
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "{name} flagged compromised was not frozen within {FIRST_FREEZE:?}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
             }
         }
         Ok(())
@@ -211,6 +224,19 @@ impl Fleet {
         }
         Ok(())
     }
+}
+
+/// How long the suspect's detector (every 500 ms) and its freeze may take the first time.
+const FIRST_FREEZE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether the audit log has a freeze of `unit` done.
+fn frozen_once(sandbox: &Sandbox, unit: &str) -> anyhow::Result<bool> {
+    Ok(crate::agent::audit_lines(sandbox)?.iter().any(|l| {
+        l["event"] == "action"
+            && l["unit"] == unit
+            && l["action"] == "freeze"
+            && l["outcome"] == "done"
+    }))
 }
 
 /// Removes the suspect's flag; already gone is fine.

@@ -47,7 +47,7 @@ pub fn run(length: Duration) -> anyhow::Result<Report> {
     let sandbox = Sandbox::start("soak")?;
     let fleet = fleet::Fleet::start(&sandbox)?;
     let mut agent = Agent::start(&sandbox, &fleet.config(), &[])?;
-    fleet.flag_suspect(&agent)?;
+    fleet.flag_suspect(&sandbox, &agent)?;
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut report = Report {
         seed,

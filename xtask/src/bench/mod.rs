@@ -109,7 +109,26 @@ impl Plan {
     }
 }
 
-pub fn bench(quick: bool) -> anyhow::Result<()> {
+/// The parts `--only` can name, in the order they run.
+const PARTS: [&str; 8] = [
+    "overhead",
+    "exit-event",
+    "crash-restart",
+    "detection",
+    "compare",
+    "footprint",
+    "bursts",
+    "many-units",
+];
+
+pub fn bench(quick: bool, only: &[String]) -> anyhow::Result<()> {
+    if let Some(unknown) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+        bail!(
+            "--only {unknown}: no such bench part (the parts are {})",
+            PARTS.join(", ")
+        );
+    }
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|p| p == part);
     if !cmd::is_root() {
         bail!(
             "the bench loads eBPF programs and runs systemd sandboxes: run `cargo xtask bench` as root"
@@ -143,33 +162,67 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     let load_before = sys::load_average();
     let foreign_before = bpf::foreign_sched_programs(None);
     let mut sections = Vec::new();
-    sections.push(section("Overhead", || overhead::run(&bins, &plan)));
-    sections.push(section("Detection and reaction latency", || {
-        let mut s = Section::new("Detection and reaction latency");
-        part(&mut s, "exit → event", |s| {
-            latency::exit_to_event(&bins, &plan, s)
-        });
-        part(&mut s, "crash → restart", |s| {
-            latency::exit_to_restart(&bins, &plan, s)
-        });
-        part(&mut s, "stall and leak detection", |s| {
-            detection::run(&bins, &plan, s)
-        });
-        Ok(s)
-    }));
-    sections.push(section(
-        "Side by side: selfheal, systemd's Restart=, monit",
-        || compare::run(&bins, &plan),
-    ));
-    sections.push(section("Footprint and scale", || {
-        let mut s = Section::new("Footprint and scale");
-        part(&mut s, "footprint", |s| scale::run(&bins, &plan, s));
-        part(&mut s, "exit bursts", |s| scale::burst(&bins, &plan, s));
-        part(&mut s, "many units", |s| thousand::run(&plan, s));
-        Ok(s)
-    }));
+    if wanted("overhead") {
+        sections.push(section("Overhead", || overhead::run(&bins, &plan)));
+    }
+    if ["exit-event", "crash-restart", "detection"]
+        .iter()
+        .any(|p| wanted(p))
+    {
+        sections.push(section("Detection and reaction latency", || {
+            let mut s = Section::new("Detection and reaction latency");
+            if wanted("exit-event") {
+                part(&mut s, "exit → event", |s| {
+                    latency::exit_to_event(&bins, &plan, s)
+                });
+            }
+            if wanted("crash-restart") {
+                part(&mut s, "crash → restart", |s| {
+                    latency::exit_to_restart(&bins, &plan, s)
+                });
+            }
+            if wanted("detection") {
+                part(&mut s, "stall and leak detection", |s| {
+                    detection::run(&bins, &plan, s)
+                });
+            }
+            Ok(s)
+        }));
+    }
+    if wanted("compare") {
+        sections.push(section(
+            "Side by side: selfheal, systemd's Restart=, monit",
+            || compare::run(&bins, &plan),
+        ));
+    }
+    if ["footprint", "bursts", "many-units"]
+        .iter()
+        .any(|p| wanted(p))
+    {
+        sections.push(section("Footprint and scale", || {
+            let mut s = Section::new("Footprint and scale");
+            if wanted("footprint") {
+                part(&mut s, "footprint", |s| scale::run(&bins, &plan, s));
+            }
+            if wanted("bursts") {
+                part(&mut s, "exit bursts", |s| scale::burst(&bins, &plan, s));
+            }
+            if wanted("many-units") {
+                part(&mut s, "many units", |s| thousand::run(&plan, s));
+            }
+            Ok(s)
+        }));
+    }
     let facts = RunFacts {
-        mode: if quick { "quick" } else { "full" },
+        flags: format!(
+            "{}{}",
+            if quick { " --quick" } else { "" },
+            if only.is_empty() {
+                String::new()
+            } else {
+                format!(" --only {}", only.join(","))
+            }
+        ),
         machine: sys::machine(),
         date: cmd::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
             .unwrap_or_default()
@@ -197,7 +250,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     println!("xtask bench: report written to {}", path.display());
-    if !quick {
+    if !quick && only.is_empty() {
         let docs = cmd::workspace_root().join("docs/performance.md");
         std::fs::create_dir_all(docs.parent().expect("has a parent"))?;
         std::fs::write(&docs, &text)?;

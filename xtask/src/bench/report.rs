@@ -58,7 +58,8 @@ impl Section {
 
 /// Everything about the run itself.
 pub struct RunFacts {
-    pub mode: &'static str,
+    /// The flags the bench ran with, as typed (`""` for the full run).
+    pub flags: String,
     pub machine: String,
     pub date: String,
     pub load_before: String,
@@ -73,13 +74,7 @@ pub fn render(facts: &RunFacts, sections: &[Section]) -> String {
     let _ = writeln!(
         out,
         "Written by `cargo xtask bench{}` on {} in {} s.\n",
-        if facts.mode == "quick" {
-            " --quick"
-        } else {
-            ""
-        },
-        facts.date,
-        facts.duration_s
+        facts.flags, facts.date, facts.duration_s
     );
     let _ = writeln!(out, "- Machine: {}", facts.machine);
     let _ = writeln!(

@@ -31,6 +31,9 @@ pub struct CgroupFilter {
     /// Parent cgroups (slices) the socket-counting programs are attached to.
     sock_parents: HashSet<PathBuf>,
     walk: TaskWalk,
+    /// Cgroups were watched since the last walk: their tasks wait for one (see
+    /// [`Self::pending_walk`]).
+    walk_pending: bool,
 }
 
 impl CgroupFilter {
@@ -46,6 +49,7 @@ impl CgroupFilter {
             watched,
             sock_parents: HashSet::new(),
             walk,
+            walk_pending: false,
         }
     }
 
@@ -139,10 +143,17 @@ impl CgroupFilter {
             }
         }
         // The cgroups are in the filter now, so every task that joins from here on is tagged by
-        // the fork and cgroup-move hooks; the walk tags those already there.
-        self.walk.run_or_warn("new watch");
+        // the fork and cgroup-move hooks; the walk tags those already there, once for a whole
+        // batch of watches (a walk visits every task of the host).
+        self.walk_pending = true;
         debug!("watching {cgroup_path} for unit #{unit} (cgroup id {root_id:?})");
         Ok(root_id)
+    }
+
+    /// The walk that tags the tasks already in the cgroups watched since the last call, if any
+    /// were: the caller runs it off the async threads once its batch of watches is done.
+    pub fn pending_walk(&mut self) -> Option<TaskWalk> {
+        std::mem::take(&mut self.walk_pending).then(|| self.walk.clone())
     }
 
     /// Stops watching everything filed under `unit`: its path and its cgroups leave the
