@@ -213,8 +213,9 @@ impl Engine {
                 continue;
             };
             let policy = self.p.supervisor.policy().unit_status(index, now);
-            unit.view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
-            unit.view.policy = policy;
+            let view = unit.view_mut();
+            view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
+            view.policy = policy;
         }
     }
 

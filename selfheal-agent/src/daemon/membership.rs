@@ -192,7 +192,7 @@ impl Engine {
             let Some(unit) = state.unit_mut(index) else {
                 return;
             };
-            unit.history.push(
+            unit.record(
                 SystemTime::now(),
                 Event::Unit {
                     message: format!("no longer monitored: {why}"),

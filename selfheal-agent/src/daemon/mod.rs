@@ -11,6 +11,7 @@ mod lost_exits;
 mod membership;
 mod perform;
 mod persist;
+pub mod publish;
 pub mod reload;
 mod shared;
 mod supervise;
@@ -44,7 +45,6 @@ use crate::{
     report::{
         alert_out::AlertPusher,
         audit::Audit,
-        health::{HealthInput, HookHealth, UnitHealth},
         http::{self, HttpState},
         metrics::Metrics,
         status,
@@ -101,12 +101,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         metrics.set_hook_attached(hook.hook, hook.attached);
     }
 
+    let (snapshot_tx, snapshots) = publish::channel(&state);
+    tasks.spawn(publish::run(state.clone(), snapshot_tx, shutdown.clone()));
     let (command_tx, commands) = mpsc::channel(16);
     let socket = config.agent.status_socket.clone();
     let listener = status::bind(&socket)?;
     tasks.spawn(status::serve(
         listener,
-        state.clone(),
+        snapshots.clone(),
         command_tx,
         shutdown.clone(),
     ));
@@ -115,9 +117,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let webhook = match &config.webhook.token_file {
         Some(path) => {
             let token = BearerToken::load(path)?;
-            let names = state.clone();
-            let is_monitored =
-                Arc::new(move |unit: &str| names.lock().live_units().any(|(_, u)| u.name == unit));
+            let names = snapshots.clone();
+            let is_monitored = Arc::new(move |unit: &str| names.borrow().monitors(unit));
             Some(Arc::new(Webhook::new(
                 token,
                 config.webhook.max_body,
@@ -135,7 +136,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .unwrap_or_default();
     let http_state = HttpState {
         metrics: metrics.clone(),
-        health: health_source(state.clone()),
+        health: health_source(snapshots.clone()),
         webhook,
     };
     tasks.spawn(http::serve(http_listener, http_state, shutdown.clone()));
@@ -152,7 +153,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             read_exit_events(ring, exit_tx, shutdown.clone()),
         );
     }
-    state.lock().kernel_counters = Some(kernel.counters);
+    state.lock().kernel_counters = Some(Arc::new(kernel.counters));
 
     let (probe_tx, probe_reports) = mpsc::channel(1024);
     let mut probe_detector = ProbeDetector::default();
@@ -351,61 +352,9 @@ pub(crate) fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The facts `/health` is computed from, read from the shared state when it is asked.
-fn health_source(state: Shared) -> http::HealthSource {
-    Arc::new(move || health_input(&state.lock()))
-}
-
-/// What health is judged on: each unit's state, problem, escalation, circuit and recovery, and
-/// the kernel hooks.
-pub fn health_input(state: &AgentState) -> HealthInput {
-    HealthInput {
-        units: state
-            .live_units()
-            .map(|(_, u)| {
-                let policy = u.view.policy.as_ref();
-                UnitHealth {
-                    name: u.name.clone(),
-                    active_state: if u.exists() {
-                        u.systemd.active_state.clone()
-                    } else {
-                        "not-found".into()
-                    },
-                    problem: policy
-                        .and_then(|p| p.incident.clone())
-                        .or_else(|| u.view.escalated_problem.clone())
-                        .or_else(|| {
-                            u.view
-                                .stalls
-                                .iter()
-                                .find(|s| s.reported)
-                                .map(|s| s.kind.clone())
-                        }),
-                    escalated: policy.is_some_and(|p| p.escalated.is_some()),
-                    circuit: policy.map(|p| p.circuit).unwrap_or_default(),
-                    recovering: policy.is_some_and(|p| p.next_action.is_some()),
-                }
-            })
-            .collect(),
-        hooks: state
-            .hooks
-            .iter()
-            .map(|h| HookHealth {
-                name: h.hook.to_owned(),
-                attached: h.attached,
-                detail: h.detail.clone(),
-            })
-            .collect(),
-        blind: state
-            .parts
-            .as_ref()
-            .map(|p| p.blind())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| (p.name.to_owned(), p.detail.to_owned()))
-            .collect(),
-        uptime: state.started.elapsed(),
-    }
+/// The facts `/health` is computed from, read from the last published snapshot when asked.
+fn health_source(snapshots: publish::Snapshots) -> http::HealthSource {
+    Arc::new(move || snapshots.borrow().health_input())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

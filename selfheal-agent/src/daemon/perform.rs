@@ -27,7 +27,7 @@ impl Engine {
                     continue;
                 };
                 log_event(&u.name, &event);
-                u.history.push(SystemTime::now(), event);
+                u.record(SystemTime::now(), event);
             }
         }
         for work in fx.run {

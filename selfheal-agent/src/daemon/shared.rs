@@ -5,6 +5,8 @@ use std::{
     time::Instant,
 };
 
+use tokio::sync::Notify;
+
 use super::Options;
 use crate::{
     sensors::ebpf::{HookStatus, KernelCounters},
@@ -22,7 +24,7 @@ pub struct AgentState {
     /// The config's `[[unit]]` tables: what a unit systemd announces is adopted under.
     pub tables: Tables,
     pub hooks: Vec<HookStatus>,
-    pub kernel_counters: Option<KernelCounters>,
+    pub kernel_counters: Option<Arc<KernelCounters>>,
     /// Where /metrics, /health and the webhook listen (the bound address).
     pub http_address: String,
     /// Thread ids the kernel tracks in its scheduler map (monitored units' tasks only).
@@ -76,19 +78,70 @@ impl AgentState {
     }
 }
 
-/// Shared, briefly locked state. Never held across an await.
+/// The state the tracker and the engine write, briefly locked, never across an await. The
+/// report layer does not lock it: it reads the [`super::publish::Snapshot`] published after
+/// each change.
 #[derive(Clone)]
-pub struct Shared(Arc<Mutex<AgentState>>);
+pub struct Shared {
+    state: Arc<Mutex<AgentState>>,
+    /// Told after every write: the publisher wakes on it.
+    changed: Arc<Notify>,
+}
 
 impl Shared {
     pub fn new(state: AgentState) -> Self {
-        Self(Arc::new(Mutex::new(state)))
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            changed: Arc::new(Notify::new()),
+        }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, AgentState> {
-        // A panic while holding the lock leaves plain data behind: keep going with it.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The state, to read or write; a write (any `&mut` use) wakes the publisher when the
+    /// guard drops.
+    pub fn lock(&self) -> StateGuard<'_> {
+        StateGuard {
+            // A panic while holding the lock leaves plain data behind: keep going with it.
+            guard: self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            changed: &self.changed,
+            wrote: false,
+        }
+    }
+
+    /// Resolves after the next write (or at once if one happened since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+pub struct StateGuard<'a> {
+    guard: MutexGuard<'a, AgentState>,
+    changed: &'a Notify,
+    wrote: bool,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = AgentState;
+
+    fn deref(&self) -> &AgentState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut AgentState {
+        self.wrote = true;
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if self.wrote {
+            // A stored permit: a write while the publisher builds is published next.
+            self.changed.notify_one();
+        }
     }
 }

@@ -434,7 +434,7 @@ impl Engine {
             );
             view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
             view.policy = policy;
-            u.view = view;
+            u.view = std::sync::Arc::new(view);
         }
     }
 }

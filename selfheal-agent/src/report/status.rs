@@ -18,7 +18,10 @@ use tokio::{
 
 use super::{health::HealthReport, history::Record};
 use crate::{
-    daemon::{Shared, commands::Command},
+    daemon::{
+        commands::Command,
+        publish::{Snapshot, Snapshots},
+    },
     systemd::Bus,
     units::view::UnitView,
 };
@@ -103,24 +106,23 @@ pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
     serde_json::from_str(line)
 }
 
-fn document(state: &Shared) -> StatusDoc {
-    let state = state.lock();
+fn document(snapshot: &Snapshot) -> StatusDoc {
     StatusDoc {
-        health: super::health::assess(&crate::daemon::health_input(&state)),
+        health: super::health::assess(&snapshot.health_input()),
         agent: AgentInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
-            uptime_seconds: state.started.elapsed().as_secs(),
-            bus: match state.bus {
+            uptime_seconds: snapshot.started.elapsed().as_secs(),
+            bus: match snapshot.bus {
                 Bus::System => "system",
                 Bus::User => "user",
             }
             .to_owned(),
-            dry_run: state.dry_run,
-            http: state.http_address.clone(),
+            dry_run: snapshot.dry_run,
+            http: snapshot.http_address.clone(),
         },
         kernel: KernelInfo {
-            hooks: state
+            hooks: snapshot
                 .hooks
                 .iter()
                 .map(|h| HookInfo {
@@ -129,7 +131,7 @@ fn document(state: &Shared) -> StatusDoc {
                     detail: h.detail.clone(),
                 })
                 .collect(),
-            counters: state
+            counters: snapshot
                 .kernel_counters
                 .as_ref()
                 .map(|c| {
@@ -139,27 +141,28 @@ fn document(state: &Shared) -> StatusDoc {
                         .collect()
                 })
                 .unwrap_or_default(),
-            tracked_tasks: state.tracked_tasks.clone(),
+            tracked_tasks: snapshot.tracked_tasks.clone(),
         },
-        units: state
-            .live_units()
-            .map(|(_, u)| UnitStatus {
+        units: snapshot
+            .units
+            .iter()
+            .map(|u| UnitStatus {
                 name: u.name.clone(),
                 pattern: u.pattern.clone(),
-                exists: u.exists(),
-                load_state: u.systemd.load_state.clone(),
-                active_state: u.systemd.active_state.clone(),
-                sub_state: u.systemd.sub_state.clone(),
-                main_pid: u.systemd.main_pid,
-                cgroup: u.watched_cgroup.clone(),
+                exists: u.exists,
+                load_state: u.load_state.clone(),
+                active_state: u.active_state.clone(),
+                sub_state: u.sub_state.clone(),
+                main_pid: u.main_pid,
+                cgroup: u.cgroup.clone(),
                 cgroup_id: u.cgroup_id,
-                restart: u.policy.restart.to_string(),
+                restart: u.restart.clone(),
                 restarts: u.history.restarts,
                 history: u.history.records().cloned().collect(),
-                view: u.view.clone(),
+                view: (*u.view).clone(),
             })
             .collect(),
-        patterns: state.tables.patterns().map(str::to_owned).collect(),
+        patterns: snapshot.patterns.clone(),
     }
 }
 
@@ -188,7 +191,7 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 
 pub async fn serve(
     listener: UnixListener,
-    state: Shared,
+    state: Snapshots,
     commands: mpsc::Sender<Command>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -203,7 +206,7 @@ pub async fn serve(
     }
 }
 
-async fn answer(stream: UnixStream, state: Shared, commands: mpsc::Sender<Command>) {
+async fn answer(stream: UnixStream, state: Snapshots, commands: mpsc::Sender<Command>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
@@ -223,7 +226,7 @@ async fn answer(stream: UnixStream, state: Shared, commands: mpsc::Sender<Comman
 
 async fn handle(
     req: Request,
-    state: &Shared,
+    state: &Snapshots,
     commands: &mpsc::Sender<Command>,
 ) -> serde_json::Value {
     let unit = req.unit.clone().unwrap_or_default();
@@ -239,12 +242,15 @@ async fn handle(
         }
     };
     match req.command.as_str() {
-        "status" => serde_json::to_value(document(state)).unwrap_or_default(),
+        "status" => {
+            let snapshot = state.borrow().clone();
+            serde_json::to_value(document(&snapshot)).unwrap_or_default()
+        }
         "history" => {
-            let state = state.lock();
-            let units: Vec<serde_json::Value> = state
-                .live_units()
-                .map(|(_, u)| u)
+            let snapshot = state.borrow().clone();
+            let units: Vec<serde_json::Value> = snapshot
+                .units
+                .iter()
                 .filter(|u| req.unit.as_ref().is_none_or(|n| *n == u.name))
                 .map(|u| serde_json::json!({ "name": u.name, "history": u.history.records().collect::<Vec<_>>() }))
                 .collect();

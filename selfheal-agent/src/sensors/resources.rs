@@ -358,16 +358,36 @@ mod tests {
         };
         let mut cache = ReadingCache::default();
         current(100);
-        assert_eq!(cache.read(&input, true).memory_bytes, Some(100), "nothing kept yet");
+        assert_eq!(
+            cache.read(&input, true).memory_bytes,
+            Some(100),
+            "nothing kept yet"
+        );
         current(200);
-        assert_eq!(cache.read(&input, true).memory_bytes, Some(100), "quiet: kept");
-        assert_eq!(cache.read(&input, false).memory_bytes, Some(200), "it ran: read");
+        assert_eq!(
+            cache.read(&input, true).memory_bytes,
+            Some(100),
+            "quiet: kept"
+        );
+        assert_eq!(
+            cache.read(&input, false).memory_bytes,
+            Some(200),
+            "it ran: read"
+        );
         current(300);
         input.limits.memory_max = 1 << 30;
-        assert_eq!(cache.read(&input, true).memory_bytes, Some(300), "new limits: read");
+        assert_eq!(
+            cache.read(&input, true).memory_bytes,
+            Some(300),
+            "new limits: read"
+        );
         cache.retain(|unit| unit != 3);
         current(400);
-        assert_eq!(cache.read(&input, true).memory_bytes, Some(400), "forgotten: read");
+        assert_eq!(
+            cache.read(&input, true).memory_bytes,
+            Some(400),
+            "forgotten: read"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -467,9 +467,15 @@ mod tests {
         };
         assert!(resting(&stat(TASK_INTERRUPTIBLE, 0)));
         assert!(resting(&stat(TASK_STOPPED, 0)));
-        assert!(!resting(&stat(TASK_RUNNING, 0)), "runnable: it may be starved");
+        assert!(
+            !resting(&stat(TASK_RUNNING, 0)),
+            "runnable: it may be starved"
+        );
         assert!(!resting(&stat(TASK_RUNNING, 1)));
-        assert!(!resting(&stat(TASK_UNINTERRUPTIBLE, 0)), "D: it may be hung");
+        assert!(
+            !resting(&stat(TASK_UNINTERRUPTIBLE, 0)),
+            "D: it may be hung"
+        );
     }
 
     #[test]

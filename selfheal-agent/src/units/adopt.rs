@@ -90,9 +90,7 @@ impl Tracker {
             let index = super::add(&mut state.units, *policy, Some(pattern.clone()));
             let message = format!("adopted by the pattern {pattern:?}");
             info!("{name}: {message}");
-            state.units[index as usize]
-                .history
-                .push(SystemTime::now(), Event::Unit { message });
+            state.units[index as usize].record(SystemTime::now(), Event::Unit { message });
             index
         };
         // Before the kernel filter knows the unit: the engine learns of it before any record.

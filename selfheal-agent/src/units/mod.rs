@@ -8,6 +8,8 @@ pub mod tables;
 pub mod tracker;
 pub mod view;
 
+use std::sync::Arc;
+
 use zbus::zvariant::OwnedObjectPath;
 
 use crate::{config::UnitPolicy, report::history::History, systemd::UnitSnapshot};
@@ -40,9 +42,10 @@ pub struct MonitoredUnit {
     pub last_main_pid: u32,
     /// A stop job was seen: exits now are systemd's or an operator's doing, not failures.
     pub stopping: bool,
-    pub history: History,
-    /// What the engine last published about the unit.
-    pub view: view::UnitView,
+    /// Shared with the published snapshot: a write copies it only while a reader holds it.
+    pub history: Arc<History>,
+    /// What the engine last published about the unit (shared like `history`).
+    pub view: Arc<view::UnitView>,
 }
 
 impl MonitoredUnit {
@@ -58,9 +61,19 @@ impl MonitoredUnit {
             cgroup_id: None,
             last_main_pid: 0,
             stopping: false,
-            history: History::default(),
-            view: view::UnitView::default(),
+            history: Arc::default(),
+            view: Arc::default(),
         }
+    }
+
+    /// Adds `event` to the unit's history (copied first while a published snapshot holds it).
+    pub fn record(&mut self, at: std::time::SystemTime, event: crate::report::history::Event) {
+        Arc::make_mut(&mut self.history).push(at, event);
+    }
+
+    /// The unit's view, to change in place (copied first while a snapshot holds it).
+    pub fn view_mut(&mut self) -> &mut view::UnitView {
+        Arc::make_mut(&mut self.view)
     }
 
     /// Folds a fresh snapshot into what we know.

@@ -315,8 +315,7 @@ impl Tracker {
             } else {
                 warn!("{name}: {message}")
             }
-            unit.history
-                .push(SystemTime::now(), Event::Unit { message });
+            unit.record(SystemTime::now(), Event::Unit { message });
         }
         let (Some(cgroup), true, Some(filter)) = (cgroup, exists, self.filter.as_mut()) else {
             return;
