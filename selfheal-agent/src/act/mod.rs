@@ -18,4 +18,6 @@ pub struct Outcome {
     pub result: &'static str,
     pub detail: String,
     pub duration: Duration,
+    /// CLOCK_MONOTONIC (ns) when the systemd call was sent, for timing the agent's own part.
+    pub issued_ns: Option<u64>,
 }

@@ -2,7 +2,10 @@
 //! check that the unit is really active. A main process that cannot answer the stop is ended
 //! at once ([`prompt_stop`]) instead of after the unit's stop timeout.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
 
 use futures_util::StreamExt as _;
 use zbus::zvariant::OwnedObjectPath;
@@ -18,21 +21,31 @@ pub struct RestartRequest {
     pub name: String,
     pub object_path: OwnedObjectPath,
     pub delay: Duration,
+    /// The unit as the tracker knows it from systemd's signals; `None` reads it first (two
+    /// round trips before the restart is even asked for).
+    pub known: Option<UnitSnapshot>,
 }
 
 pub async fn restart(conn: &zbus::Connection, req: RestartRequest) -> Outcome {
     let started = Instant::now();
+    // 0 until RestartUnit is sent.
+    let issued = AtomicU64::new(0);
     let outcome = |result, detail: String| Outcome {
         unit: req.unit,
         action: "restart",
         result,
         detail,
         duration: started.elapsed(),
+        issued_ns: Some(issued.load(Ordering::Relaxed)).filter(|ns| *ns != 0),
     };
     if !req.delay.is_zero() {
         tokio::time::sleep(req.delay).await;
     }
-    let before = read_snapshot(conn, &req.name, &req.object_path).await.ok();
+    let before = match (req.known.clone(), req.delay.is_zero()) {
+        // Right after the decision the tracker's picture is as fresh as a read would be.
+        (Some(known), true) => Some(known),
+        _ => read_snapshot(conn, &req.name, &req.object_path).await.ok(),
+    };
     // A stop requested meanwhile (by an operator or systemd) wins over our restart.
     if before.as_ref().is_some_and(|s| s.job_type == "stop") {
         return outcome("skipped", "a stop job is pending on the unit".into());
@@ -44,7 +57,7 @@ pub async fn restart(conn: &zbus::Connection, req: RestartRequest) -> Outcome {
     if let Some(why) = unresponsive {
         notes.push(prompt_stop::continue_all(conn, &req.name, why).await);
     }
-    let (result, killed) = run_job(conn, &req.name, unresponsive, old_main.as_ref()).await;
+    let (result, killed) = run_job(conn, &req.name, unresponsive, old_main.as_ref(), &issued).await;
     notes.extend(killed);
     notes.retain(|n| !n.is_empty());
     let forced = (!notes.is_empty()).then(|| notes.join("; "));
@@ -108,9 +121,10 @@ async fn run_job(
     name: &str,
     unresponsive: Option<prompt_stop::Unresponsive>,
     old_main: Option<&prompt_stop::OldMain>,
+    issued: &AtomicU64,
 ) -> (Result<String, String>, Option<String>) {
     let mut killed = None;
-    let result = wait_job(conn, name, unresponsive, old_main, &mut killed).await;
+    let result = wait_job(conn, name, unresponsive, old_main, &mut killed, issued).await;
     (result, killed)
 }
 
@@ -120,13 +134,20 @@ async fn wait_job(
     unresponsive: Option<prompt_stop::Unresponsive>,
     old_main: Option<&prompt_stop::OldMain>,
     killed: &mut Option<String>,
+    issued: &AtomicU64,
 ) -> Result<String, String> {
-    let manager = ManagerProxy::new(conn).await.map_err(|e| e.to_string())?;
+    // No property cache: nothing but the two calls below goes over the bus.
+    let manager = ManagerProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
     // Listen before asking, so the JobRemoved signal cannot slip past.
     let mut removed = manager
         .receive_job_removed()
         .await
         .map_err(|e| e.to_string())?;
+    issued.store(crate::sensors::ebpf::monotonic_ns(), Ordering::Relaxed);
     let job = manager
         .restart_unit(name, "replace")
         .await

@@ -63,12 +63,13 @@ impl Engine {
                 self.finished(Finished::now(unit, work.action, ActionOutcome::Done));
             }
             _ => {
-                let (object_path, cgroup_dir) = self.target_of(unit);
+                let (object_path, cgroup_dir, systemd) = self.target_of(unit);
                 let target = Target {
                     unit,
                     name,
                     object_path,
                     cgroup_dir,
+                    systemd,
                 };
                 let (conn, tx) = (self.p.conn.clone(), self.finished_tx.clone());
                 let (gate, live) = (self.p.fleet.clone(), self.live(unit, work.kind.as_ref()));
@@ -118,16 +119,26 @@ impl Engine {
         })
     }
 
-    fn target_of(&self, unit: u32) -> (Option<zbus::zvariant::OwnedObjectPath>, Option<PathBuf>) {
+    /// The unit's object path, cgroup directory and the tracker's picture of it (kept current
+    /// by systemd's signals: an action needs no round trip to learn it again).
+    fn target_of(
+        &self,
+        unit: u32,
+    ) -> (
+        Option<zbus::zvariant::OwnedObjectPath>,
+        Option<PathBuf>,
+        Option<crate::systemd::UnitSnapshot>,
+    ) {
         let state = self.p.state.lock();
         let Some(u) = state.unit(unit) else {
-            return (None, None);
+            return (None, None, None);
         };
         let dir = u
             .watched_cgroup
             .as_ref()
             .map(|c| self.p.v2_root.join(c.trim_start_matches('/')));
-        (u.object_path.clone(), dir)
+        let known = u.object_path.is_some().then(|| u.systemd.clone());
+        (u.object_path.clone(), dir, known)
     }
 
     /// Limits the config gives no base for are scaled from what systemd had before the agent

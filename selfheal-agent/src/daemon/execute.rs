@@ -27,6 +27,8 @@ pub struct Finished {
     /// outcome.
     pub note: String,
     pub took: Duration,
+    /// CLOCK_MONOTONIC (ns) when the systemd call was sent (restarts), for the audit log.
+    pub issued_ns: Option<u64>,
     /// Fleet mode: the slot held for this action, for the audit log.
     pub slot: Option<crate::fleet::SlotRecord>,
     /// Fleet mode: a quarantine the gate admitted, for the engine to apply (it owns the
@@ -59,6 +61,7 @@ impl Finished {
             outcome,
             note: String::new(),
             took: Duration::ZERO,
+            issued_ns: None,
             slot: None,
             admitted: None,
         }
@@ -79,6 +82,8 @@ pub struct Target {
     pub object_path: Option<OwnedObjectPath>,
     /// The unit's v2 cgroup directory, for freezing it where systemd cannot.
     pub cgroup_dir: Option<std::path::PathBuf>,
+    /// What the tracker knows of the unit now (`None`: not loaded yet).
+    pub systemd: Option<crate::systemd::UnitSnapshot>,
 }
 
 /// Runs a systemd-side action (restart, fallback, instances, scale, freeze). Quarantine and
@@ -93,6 +98,7 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
         ),
         Err(e) => (ActionOutcome::Failed(e), String::new()),
     };
+    let mut issued_ns = None;
     let (outcome, note) = match &action {
         Action::Restart => match target.object_path.clone() {
             None => (
@@ -107,6 +113,7 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
                         name: target.name.clone(),
                         object_path,
                         delay: Duration::ZERO,
+                        known: target.systemd.clone(),
                     },
                 )
                 .await;
@@ -115,6 +122,7 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
                     "failed" => ActionOutcome::Failed(out.detail.clone()),
                     _ => ActionOutcome::NotExecuted(out.detail.clone()),
                 };
+                issued_ns = out.issued_ns;
                 (outcome, out.detail)
             }
         },
@@ -165,6 +173,7 @@ pub async fn execute(conn: zbus::Connection, target: Target, action: Action) -> 
         outcome,
         note,
         took: started.elapsed(),
+        issued_ns,
         slot: None,
         admitted: None,
     }

@@ -72,6 +72,7 @@ pub struct Options {
 const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    keep_heap_small();
     let config = &opts.config;
     // Resolved once: the unit table, the probes and the policy all start from the exact names
     // (in file order: unit i is the i-th exact name); patterns adopt later.
@@ -408,6 +409,22 @@ async fn reload_config(path: &Path, running: &mut Config, engine: &mpsc::Sender<
 
 /// Gives the heap freed after loading (the kernel's BTF, parsed while the programs load: a few
 /// MiB) back to the system; glibc would otherwise keep it in the agent's RSS for good.
+/// A long-running agent with a bursty start (the kernel's BTF, 5 MiB, parsed twice) should not
+/// keep its peak: buffers of 128 KiB and more are mapped on their own and unmapped when freed
+/// (glibc would otherwise raise that threshold after the first big free and keep later ones in
+/// the heap), free heap above 128 KiB is returned, and the blocking pool's threads share two
+/// arenas instead of one each. Same effect as the GLIBC_TUNABLES the bench measured.
+fn keep_heap_small() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tuning (it takes the allocator's own lock);
+    // no allocation is touched.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn return_freed_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.

@@ -77,6 +77,7 @@ fn audit_record(note: &AuditNote) -> AuditRecord<'_> {
             outcome,
             detail,
             duration_ms,
+            issued_ns,
             slot,
         } => AuditRecord::Action {
             unit,
@@ -84,6 +85,7 @@ fn audit_record(note: &AuditNote) -> AuditRecord<'_> {
             outcome,
             detail,
             duration_ms: *duration_ms,
+            issued_monotonic_ns: *issued_ns,
             slot: slot.as_ref(),
         },
     }

@@ -30,6 +30,10 @@ pub enum AuditRecord<'a> {
         outcome: &'a str,
         detail: &'a str,
         duration_ms: u64,
+        /// CLOCK_MONOTONIC (ns) when the agent sent the systemd call (restarts): with the
+        /// kernel's exit timestamp, the agent's own share of a crash's reaction time.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        issued_monotonic_ns: Option<u64>,
         /// Fleet mode: the slot the action held (its etcd key, lease and revision).
         #[serde(skip_serializing_if = "Option::is_none")]
         slot: Option<&'a crate::fleet::SlotRecord>,
@@ -102,6 +106,7 @@ mod tests {
             outcome: "done",
             detail: "active",
             duration_ms: 12,
+            issued_monotonic_ns: None,
             slot: None,
         });
         audit.record(&AuditRecord::Decision {

@@ -3,7 +3,12 @@
 //! the unit's new main process (systemd's own start timestamp against the kill), next to
 //! systemd's `Restart=` doing the same.
 
-use std::{collections::BTreeMap, fmt::Write as _, thread, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    thread,
+    time::{Duration, Instant},
+};
 
 use selfheal_tests::{Sandbox, agent::Agent, service_unit};
 
@@ -87,8 +92,8 @@ pub fn collect_exit_latencies(
     timeout: Duration,
 ) -> anyhow::Result<Vec<f64>> {
     let mut seen: BTreeMap<(u64, u64), f64> = BTreeMap::new();
-    let deadline = std::time::Instant::now() + timeout;
-    while seen.len() < wanted && std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + timeout;
+    while seen.len() < wanted && Instant::now() < deadline {
         let status = agent.status()?;
         for (_, r) in harness::all_records(&status) {
             if r["kind"] == "exit"
@@ -143,16 +148,20 @@ pub fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyho
         let _ = writeln!(toml, "[[unit]]\nname = \"{}\"\n", name("agent", i));
     }
     let mut agent_ms = Vec::new();
+    let mut issued_ms = Vec::new();
     let mut systemd_ms = Vec::new();
     {
         let _agent = Agent::start(&sandbox, &toml, &[])?;
         thread::sleep(Duration::from_secs(2));
         for i in 0..plan.crash_samples {
             let k = i % CRASH_UNITS;
-            if let Some(v) = crash_once(&sandbox, &name("agent", k))? {
+            if let Some((t0, v)) = crash_once(&sandbox, &name("agent", k))? {
                 agent_ms.push(v);
+                if let Some(issued) = issued_after(&sandbox, &name("agent", k), t0)? {
+                    issued_ms.push(issued);
+                }
             }
-            if let Some(v) = crash_once(&sandbox, &name("systemd", k))? {
+            if let Some((_, v)) = crash_once(&sandbox, &name("systemd", k))? {
                 systemd_ms.push(v);
             }
         }
@@ -166,7 +175,7 @@ pub fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyho
         let _agent = Agent::start(&sandbox, &toml, &[])?;
         thread::sleep(Duration::from_secs(2));
         for i in 0..DEFAULT_POLICY_UNITS {
-            if let Some(v) = crash_once(&sandbox, &name("default", i))? {
+            if let Some((_, v)) = crash_once(&sandbox, &name("default", i))? {
                 default_ms.push(v);
             }
         }
@@ -196,6 +205,11 @@ pub fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyho
         plan.crash_samples,
     ));
     section.line(line(
+        "selfheal, backoff.initial = 0s: kill → RestartUnit sent (audit `issued_monotonic_ns`)",
+        &issued_ms,
+        plan.crash_samples,
+    ));
+    section.line(line(
         "systemd, Restart=on-failure, RestartSec=0",
         &systemd_ms,
         plan.crash_samples,
@@ -206,30 +220,28 @@ pub fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyho
         DEFAULT_POLICY_UNITS,
     ));
     section.line("");
-    let immediate = Spread::of(&agent_ms);
+    let issued = Spread::of(&issued_ms);
+    let upper = Spread::of(&agent_ms);
     section.targets.push(Target::new(
-        "exit → RestartUnit issued, p99 (upper bound: new process started)",
+        "crash → RestartUnit issued, p99",
         "≤ 10 ms",
-        immediate.map_or("no restart".into(), |s| {
+        issued.map_or("no restart".into(), |s| {
             format!(
-                "p99 {} (p50 {}); shipped policy: {}",
+                "p99 {} (p50 {}); to the new process: p99 {}",
                 ms(s.p99),
                 ms(s.median),
-                Spread::of(&default_ms).map_or("–".into(), |d| format!("p50 {}", ms(d.median)))
+                upper.map_or("–".into(), |u| ms(u.p99))
             )
         }),
-        immediate.map(|s| s.p99 <= 10.0),
+        issued.map(|s| s.p99 <= 10.0),
     ));
-    if immediate.is_none_or(|s| s.p99 > 10.0) {
+    if issued.is_none_or(|s| s.p99 > 10.0) {
         section.notes.push(
-            "Exit → restart p99 above 10 ms even with an immediate policy. The figure runs to \
-             systemd forking the new process, and systemd's own Restart= on the same machine takes \
-             the time in the row above; the agent's extra is its D-Bus path: `act::restart` reads \
-             the unit's properties (GetAll), builds a manager proxy and subscribes to JobRemoved \
-             before it calls RestartUnit, each a round trip through dbus-daemon. A standing \
-             JobRemoved subscription, a proxy made once, and RestartUnit first (the stop-job \
-             check can use the tracker's state) would leave one round trip. Timestamping the \
-             RestartUnit call in the history would measure the agent's part alone."
+            "Crash → RestartUnit p99 above 10 ms. The path is the kernel's exit record, the \
+             engine's decision, one AddMatch for JobRemoved and the RestartUnit call (the unit's \
+             state comes from the tracker, no GetAll first); the tail is the agent's wakeup on a \
+             busy 2-core VM. A standing JobRemoved subscription would remove the AddMatch round \
+             trip."
                 .into(),
         );
     }
@@ -247,7 +259,8 @@ pub fn exit_to_restart(bins: &Bins, plan: &Plan, section: &mut Section) -> anyho
 
 /// Kills the unit's main process once it has rested ≥ 1.5 s; ms until its replacement started,
 /// or None when none started in time.
-fn crash_once(sandbox: &Sandbox, unit: &str) -> anyhow::Result<Option<f64>> {
+/// Kills the unit's main process once rested; (kill time, ms to the new main process).
+fn crash_once(sandbox: &Sandbox, unit: &str) -> anyhow::Result<Option<(u64, f64)>> {
     let Some((pid, started)) = harness::main_process(sandbox, unit)? else {
         // Still restarting from the last round (or not restarted): wait for it, then go on.
         thread::sleep(Duration::from_millis(200));
@@ -267,5 +280,24 @@ fn crash_once(sandbox: &Sandbox, unit: &str) -> anyhow::Result<Option<f64>> {
         RESTART_TIMEOUT,
         Duration::from_millis(5),
     )?;
-    Ok(replaced.map(|(_, start)| start.saturating_sub(t0) as f64 / 1e6))
+    Ok(replaced.map(|(_, start)| (t0, start.saturating_sub(t0) as f64 / 1e6)))
+}
+
+/// Milliseconds from `t0` to the agent sending RestartUnit for `unit`, from the audit log's
+/// `issued_monotonic_ns` (same clock); the action's line is written once the job ends, so it
+/// may take a moment to appear.
+fn issued_after(sandbox: &Sandbox, unit: &str, t0: u64) -> anyhow::Result<Option<f64>> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let issued = selfheal_tests::agent::audit_lines(sandbox)?
+            .iter()
+            .filter(|l| l["event"] == "action" && l["unit"] == unit && l["action"] == "restart")
+            .filter_map(|l| l["issued_monotonic_ns"].as_u64())
+            .find(|ns| *ns > t0);
+        if let Some(ns) = issued {
+            return Ok(Some((ns - t0) as f64 / 1e6));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(None)
 }

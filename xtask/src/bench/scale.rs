@@ -240,27 +240,25 @@ pub fn run(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()
     ));
     if idle_cpu.max(load_cpu) > CPU_TARGET_PERCENT {
         section.notes.push(format!(
-            "Agent CPU above 1 % of a core with {} units: it is the 1 s tick's sampling, mostly \
-             procfs and cgroupfs reads per unit and per process (see the profile above: the v1 \
-             cgroup path of every process from /proc/PID/cgroup, cpu.stat throttling, PSI, the \
-             pids of the cgroup tree, /proc/PID/fd for sockets). Caching what only changes at a \
-             restart (the v1 cgroup path), and sampling resources for leaks every few ticks \
-             instead of every tick, would cut it several-fold; the kernel side costs the agent \
-             nothing here (it aggregates in maps).",
+            "Agent CPU above 1 % of a core with {} busy units: busy units are never quiet, so \
+             each is read in full every tick (procfs and cgroupfs per unit and per process: see \
+             the profile above). On this hybrid host the v1 cgroup path of each process is looked \
+             up every time (/proc/PID/cgroup); caching it per incarnation, and reading one TCP \
+             table per network namespace per pass, are the next steps. The kernel side costs \
+             the agent nothing here (it aggregates in maps).",
             plan.load_units
         ));
     }
     if rss > RSS_TARGET_KIB {
         section.notes.push(format!(
-            "Agent RSS above 20 MiB ({} idle). Most of it is anonymous heap kept after start-up: \
-             the agent parses the kernel's BTF ({} KiB at /sys/kernel/btf/vmlinux) twice (its own \
-             offsets, then aya's), and glibc keeps the freed memory. With glibc told to return \
-             freed memory the same idle agent has {}: calling `malloc_trim(0)` once the programs \
-             are attached (or parsing BTF once and dropping it) closes most of the gap; the \
-             binary's own pages are ~7 MiB of the rest. BPF maps are kernel memory, not RSS.",
+            "Agent RSS above 20 MiB ({} idle, {} loaded). The agent already tells glibc to map \
+             big buffers on their own and to return freed heap (the start-up peak, BTF parsed \
+             twice, is given back: compare the diagnostic row, {} KiB of BTF here); under load \
+             the rest is the working set of the sampling pass (per-task readings, views) and the \
+             binary's own pages (~7 MiB).",
             mib(idle.rss_kib),
+            mib(loaded.rss_kib),
             std::fs::metadata("/sys/kernel/btf/vmlinux").map_or(0, |m| m.len() / 1024),
-            mib(trimmed.rss_kib)
         ));
     }
     section.targets.push(Target::new(

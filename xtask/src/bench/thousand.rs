@@ -156,7 +156,13 @@ pub fn run(plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
         maps as f64 / 1048576.0
     ));
     section.targets.push(Target::new(
-        &format!("{n} monitored units: attach / refresh after restart / RSS"),
+        &format!("{n} idle units: agent CPU / RSS"),
+        "≤ 1 % / ≤ 40 MiB",
+        format!("{idle_cpu:.2} % / {:.1} MiB", after.rss_kib as f64 / 1024.0),
+        Some(idle_cpu <= 1.0 && after.rss_kib <= 40 * 1024),
+    ));
+    section.targets.push(Target::new(
+        &format!("{n} monitored units: attach / refresh after restart / RSS after"),
         "(reported)",
         format!(
             "{} / {} / {:.1} MiB",
@@ -168,17 +174,20 @@ pub fn run(plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
     ));
     if idle_cpu > 1.0 {
         section.notes.push(format!(
-            "With {n} idle units the agent uses {idle_cpu:.1} % of a core: the 1 s tick samples \
-             every active unit (procfs, cgroupfs, the scheduler maps) whatever it does, so CPU \
-             grows linearly with the unit count. Sampling leak resources every few ticks, \
-             caching per-restart facts, and skipping units whose scheduler aggregate shows no \
-             change would make idle units nearly free."
+            "With {n} idle units the agent uses {idle_cpu:.1} % of a core. Quiet units (nothing \
+             ran, every task asleep) keep their readings, so what is left is per unit and per \
+             tick: the scheduler map lookups, the detectors fed the kept samples, the unit's view \
+             rebuilt for status, and the full read of one unit in 30 (staggered). A kernel-side \
+             \"ran since\" bitmap read in one batch, and views rebuilt only for units that \
+             changed, would take it under 1 %."
         ));
     }
-    if usage.rss_kib > 20 * 1024 {
+    if after.rss_kib.max(usage.rss_kib) > 40 * 1024 {
         section.notes.push(format!(
-            "With {n} units the agent's RSS is {:.1} MiB: per-unit state (32 history records, \
-             views, series) and the status document grow with the unit count.",
+            "With {n} units the agent's RSS is {:.1} MiB idle and {:.1} MiB after the mass \
+             restart (target 40 MiB): per-unit state (32 history records, the view, leak series, \
+             the scheduler's and the readings' caches) grows with the unit count.",
+            after.rss_kib as f64 / 1024.0,
             usage.rss_kib as f64 / 1024.0
         ));
     }

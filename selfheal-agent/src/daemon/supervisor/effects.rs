@@ -40,6 +40,8 @@ pub enum AuditNote {
         outcome: &'static str,
         detail: String,
         duration_ms: u64,
+        /// CLOCK_MONOTONIC (ns) when the systemd call was sent.
+        issued_ns: Option<u64>,
         /// Fleet mode: the slot the action held.
         slot: Option<crate::fleet::SlotRecord>,
     },

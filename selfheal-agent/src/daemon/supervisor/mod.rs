@@ -313,6 +313,7 @@ impl Supervisor {
                 outcome: result,
                 detail: detail.clone(),
                 duration_ms,
+                issued_ns: done.issued_ns,
                 slot: done.slot.clone(),
             });
             fx.history.push((
