@@ -148,6 +148,7 @@ impl Engine {
         ) else {
             return;
         };
+        let writer = persist::Writer::spawn(self.p.state_file.clone());
         let mut tick = tokio::time::interval(self.p.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -175,15 +176,18 @@ impl Engine {
             }
             if self.dirty {
                 self.dirty = false;
-                self.save();
+                self.save(&writer);
             }
         }
-        self.save();
+        self.save(&writer);
+        writer.close().await;
     }
 
-    fn save(&self) {
-        if let Err(e) = persist::save(self.p.supervisor.policy(), &self.p.state_file) {
-            warn!("cannot save state to {}: {e}", self.p.state_file.display());
+    /// Hands the policy's state to the writer (serialized here, written off the async threads).
+    fn save(&self, writer: &persist::Writer) {
+        match persist::encode(self.p.supervisor.policy()) {
+            Ok(text) => writer.submit(text),
+            Err(e) => warn!("cannot save state to {}: {e}", self.p.state_file.display()),
         }
     }
 
