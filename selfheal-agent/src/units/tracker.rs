@@ -317,7 +317,7 @@ impl Tracker {
             }
             unit.record(SystemTime::now(), Event::Unit { message });
         }
-        let (Some(cgroup), true, Some(filter)) = (cgroup, exists, self.filter.as_mut()) else {
+        let (Some(cgroup), true, true) = (cgroup, exists, self.filter.is_some()) else {
             return;
         };
         let dir = self.v2_root.join(cgroup.trim_start_matches('/'));
@@ -325,7 +325,19 @@ impl Tracker {
         if unit.watched_cgroup.as_deref() == Some(&cgroup) && unit.cgroup_id == current_id {
             return;
         }
-        match filter.watch(index as u32, &self.v2_root, &cgroup) {
+        // Map writes, a walk of the cgroup tree and maybe a program attach: not under the
+        // table's lock, and not on an async thread others are waiting for.
+        drop(state);
+        let Some(filter) = self.filter.as_mut() else {
+            return;
+        };
+        let v2_root = &self.v2_root;
+        let watched = tokio::task::block_in_place(|| filter.watch(index as u32, v2_root, &cgroup));
+        let mut state = self.state.lock();
+        let Some(unit) = state.unit_mut(index as u32) else {
+            return;
+        };
+        match watched {
             Ok(id) => {
                 unit.watched_cgroup = Some(cgroup);
                 unit.cgroup_id = id;
