@@ -139,11 +139,6 @@ pub struct QueueReading {
 }
 
 impl QueueReading {
-    /// Reads the queues of the sockets the processes `tgids` hold.
-    pub fn read(tgids: &[u32]) -> Self {
-        Self::read_inodes(tgids.first().copied(), &socket_inodes(tgids))
-    }
-
     /// Reads the queues of `inodes` from the TCP tables of `tgid`'s network namespace; no
     /// read at all without inodes.
     pub fn read_inodes(tgid: Option<u32>, inodes: &HashSet<u64>) -> Self {
@@ -328,7 +323,8 @@ mod tests {
         let _client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let work = QueueReading::read(&[std::process::id()]).work(None);
+        let me = std::process::id();
+        let work = QueueReading::read_inodes(Some(me), &socket_inodes(&[me])).work(None);
         assert!(work.accept_queue >= 1, "{work:?}");
     }
 }
