@@ -39,6 +39,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the etcd-client crate runs protoc when the agent is built",
     ),
     (
+        "libprotobuf-dev",
+        "protoc's well-known types (google/protobuf/*.proto) that etcd's protos import",
+    ),
+    (
         "etcd-server",
         "the fleet tests and `cargo xtask run -- --fleet-demo` run a real etcd cluster",
     ),

@@ -15,6 +15,8 @@ use selfheal_tests::require::{SKIP_LOG_ENV, STRICT_ENV};
 
 use crate::{cmd, fuzz, setup, vm};
 
+mod failures;
+
 pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     let root = cmd::is_root();
     if root {
@@ -56,7 +58,7 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     if let Some(filter) = filter {
         tests.args(["--", filter]);
     }
-    let mut tested = cmd::run(&mut tests);
+    let mut tested = failures::run_collecting(&mut tests);
 
     // Unfiltered runs fuzz each parser briefly: the corpus replays, mutations get a few seconds.
     if filter.is_none() && !root && !setup::cargo_fuzz_ok() {

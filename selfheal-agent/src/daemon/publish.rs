@@ -24,6 +24,8 @@ use crate::{
 
 /// Writes closer together than this are published together.
 const COALESCE: Duration = Duration::from_millis(20);
+/// A [`Shared::hold`] delays publication at most this long.
+const HOLD_AT_MOST: Duration = Duration::from_secs(1);
 
 /// The agent as the report layer sees it.
 pub struct Snapshot {
@@ -171,6 +173,16 @@ pub async fn run(
             () = state.changed() => {}
         }
         tokio::time::sleep(COALESCE).await;
+        // Writes that belong together are published together, unless they take so long that
+        // status would look stuck.
+        let deadline = tokio::time::Instant::now() + HOLD_AT_MOST;
+        while state.held() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = state.changed() => {}
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
         let snapshot = Snapshot::of(&state.lock());
         snapshots.send_replace(Arc::new(snapshot));
     }
@@ -230,6 +242,36 @@ mod tests {
         // The published history is shared, not copied, until the state writes it again.
         let before = Arc::clone(&snapshot.units[0].history);
         assert!(Arc::ptr_eq(&before, &shared.lock().units[0].history));
+        let _ = stop_tx.send(true);
+        publisher.await.expect("publisher ends on shutdown");
+    }
+
+    #[tokio::test]
+    async fn writes_under_a_hold_are_published_together_when_it_drops() {
+        let shared = state("[[unit]]\nname = \"a.service\"\n");
+        let (tx, mut snapshots) = channel(&shared);
+        let (stop_tx, stop) = watch::channel(false);
+        let publisher = tokio::spawn(run(shared.clone(), tx, stop));
+        let note = |message: &str| {
+            shared.lock().units[0].record(
+                std::time::SystemTime::now(),
+                crate::report::history::Event::Unit {
+                    message: message.into(),
+                },
+            );
+        };
+
+        let held = shared.hold();
+        note("the decision");
+        let early = tokio::time::timeout(COALESCE * 10, snapshots.changed()).await;
+        assert!(early.is_err(), "published half of the held writes");
+        note("the view");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), snapshots.changed())
+            .await
+            .expect("published")
+            .expect("sender alive");
+        assert_eq!(snapshots.borrow().units[0].history.records().count(), 2);
         let _ = stop_tx.send(true);
         publisher.await.expect("publisher ends on shutdown");
     }

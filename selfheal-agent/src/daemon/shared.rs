@@ -1,7 +1,10 @@
 //! The state the agent's tasks share: the unit table, kernel hook status and counters.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
@@ -86,6 +89,8 @@ pub struct Shared {
     state: Arc<Mutex<AgentState>>,
     /// Told after every write: the publisher wakes on it.
     changed: Arc<Notify>,
+    /// Open [`Held`] guards: writes that belong together are under way.
+    holds: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -93,7 +98,24 @@ impl Shared {
         Self {
             state: Arc::new(Mutex::new(state)),
             changed: Arc::new(Notify::new()),
+            holds: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Holds publication back until the guard drops: the writes made meanwhile (a sampling
+    /// pass's decisions, then its views) are published together, so no reader sees a
+    /// decision in a unit's history next to the view of the pass before.
+    pub fn hold(&self) -> Held {
+        self.holds.fetch_add(1, Ordering::AcqRel);
+        Held {
+            holds: Arc::clone(&self.holds),
+            changed: Arc::clone(&self.changed),
+        }
+    }
+
+    /// Whether a [`Held`] guard is open.
+    pub fn held(&self) -> bool {
+        self.holds.load(Ordering::Acquire) > 0
     }
 
     /// The state, to read or write; a write (any `&mut` use) wakes the publisher when the
@@ -143,5 +165,18 @@ impl Drop for StateGuard<'_> {
             // A stored permit: a write while the publisher builds is published next.
             self.changed.notify_one();
         }
+    }
+}
+
+/// See [`Shared::hold`].
+pub struct Held {
+    holds: Arc<AtomicUsize>,
+    changed: Arc<Notify>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.holds.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_one();
     }
 }

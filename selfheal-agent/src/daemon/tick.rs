@@ -148,6 +148,8 @@ impl Engine {
     /// A sampling pass's readings: the stall and leak detectors run, views are published.
     pub(super) fn on_readings(&mut self, readings: Readings) {
         self.sampling = false;
+        // The pass's decisions and its views are published together.
+        let _held = self.p.state.hold();
         let Readings {
             now,
             quiet,
