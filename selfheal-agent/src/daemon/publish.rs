@@ -13,13 +13,14 @@ use tokio::sync::watch;
 
 use super::{AgentState, Shared, supervise::Parts};
 use crate::{
+    config::RestartPolicy,
     report::{
         health::{HealthInput, HookHealth, UnitHealth},
         history::History,
     },
     sensors::ebpf::{HookStatus, KernelCounters},
     systemd::Bus,
-    units::view::UnitView,
+    units::{MonitoredUnit, view::UnitView},
 };
 
 /// Writes closer together than this are published together.
@@ -34,7 +35,7 @@ pub struct Snapshot {
     pub dry_run: bool,
     pub http_address: String,
     /// The units monitored now, in table order.
-    pub units: Vec<PublishedUnit>,
+    pub units: Vec<Arc<PublishedUnit>>,
     /// The config's unit patterns, in file order.
     pub patterns: Vec<String>,
     pub hooks: Vec<HookStatus>,
@@ -56,13 +57,56 @@ pub struct PublishedUnit {
     pub main_pid: u32,
     pub cgroup: Option<String>,
     pub cgroup_id: Option<u64>,
-    pub restart: String,
+    pub restart: RestartPolicy,
     pub history: Arc<History>,
     pub view: Arc<UnitView>,
 }
 
+impl PublishedUnit {
+    fn of(u: &MonitoredUnit) -> Self {
+        Self {
+            name: u.name.clone(),
+            pattern: u.pattern.clone(),
+            exists: u.exists(),
+            load_state: u.systemd.load_state.clone(),
+            active_state: u.systemd.active_state.clone(),
+            sub_state: u.systemd.sub_state.clone(),
+            main_pid: u.systemd.main_pid,
+            cgroup: u.watched_cgroup.clone(),
+            cgroup_id: u.cgroup_id,
+            restart: u.policy.restart,
+            history: u.history.clone(),
+            view: u.view.clone(),
+        }
+    }
+
+    /// Whether this is what `u` would publish now (compared, not copied).
+    fn is(&self, u: &MonitoredUnit) -> bool {
+        Arc::ptr_eq(&self.history, &u.history)
+            && Arc::ptr_eq(&self.view, &u.view)
+            && self.name == u.name
+            && self.pattern == u.pattern
+            && self.exists == u.exists()
+            && self.load_state == u.systemd.load_state
+            && self.active_state == u.systemd.active_state
+            && self.sub_state == u.systemd.sub_state
+            && self.main_pid == u.systemd.main_pid
+            && self.cgroup == u.watched_cgroup
+            && self.cgroup_id == u.cgroup_id
+            && self.restart == u.policy.restart
+    }
+}
+
 impl Snapshot {
     pub fn of(state: &AgentState) -> Self {
+        Self::after(state, None)
+    }
+
+    /// The state as published after `previous`: a unit whose facts, history and view are the
+    /// ones `previous` holds is shared with it, not copied, so publishing 1,000 quiet units
+    /// allocates nothing per unit.
+    pub fn after(state: &AgentState, previous: Option<&Snapshot>) -> Self {
+        let old = previous.map_or(&[][..], |p| p.units.as_slice());
         Self {
             started: state.started,
             bus: state.bus,
@@ -70,19 +114,10 @@ impl Snapshot {
             http_address: state.http_address.clone(),
             units: state
                 .live_units()
-                .map(|(_, u)| PublishedUnit {
-                    name: u.name.clone(),
-                    pattern: u.pattern.clone(),
-                    exists: u.exists(),
-                    load_state: u.systemd.load_state.clone(),
-                    active_state: u.systemd.active_state.clone(),
-                    sub_state: u.systemd.sub_state.clone(),
-                    main_pid: u.systemd.main_pid,
-                    cgroup: u.watched_cgroup.clone(),
-                    cgroup_id: u.cgroup_id,
-                    restart: u.policy.restart.to_string(),
-                    history: u.history.clone(),
-                    view: u.view.clone(),
+                .enumerate()
+                .map(|(position, (_, u))| match old.get(position) {
+                    Some(published) if published.is(u) => Arc::clone(published),
+                    _ => Arc::new(PublishedUnit::of(u)),
                 })
                 .collect(),
             patterns: state.tables.patterns().map(str::to_owned).collect(),
@@ -183,7 +218,9 @@ pub async fn run(
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let snapshot = Snapshot::of(&state.lock());
+        let previous = Arc::clone(&snapshots.borrow());
+        let snapshot = Snapshot::after(&state.lock(), Some(&previous));
+        drop(previous);
         snapshots.send_replace(Arc::new(snapshot));
     }
 }
@@ -224,6 +261,7 @@ mod tests {
         assert!(quiet.is_err(), "a read published a snapshot");
 
         // A write is published, history included, without the reader locking anything.
+        let first = snapshots.borrow().clone();
         shared.lock().units[1].record(
             std::time::SystemTime::now(),
             crate::report::history::Event::Unit {
@@ -238,6 +276,9 @@ mod tests {
         assert_eq!(snapshot.units[1].name, "b.service");
         assert_eq!(snapshot.units[1].history.records().count(), 1);
         assert_eq!(snapshot.health_input().units.len(), 2);
+        // The unit that did not change is the one published before, not a copy.
+        assert!(Arc::ptr_eq(&first.units[0], &snapshot.units[0]));
+        assert!(!Arc::ptr_eq(&first.units[1], &snapshot.units[1]));
 
         // The published history is shared, not copied, until the state writes it again.
         let before = Arc::clone(&snapshot.units[0].history);

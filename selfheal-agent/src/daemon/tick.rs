@@ -166,7 +166,10 @@ impl Engine {
         self.p.unit_exits = unit_exits;
         self.on_lost_counts(lost);
         if let Some(sched) = &sched {
-            self.p.state.lock().tracked_tasks = sched.tracked().to_vec();
+            let mut state = self.p.state.lock();
+            if state.tracked_tasks != sched.tracked() {
+                state.tracked_tasks = sched.tracked().to_vec();
+            }
         }
         self.p.sched = sched;
         self.p.sockets = sockets;
@@ -396,7 +399,9 @@ impl Engine {
                 .filter_map(|p| serde_json::to_value(p).ok())
                 .collect();
             let mut state = self.p.state.lock();
-            let Some(u) = state.unit_mut(unit) else {
+            // Read first: a view that did not change is not written, so a quiet unit is not
+            // published again.
+            let Some(u) = state.unit(unit) else {
                 continue;
             };
             let name = u.name.clone();
@@ -436,7 +441,11 @@ impl Engine {
             );
             view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
             view.policy = policy;
-            u.view = std::sync::Arc::new(view);
+            if *u.view != view
+                && let Some(u) = state.unit_mut(unit)
+            {
+                u.view = std::sync::Arc::new(view);
+            }
         }
     }
 }
@@ -510,6 +519,7 @@ fn sched_view(sample: &SchedSample) -> SchedView {
         nr_throttled: sample.contention.nr_throttled,
         tasks: sample.tasks.len(),
         states,
-        idle_seconds: sample.idle_for.map(|d| d.as_secs_f64()),
+        idle_seconds: None,
+        idle_since_ns: sample.idle_since_ns,
     }
 }

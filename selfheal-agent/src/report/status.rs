@@ -107,6 +107,7 @@ pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
 }
 
 fn document(snapshot: &Snapshot) -> StatusDoc {
+    let now_ns = crate::sensors::ebpf::monotonic_ns();
     StatusDoc {
         health: super::health::assess(&snapshot.health_input()),
         agent: AgentInfo {
@@ -156,10 +157,10 @@ fn document(snapshot: &Snapshot) -> StatusDoc {
                 main_pid: u.main_pid,
                 cgroup: u.cgroup.clone(),
                 cgroup_id: u.cgroup_id,
-                restart: u.restart.clone(),
+                restart: u.restart.to_string(),
                 restarts: u.history.restarts,
                 history: u.history.records().cloned().collect(),
-                view: (*u.view).clone(),
+                view: u.view.read_at(now_ns),
             })
             .collect(),
         patterns: snapshot.patterns.clone(),

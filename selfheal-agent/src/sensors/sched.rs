@@ -337,6 +337,7 @@ impl SchedSensor {
             window,
             tasks: samples,
             idle_for,
+            idle_since_ns: idle_for.map(|_| last_ran),
             pending,
             contention: CpuContention {
                 runq_p99: runq_percentile(&hist_delta, 0.99),

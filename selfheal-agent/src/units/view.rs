@@ -23,6 +23,20 @@ pub struct UnitView {
     pub escalated_problem: Option<String>,
 }
 
+impl UnitView {
+    /// The view as read at `now_ns` (CLOCK_MONOTONIC): the ages it keeps as instants, in
+    /// seconds.
+    pub fn read_at(&self, now_ns: u64) -> Self {
+        let mut view = self.clone();
+        if let Some(sched) = view.sched.as_mut()
+            && let Some(since) = sched.idle_since_ns
+        {
+            sched.idle_seconds = Some(now_ns.saturating_sub(since) as f64 / 1e9);
+        }
+        view
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StallView {
     pub kind: String,
@@ -41,8 +55,13 @@ pub struct SchedView {
     pub tasks: usize,
     /// Task count by state: running, runnable, sleeping, disk_sleep, stopped, traced.
     pub states: Vec<(String, usize)>,
-    /// Seconds since any task of the unit ran, when it has been idle for a tick or more.
+    /// Seconds since any task of the unit ran, when it has been idle for a tick or more: status
+    /// works it out from `idle_since_ns` when it is read ([`UnitView::read_at`]).
     pub idle_seconds: Option<f64>,
+    /// When a task of the unit last ran (CLOCK_MONOTONIC ns), while it is idle. Kept instead of
+    /// the seconds so that a sleeping unit's view stays the same and is not published again.
+    #[serde(skip)]
+    pub idle_since_ns: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,4 +75,31 @@ pub struct ResourceView {
     pub slope_per_minute: f64,
     pub exhaustion_in_seconds: Option<f64>,
     pub reported: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_units_view_stays_the_same_and_reads_its_idle_seconds_when_read() {
+        let idle = |since| UnitView {
+            sched: Some(SchedView {
+                oncpu_percent: 0.0,
+                runq_p99_ms: None,
+                psi_cpu_some_avg10: None,
+                nr_throttled: 0,
+                tasks: 1,
+                states: vec![("sleeping".into(), 1)],
+                idle_seconds: None,
+                idle_since_ns: Some(since),
+            }),
+            ..UnitView::default()
+        };
+        // Two passes of a unit asleep since the same moment build equal views.
+        assert_eq!(idle(5_000_000_000), idle(5_000_000_000));
+        let read = idle(5_000_000_000).read_at(7_500_000_000);
+        assert_eq!(read.sched.and_then(|s| s.idle_seconds), Some(2.5));
+        assert_eq!(UnitView::default().read_at(1), UnitView::default());
+    }
 }

@@ -111,6 +111,11 @@ pub fn run(plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
     let attach = wait_in_step(&agent, &pids, n)?.map(|_| spawned.elapsed());
     let pid = harness::agent_pid(&agent)?;
     let before = sys::usage(pid)?;
+    // Said so that a profiler can be pointed at the idle agent (docs/performance.md).
+    println!(
+        "xtask bench: agent {pid} watches {n} units; idle for {} s",
+        plan.idle_seconds
+    );
     thread::sleep(Duration::from_secs(plan.idle_seconds));
     let after = sys::usage(pid)?;
     let idle_cpu = sys::cpu_percent(&before, &after);

@@ -98,6 +98,9 @@ pub struct SchedSample {
     pub tasks: Vec<TaskSample>,
     /// Time since any task of the unit was last on a CPU (None: ran during the window).
     pub idle_for: Option<Duration>,
+    /// While `idle_for` is set: when a task of the unit last ran (CLOCK_MONOTONIC ns), a fact
+    /// that stays the same pass after pass while the unit sleeps.
+    pub idle_since_ns: Option<u64>,
     pub pending: PendingWork,
     pub contention: CpuContention,
 }

@@ -45,6 +45,7 @@ fn sample(at: Instant, tasks: Vec<TaskSample>) -> SchedSample {
         window: TICK,
         tasks,
         idle_for: None,
+        idle_since_ns: None,
         pending: PendingWork::default(),
         contention: CpuContention::default(),
     }
