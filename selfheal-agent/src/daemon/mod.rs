@@ -230,7 +230,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         state: state.clone(),
         manager_pid,
         supervisor,
-        sched: kernel.sched.take().map(SchedSensor::new),
+        sched: kernel.sched.take().map(|maps| {
+            let switches_seen = kernel
+                .hooks
+                .iter()
+                .any(|h| h.hook == "sched_switch" && h.attached);
+            SchedSensor::new(maps, switches_seen)
+        }),
         sockets: kernel.unit_sockets.take(),
         unit_exits: kernel.unit_exits.take(),
         quarantine: Some(quarantine),

@@ -66,6 +66,9 @@ pub struct SchedSensor {
     psi: HashMap<u32, Option<f64>>,
     /// Passes so far: staggers the full reads of quiet units.
     pass: u64,
+    /// Whether the scheduler hook is attached: without it `last_ran_ns` never moves, and no
+    /// unit may be taken for quiet on its word.
+    switches_seen: bool,
 }
 
 /// A quiet unit is still read in full once every this many passes (its share of the reads
@@ -81,7 +84,8 @@ pub fn refresh_due(pass: u64, unit: u32) -> bool {
 }
 
 impl SchedSensor {
-    pub fn new(maps: SchedMaps) -> Self {
+    /// `switches_seen`: the `sched_switch` hook is attached (see [`Self::quiet`]).
+    pub fn new(maps: SchedMaps, switches_seen: bool) -> Self {
         Self {
             maps,
             last_at: None,
@@ -97,6 +101,7 @@ impl SchedSensor {
             inodes: HashMap::new(),
             psi: HashMap::new(),
             pass: 0,
+            switches_seen,
         }
     }
 
@@ -104,6 +109,7 @@ impl SchedSensor {
     /// none was on a CPU (the kernel's per-unit `last_ran_ns` did not move) and every one is
     /// asleep or stopped. Such a unit cannot have forked, opened an fd, grown its heap or
     /// been throttled, so its procfs and cgroupfs readings are reused rather than read again.
+    /// Never quiet without the `sched_switch` hook, whose runs are what moves `last_ran_ns`.
     pub fn quiet(&self, unit: u32) -> bool {
         self.quiet.contains(&unit)
     }
@@ -144,7 +150,8 @@ impl SchedSensor {
             let last_ran = aggregates[&unit.unit].last_ran_ns;
             let ran = self.last_ran.insert(unit.unit, last_ran) != Some(last_ran);
             let tids = kernel_tasks.get(&unit.unit).map_or(&[][..], Vec::as_slice);
-            if !ran
+            if self.switches_seen
+                && !ran
                 && !tids.is_empty()
                 && tids.iter().all(|tid| resting(&tracked[tid]))
                 && !refresh_due(self.pass, unit.unit)
