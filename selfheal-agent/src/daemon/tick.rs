@@ -229,7 +229,7 @@ impl Engine {
                 view.connections = res
                     .connections
                     .iter()
-                    .map(|(k, n)| ((*k).to_owned(), *n))
+                    .map(|(k, n)| ((*k).into(), *n))
                     .collect();
             }
             for trend in self.leak.trends(s.unit, now) {
@@ -245,10 +245,10 @@ impl Engine {
                     );
                 }
                 view.resources.push(ResourceView {
-                    kind: kind.to_owned(),
+                    kind: kind.into(),
                     value: trend.value,
                     limit: trend.limit,
-                    shape: trend.shape.name().to_owned(),
+                    shape: trend.shape.name().into(),
                     slope_per_minute: trend.slope_per_minute,
                     exhaustion_in_seconds: exhaustion.map(|d| d.as_secs_f64()),
                     reported: trend.reported,
@@ -290,8 +290,7 @@ impl Engine {
                             None => first_seen.push(unit),
                         }
                     }
-                    let policy = self.p.supervisor.policy().unit_status(unit, now);
-                    let isolated = policy.as_ref().is_some_and(|p| p.frozen || p.quarantined);
+                    let isolated = self.p.supervisor.policy().isolated(unit);
                     Some(Sampled {
                         unit,
                         name: u.name.clone(),
@@ -497,7 +496,7 @@ fn leak_name(kind: LeakKind) -> &'static str {
 fn sched_view(sample: &SchedSample) -> SchedView {
     let window = sample.window.as_secs_f64().max(1e-3);
     let oncpu: f64 = sample.tasks.iter().map(|t| t.on_cpu.as_secs_f64()).sum();
-    let mut states: Vec<(String, usize)> = Vec::new();
+    let mut states: Vec<(std::borrow::Cow<'static, str>, usize)> = Vec::new();
     for task in &sample.tasks {
         let name = match task.state {
             TaskState::Running => "running",
@@ -509,7 +508,7 @@ fn sched_view(sample: &SchedSample) -> SchedView {
         };
         match states.iter_mut().find(|(n, _)| n == name) {
             Some((_, n)) => *n += 1,
-            None => states.push((name.to_owned(), 1)),
+            None => states.push((name.into(), 1)),
         }
     }
     SchedView {

@@ -205,6 +205,17 @@ impl Policy {
             .is_some_and(|u| !u.state.in_flight.is_empty())
     }
 
+    /// Whether the unit is frozen or quarantined now (what it does meanwhile is the isolation's
+    /// doing).
+    pub fn isolated(&self, unit: u32) -> bool {
+        self.unit(unit).is_some_and(|u| {
+            u.state
+                .isolation
+                .as_ref()
+                .is_some_and(|i| i.frozen || i.quarantined)
+        })
+    }
+
     /// Units under remediation now, for the storm breaker.
     fn active_units(&self, now: Instant) -> usize {
         let horizon = self.config.backoff.max;

@@ -211,7 +211,7 @@ fn details(unit: &UnitStatus) -> Vec<String> {
 }
 
 fn resource(r: &crate::units::view::ResourceView) -> String {
-    let arrow = match r.shape.as_str() {
+    let arrow = match &*r.shape {
         "leak" => "↗ leak",
         "plateau" => "→ plateau",
         "sawtooth" => "↕",

@@ -2,6 +2,8 @@
 //! view (budget, circuit, isolation), stalls in progress, scheduler picture, resources with
 //! their trends, and probes. Plain serializable data, rebuilt each tick.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::policy::UnitPolicyStatus;
@@ -16,7 +18,7 @@ pub struct UnitView {
     pub sched: Option<SchedView>,
     pub resources: Vec<ResourceView>,
     /// TCP connections the unit holds, by state.
-    pub connections: Vec<(String, u64)>,
+    pub connections: Vec<(Cow<'static, str>, u64)>,
     pub probes: Vec<serde_json::Value>,
     /// The problem kind the agent escalated to an operator, while escalated.
     #[serde(default)]
@@ -54,7 +56,7 @@ pub struct SchedView {
     pub nr_throttled: u64,
     pub tasks: usize,
     /// Task count by state: running, runnable, sleeping, disk_sleep, stopped, traced.
-    pub states: Vec<(String, usize)>,
+    pub states: Vec<(Cow<'static, str>, usize)>,
     /// Seconds since any task of the unit ran, when it has been idle for a tick or more: status
     /// works it out from `idle_since_ns` when it is read ([`UnitView::read_at`]).
     pub idle_seconds: Option<f64>,
@@ -67,11 +69,11 @@ pub struct SchedView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceView {
     /// fd, socket, connection, thread, memory.
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     pub value: f64,
     pub limit: Option<f64>,
     /// leak, sawtooth, plateau, burst, flat, shrinking, unknown.
-    pub shape: String,
+    pub shape: Cow<'static, str>,
     pub slope_per_minute: f64,
     pub exhaustion_in_seconds: Option<f64>,
     pub reported: bool,
