@@ -95,7 +95,7 @@ struct Watch {
     /// Theil–Sen and Mann–Kendall look at every pair of bins: once per bin is enough, once per
     /// sample would be wasteful.
     trend: Option<Trend>,
-    judged_bin: Option<u64>,
+    judged_bin: Option<u32>,
     report: TrendReport,
     open: bool,
     /// Since when neither condition has held, in an open episode.

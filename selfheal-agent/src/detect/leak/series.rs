@@ -14,13 +14,15 @@ use super::trend::Point;
 /// 60 bins: 1,770 pairs per test, a few microseconds; a 10-minute window gets 10-second bins.
 pub(super) const BINS: u32 = 60;
 
-/// The samples that fell into one slice of the window.
+/// The samples that fell into one slice of the window. 48 bytes: a unit keeps up to
+/// `BINS + 1` of them for each resource it is watched for.
 #[derive(Clone, Debug)]
 struct Bin {
     /// Which slice: whole bin widths since the series began.
-    index: u64,
+    index: u32,
     count: u32,
-    first_at: Instant,
+    /// When its first sample was taken, in seconds since the series began.
+    first_t: f64,
     /// Sums of the samples' times (seconds since the series began) and values.
     sum_t: f64,
     sum_v: f64,
@@ -68,7 +70,8 @@ impl Series {
 
     fn add(&mut self, sample: &ResourceSample) {
         let since = sample.at.duration_since(self.origin);
-        let index = (since.as_nanos() / self.width.as_nanos()) as u64;
+        // Saturates after 2^32 bins (136 years of 1 s bins): the newest bin then takes it all.
+        let index = u32::try_from(since.as_nanos() / self.width.as_nanos()).unwrap_or(u32::MAX);
         let t = since.as_secs_f64();
         match self.bins.back_mut() {
             Some(bin) if bin.index == index => {
@@ -81,7 +84,7 @@ impl Series {
             _ => self.bins.push_back(Bin {
                 index,
                 count: 1,
-                first_at: sample.at,
+                first_t: t,
                 sum_t: t,
                 sum_v: sample.value,
                 low: sample.value,
@@ -89,14 +92,14 @@ impl Series {
             }),
         }
         // The current bin and the BINS - 1 before it all start after `sample.at - window`.
-        let oldest = index.saturating_sub(u64::from(BINS) - 1);
+        let oldest = index.saturating_sub(BINS - 1);
         while self.bins.front().is_some_and(|bin| bin.index < oldest) {
             self.bins.pop_front();
         }
     }
 
     /// Which slice of time the newest bin covers; a new one means the trend may have changed.
-    pub(super) fn newest_bin(&self) -> Option<u64> {
+    pub(super) fn newest_bin(&self) -> Option<u32> {
         self.bins.back().map(|bin| bin.index)
     }
 
@@ -108,7 +111,7 @@ impl Series {
     /// From the oldest sample in the window to the newest.
     pub(super) fn span(&self) -> Duration {
         self.bins.front().map_or(Duration::ZERO, |bin| {
-            self.last.at.duration_since(bin.first_at)
+            Duration::from_secs_f64((self.seconds(self.last.at) - bin.first_t).max(0.0))
         })
     }
 
@@ -147,6 +150,12 @@ mod tests {
             limit: None,
             top_process: None,
         }
+    }
+
+    #[test]
+    fn a_bin_stays_small() {
+        // 1,000 units × 5 resources × 61 bins: every byte here is 300 kB of the agent's heap.
+        assert_eq!(std::mem::size_of::<Bin>(), 48);
     }
 
     #[test]
