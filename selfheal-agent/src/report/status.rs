@@ -211,16 +211,24 @@ async fn answer(stream: UnixStream, state: Snapshots, commands: mpsc::Sender<Com
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-    let reply = match reader.read_line(&mut line).await {
-        Err(e) => serde_json::json!({ "error": format!("cannot read the request: {e}") }),
+    let mut text = match reader.read_line(&mut line).await {
+        Err(e) => {
+            serde_json::json!({ "error": format!("cannot read the request: {e}") }).to_string()
+        }
         Ok(_) => match parse_request(&line) {
-            Ok(req) => handle(req, &state, &commands).await,
+            // Written straight from the document: no JSON tree of every unit in between.
+            Ok(req) if req.command == "status" => {
+                let snapshot = state.borrow().clone();
+                serde_json::to_string(&document(&snapshot))
+                    .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+            }
+            Ok(req) => handle(req, &state, &commands).await.to_string(),
             Err(e) => serde_json::json!({
                 "error": format!("malformed request: {e}; send {{\"command\":\"status\"}}")
-            }),
+            })
+            .to_string(),
         },
     };
-    let mut text = reply.to_string();
     text.push('\n');
     let _ = write.write_all(text.as_bytes()).await;
 }
@@ -243,10 +251,6 @@ async fn handle(
         }
     };
     match req.command.as_str() {
-        "status" => {
-            let snapshot = state.borrow().clone();
-            serde_json::to_value(document(&snapshot)).unwrap_or_default()
-        }
         "history" => {
             let snapshot = state.borrow().clone();
             let units: Vec<serde_json::Value> = snapshot
