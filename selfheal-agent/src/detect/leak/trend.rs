@@ -90,6 +90,24 @@ impl Trend {
 /// The trend of `points` (oldest first, at least three); `scale` is what a flat range is
 /// measured against.
 pub(super) fn judge(points: &[Point], scale: f64) -> Trend {
+    // What the judgment below concludes for a series that never moved (every idle unit's),
+    // without its pairs: every slope is 0, so is Mann–Kendall's S, and the range is 0.
+    if let Some(first) = points.first()
+        && points
+            .iter()
+            .all(|p| p.v == first.v && p.low == first.v && p.high == first.v)
+    {
+        return Trend {
+            shape: Shape::Flat,
+            slope: 0.0,
+            intercept: first.v,
+        };
+    }
+    judge_pairs(points, scale)
+}
+
+/// [`judge`] by every pair of points.
+fn judge_pairs(points: &[Point], scale: f64) -> Trend {
     let slope = theil_sen(points);
     let intercept = median(points.iter().map(|p| p.v - slope * p.t).collect());
     let (tau, z) = mann_kendall(points);
@@ -290,6 +308,25 @@ mod tests {
                 high: v,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_series_that_never_moved_is_judged_as_the_pairs_judge_it() {
+        for (value, scale) in [(0.0, 0.0), (0.0, 1024.0), (42.0, 0.0), (7.5e8, 1.0e9)] {
+            let constant = points(&[value; 60]);
+            assert_eq!(
+                judge(&constant, scale),
+                judge_pairs(&constant, scale),
+                "{value}"
+            );
+        }
+        // One point off the line: judged by the pairs.
+        let mut almost = [5.0; 60];
+        almost[30] = 6.0;
+        assert_eq!(
+            judge(&points(&almost), 0.0),
+            judge_pairs(&points(&almost), 0.0)
+        );
     }
 
     #[test]
