@@ -214,7 +214,7 @@ pub async fn run(
         while state.held() {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                () = state.changed() => {}
+                () = state.released() => {}
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }

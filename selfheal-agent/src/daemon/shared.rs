@@ -91,6 +91,8 @@ pub struct Shared {
     changed: Arc<Notify>,
     /// Open [`Held`] guards: writes that belong together are under way.
     holds: Arc<AtomicUsize>,
+    /// Told when a [`Held`] guard drops: the publisher waits on it, not on every write.
+    released: Arc<Notify>,
 }
 
 impl Shared {
@@ -99,6 +101,7 @@ impl Shared {
             state: Arc::new(Mutex::new(state)),
             changed: Arc::new(Notify::new()),
             holds: Arc::new(AtomicUsize::new(0)),
+            released: Arc::new(Notify::new()),
         }
     }
 
@@ -109,13 +112,18 @@ impl Shared {
         self.holds.fetch_add(1, Ordering::AcqRel);
         Held {
             holds: Arc::clone(&self.holds),
-            changed: Arc::clone(&self.changed),
+            released: Arc::clone(&self.released),
         }
     }
 
     /// Whether a [`Held`] guard is open.
     pub fn held(&self) -> bool {
         self.holds.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves after a [`Held`] guard drops (or at once if one dropped since the last call).
+    pub async fn released(&self) {
+        self.released.notified().await;
     }
 
     /// The state, to read or write; a write (any `&mut` use) wakes the publisher when the
@@ -171,12 +179,13 @@ impl Drop for StateGuard<'_> {
 /// See [`Shared::hold`].
 pub struct Held {
     holds: Arc<AtomicUsize>,
-    changed: Arc<Notify>,
+    released: Arc<Notify>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         self.holds.fetch_sub(1, Ordering::AcqRel);
-        self.changed.notify_one();
+        // A stored permit: a drop between the publisher's check and its wait is not missed.
+        self.released.notify_one();
     }
 }
