@@ -1,6 +1,7 @@
 //! The kernel side of the agent: loading selfheal's eBPF programs, keeping their cgroup filter
 //! current, and reading what they report.
 
+mod batch;
 mod btf;
 mod counters;
 mod events;
@@ -11,6 +12,7 @@ mod sched;
 mod unit_sockets;
 mod walk;
 
+pub use batch::lookup_all;
 pub use btf::KernelBtf;
 pub use counters::{KernelCounters, UnitExitCounts};
 pub use events::read_exit_events;

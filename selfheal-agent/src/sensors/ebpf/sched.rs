@@ -1,7 +1,10 @@
 //! Reads the kernel's scheduler maps (`TASKS`, `UNIT_SCHED`) and seeds `TASKS` with tasks that
 //! were already in a unit's cgroup before the probes saw them run.
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use std::{cell::Cell, os::fd::AsFd as _};
+
+use aya::maps::{HashMap, IterableMap as _, MapData, MapError, PerCpuArray};
+use log::warn;
 use selfheal_common::sched::{RUNQ_BUCKETS, TaskStat, UnitSched};
 
 use super::TaskWalk;
@@ -10,7 +13,12 @@ pub struct SchedMaps {
     tasks: HashMap<MapData, u32, TaskStat>,
     units: PerCpuArray<MapData, UnitSched>,
     walk: TaskWalk,
+    /// Whether `TASKS` is read in batches (until the kernel says it cannot).
+    batch: Cell<bool>,
 }
+
+/// Tasks read from `TASKS` per batch call.
+const TASKS_PER_CALL: usize = 1024;
 
 /// One unit's scheduler aggregate, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -25,7 +33,12 @@ impl SchedMaps {
         units: PerCpuArray<MapData, UnitSched>,
         walk: TaskWalk,
     ) -> Self {
-        Self { tasks, units, walk }
+        Self {
+            tasks,
+            units,
+            walk,
+            batch: Cell::new(true),
+        }
     }
 
     /// Has the kernel tag the tasks of monitored cgroups it has not seen join (the threads of
@@ -36,6 +49,15 @@ impl SchedMaps {
 
     /// Every task the kernel tracks, by pid (tasks of monitored units only).
     pub fn tasks(&self) -> Vec<(u32, TaskStat)> {
+        if self.batch.get() {
+            match super::lookup_all(self.tasks.map().fd().as_fd(), TASKS_PER_CALL) {
+                Ok(tasks) => return tasks,
+                Err(e) => {
+                    warn!("reading TASKS in batches: {e}; reading it entry by entry from now on");
+                    self.batch.set(false);
+                }
+            }
+        }
         self.tasks.iter().filter_map(Result::ok).collect()
     }
 
