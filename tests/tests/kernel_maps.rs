@@ -1,5 +1,5 @@
-//! The agent's batch read of a BPF hash map against a real map of the kernel: what aya's
-//! per-entry iterator would return, in a few syscalls.
+//! The agent's batch reads of BPF maps against real maps of the kernel: what aya's per-entry
+//! reads would return, in a few syscalls.
 
 use std::{
     io,
@@ -7,12 +7,13 @@ use std::{
     os::fd::{AsFd as _, FromRawFd as _, OwnedFd},
 };
 
-use selfheal_agent::sensors::ebpf::lookup_all;
+use selfheal_agent::sensors::ebpf::{lookup_all, per_cpu_array_prefix};
 use selfheal_tests::require_root;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[repr(C)]
@@ -87,4 +88,74 @@ fn a_hash_map_is_read_whole_in_chunks() {
         all.sort_by_key(|(k, _)| *k);
         assert_eq!(all, expected, "chunk {chunk}");
     }
+}
+
+/// The possible CPUs, as the kernel lays out per-CPU values ("0-1", "0-3,8-11").
+fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").expect("possible CPUs");
+    text.trim()
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().expect("cpu") - a.parse::<usize>().expect("cpu") + 1,
+            None => 1,
+        })
+        .sum()
+}
+
+#[test]
+fn a_per_cpu_array_prefix_is_read_in_one_call_with_every_cpus_value() {
+    require_root!();
+    let cpus = possible_cpus();
+    // 12 bytes: each CPU's value is padded to 16 in what the kernel copies in and out.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    #[repr(C)]
+    struct Slot {
+        a: u64,
+        b: u32,
+    }
+    let stride = size_of::<Slot>().next_multiple_of(8);
+    let mut create = CreateAttr {
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: size_of::<Slot>() as u32,
+        max_entries: 64,
+        map_flags: 0,
+    };
+    let fd = bpf(BPF_MAP_CREATE, &mut create).expect("BPF_MAP_CREATE");
+    // SAFETY: a new fd the kernel just returned, owned by nobody else.
+    let map = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let slot = |index: u32, cpu: usize| Slot {
+        a: (u64::from(index) << 20) + cpu as u64,
+        b: index * 7 + cpu as u32,
+    };
+    for index in 0..10u32 {
+        let mut bytes = vec![0u8; cpus * stride];
+        for cpu in 0..cpus {
+            let value = slot(index, cpu);
+            // SAFETY: plain data copied into a buffer with room for it.
+            unsafe {
+                bytes
+                    .as_mut_ptr()
+                    .add(cpu * stride)
+                    .cast::<Slot>()
+                    .write_unaligned(value)
+            };
+        }
+        let mut update = ElemAttr {
+            map_fd: fd as u32,
+            key: &raw const index as u64,
+            value: bytes.as_ptr() as u64,
+            ..ElemAttr::default()
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, &mut update).expect("BPF_MAP_UPDATE_ELEM");
+    }
+    let read: Vec<(u32, Vec<Slot>)> = per_cpu_array_prefix(map.as_fd(), 10, cpus).expect("batch");
+    let expected: Vec<(u32, Vec<Slot>)> = (0..10)
+        .map(|index| (index, (0..cpus).map(|cpu| slot(index, cpu)).collect()))
+        .collect();
+    assert_eq!(read, expected);
+    // Past the end of the array: what there is, and no error.
+    let all: Vec<(u32, Vec<Slot>)> = per_cpu_array_prefix(map.as_fd(), 100, cpus).expect("batch");
+    assert_eq!(all.len(), 64);
+    assert_eq!(all[..10], expected[..]);
 }

@@ -135,9 +135,22 @@ impl SchedSensor {
         for (tid, stat) in &tracked {
             kernel_tasks.entry(stat.unit).or_default().push(*tid);
         }
+        // The aggregates in one read of the kernel's array, up to the highest unit number (at
+        // most 1,024 entries of a few hundred bytes: less than the syscalls of a lookup each).
+        let batch = units
+            .iter()
+            .map(|u| u.unit)
+            .max()
+            .and_then(|highest| self.maps.units_below(highest + 1));
         let aggregates: HashMap<u32, UnitAggregate> = units
             .iter()
-            .map(|u| (u.unit, self.maps.unit(u.unit)))
+            .map(|u| {
+                let aggregate = batch.as_ref().map_or_else(
+                    || self.maps.unit(u.unit),
+                    |all| all.get(&u.unit).copied().unwrap_or_default(),
+                );
+                (u.unit, aggregate)
+            })
             .collect();
         self.last_ran.retain(|u, _| aggregates.contains_key(u));
         self.inodes.retain(|u, _| aggregates.contains_key(u));

@@ -13,7 +13,7 @@ pub struct SchedMaps {
     tasks: HashMap<MapData, u32, TaskStat>,
     units: PerCpuArray<MapData, UnitSched>,
     walk: TaskWalk,
-    /// Whether `TASKS` is read in batches (until the kernel says it cannot).
+    /// Whether `TASKS` and `UNIT_SCHED` are read in batches (until the kernel says it cannot).
     batch: Cell<bool>,
 }
 
@@ -78,13 +78,44 @@ impl SchedMaps {
     }
 
     pub fn unit(&self, unit: u32) -> UnitAggregate {
-        let mut total = UnitAggregate::default();
-        if let Ok(per_cpu) = self.units.get(&unit, 0) {
-            for cpu in per_cpu.iter() {
-                total.last_ran_ns = total.last_ran_ns.max(cpu.last_ran_ns);
-                for (sum, n) in total.runq_hist.iter_mut().zip(cpu.runq_hist.iter()) {
-                    *sum += n;
-                }
+        self.units
+            .get(&unit, 0)
+            .map(|per_cpu| UnitAggregate::of(per_cpu.iter()))
+            .unwrap_or_default()
+    }
+
+    /// The aggregates of units `0..count`, by unit, in one read of `UNIT_SCHED`; `None` when
+    /// the kernel cannot batch (read [`Self::unit`] by unit then).
+    pub fn units_below(&self, count: u32) -> Option<std::collections::HashMap<u32, UnitAggregate>> {
+        if !self.batch.get() {
+            return None;
+        }
+        let count = count.min(self.units.len());
+        let cpus = aya::util::nr_cpus().ok()?;
+        match super::per_cpu_array_prefix::<UnitSched>(self.units.map().fd().as_fd(), count, cpus) {
+            Ok(entries) => Some(
+                entries
+                    .into_iter()
+                    .map(|(unit, per_cpu)| (unit, UnitAggregate::of(per_cpu.iter())))
+                    .collect(),
+            ),
+            Err(e) => {
+                warn!("reading UNIT_SCHED in batches: {e}; reading it unit by unit from now on");
+                self.batch.set(false);
+                None
+            }
+        }
+    }
+}
+
+impl UnitAggregate {
+    /// The sum of a unit's per-CPU records: the latest run, the run-queue waits added up.
+    fn of<'a>(per_cpu: impl Iterator<Item = &'a UnitSched>) -> Self {
+        let mut total = Self::default();
+        for cpu in per_cpu {
+            total.last_ran_ns = total.last_ran_ns.max(cpu.last_ran_ns);
+            for (sum, n) in total.runq_hist.iter_mut().zip(cpu.runq_hist.iter()) {
+                *sum += n;
             }
         }
         total
