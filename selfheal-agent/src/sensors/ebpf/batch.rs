@@ -25,6 +25,33 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// One `BPF_MAP_LOOKUP_BATCH` call; true when it reached the end of the map (`ENOENT`, with
+/// `attr.count` saying how many entries this last call read).
+///
+/// # Safety
+/// The buffers `attr` points to must hold `attr.count` keys and values of the map's sizes
+/// (per-CPU values: one padded value per possible CPU), and the batch tokens 8 bytes.
+unsafe fn lookup_batch(attr: &mut BatchAttr) -> io::Result<bool> {
+    // SAFETY: `attr` is a valid bpf_attr prefix of the size passed; the caller vouches for the
+    // buffers it points to.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    if ret >= 0 {
+        return Ok(false);
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::ENOENT) => Ok(true),
+        _ => Err(error),
+    }
+}
+
 /// Every entry of the (non-per-CPU) hash map `map`, whose keys are `K` and values `V`, read
 /// `chunk` entries a call. `Err` when the kernel has no batch operations for it (before 5.6:
 /// `EINVAL`), and the caller reads it entry by entry instead.
@@ -55,23 +82,9 @@ pub fn lookup_all<K: Copy, V: Copy>(map: BorrowedFd<'_>, chunk: usize) -> io::Re
             map_fd: map.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a valid bpf_attr prefix of the size passed; `keys` and `values`
-        // hold `count` entries of the map's key and value sizes, and the tokens 8 bytes.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let error = (ret < 0).then(io::Error::last_os_error);
-        let done = match &error {
-            None => false,
-            // The end of the map: `count` says how many this last call read.
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
-            Some(_) => return Err(error.expect("an error")),
-        };
+        // SAFETY: `keys` and `values` hold `count` entries of the map's key and value sizes,
+        // and the tokens 8 bytes.
+        let done = unsafe { lookup_batch(&mut attr)? };
         let read = (attr.count as usize).min(chunk);
         found.extend(
             keys[..read]
@@ -114,23 +127,9 @@ pub fn per_cpu_array_prefix<V: Copy>(
         map_fd: map.as_raw_fd() as u32,
         ..BatchAttr::default()
     };
-    // SAFETY: `attr` is a valid bpf_attr prefix of the size passed; `keys` and `values` hold
-    // `count` keys and `count` × `cpus` padded values, the token 8 bytes.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &raw mut attr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    if ret < 0 {
-        let error = io::Error::last_os_error();
-        // ENOENT: the array ended before `count` entries; `count` says how many were read.
-        if error.raw_os_error() != Some(libc::ENOENT) {
-            return Err(error);
-        }
-    }
+    // SAFETY: `keys` and `values` hold `count` keys and `count` × `cpus` padded values, the
+    // token 8 bytes.
+    unsafe { lookup_batch(&mut attr)? };
     let read = (attr.count as usize).min(entries);
     Ok((0..read)
         .map(|entry| {
