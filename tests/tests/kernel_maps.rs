@@ -7,7 +7,7 @@ use std::{
     os::fd::{AsFd as _, FromRawFd as _, OwnedFd},
 };
 
-use selfheal_agent::sensors::ebpf::{lookup_all, per_cpu_array_prefix};
+use selfheal_agent::sensors::ebpf::{lookup_all, per_cpu_array_prefix, possible_cpus};
 use selfheal_tests::require_root;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -90,22 +90,10 @@ fn a_hash_map_is_read_whole_in_chunks() {
     }
 }
 
-/// The possible CPUs, as the kernel lays out per-CPU values ("0-1", "0-3,8-11").
-fn possible_cpus() -> usize {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").expect("possible CPUs");
-    text.trim()
-        .split(',')
-        .map(|range| match range.split_once('-') {
-            Some((a, b)) => b.parse::<usize>().expect("cpu") - a.parse::<usize>().expect("cpu") + 1,
-            None => 1,
-        })
-        .sum()
-}
-
 #[test]
 fn a_per_cpu_array_prefix_is_read_in_one_call_with_every_cpus_value() {
     require_root!();
-    let cpus = possible_cpus();
+    let cpus = possible_cpus().expect("the possible CPUs");
     // 12 bytes: each CPU's value is padded to 16 in what the kernel copies in and out.
     #[derive(Clone, Copy, Debug, PartialEq)]
     #[repr(C)]

@@ -220,7 +220,6 @@ pub async fn run(
         }
         let previous = Arc::clone(&snapshots.borrow());
         let snapshot = Snapshot::after(&state.lock(), Some(&previous));
-        drop(previous);
         snapshots.send_replace(Arc::new(snapshot));
     }
 }

@@ -216,13 +216,7 @@ async fn answer(stream: UnixStream, state: Snapshots, commands: mpsc::Sender<Com
             serde_json::json!({ "error": format!("cannot read the request: {e}") }).to_string()
         }
         Ok(_) => match parse_request(&line) {
-            // Written straight from the document: no JSON tree of every unit in between.
-            Ok(req) if req.command == "status" => {
-                let snapshot = state.borrow().clone();
-                serde_json::to_string(&document(&snapshot))
-                    .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
-            }
-            Ok(req) => handle(req, &state, &commands).await.to_string(),
+            Ok(req) => handle(req, &state, &commands).await,
             Err(e) => serde_json::json!({
                 "error": format!("malformed request: {e}; send {{\"command\":\"status\"}}")
             })
@@ -233,11 +227,8 @@ async fn answer(stream: UnixStream, state: Snapshots, commands: mpsc::Sender<Com
     let _ = write.write_all(text.as_bytes()).await;
 }
 
-async fn handle(
-    req: Request,
-    state: &Snapshots,
-    commands: &mpsc::Sender<Command>,
-) -> serde_json::Value {
+/// The answer to `req`, as JSON text.
+async fn handle(req: Request, state: &Snapshots, commands: &mpsc::Sender<Command>) -> String {
     let unit = req.unit.clone().unwrap_or_default();
     let engine = |make: fn(String, oneshot::Sender<Result<String, String>>) -> Command| async move {
         let (tx, rx) = oneshot::channel();
@@ -250,7 +241,15 @@ async fn handle(
             Err(_) => serde_json::json!({ "error": "the agent dropped the request" }),
         }
     };
-    match req.command.as_str() {
+    let reply = match req.command.as_str() {
+        // Written straight from the document: no JSON tree of every unit in between.
+        "status" => {
+            let snapshot = state.borrow().clone();
+            return serde_json::to_string(&document(&snapshot)).unwrap_or_else(|e| {
+                serde_json::json!({ "error": format!("cannot serialize the status: {e}") })
+                    .to_string()
+            });
+        }
         "history" => {
             let snapshot = state.borrow().clone();
             let units: Vec<serde_json::Value> = snapshot
@@ -278,7 +277,8 @@ async fn handle(
         other => serde_json::json!({
             "error": format!("unknown command \"{other}\"; expected status, history, explain, reset or release")
         }),
-    }
+    };
+    reply.to_string()
 }
 
 /// Sends one request to the agent at `path` and returns its JSON answer.

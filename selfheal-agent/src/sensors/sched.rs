@@ -147,7 +147,7 @@ impl SchedSensor {
             .map(|u| {
                 let aggregate = batch.as_ref().map_or_else(
                     || self.maps.unit(u.unit),
-                    |all| all.get(&u.unit).copied().unwrap_or_default(),
+                    |all| all.get(u.unit as usize).copied().unwrap_or_default(),
                 );
                 (u.unit, aggregate)
             })

@@ -25,6 +25,11 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// The CPUs the kernel may bring up: how many values a per-CPU map holds per entry.
+pub fn possible_cpus() -> io::Result<usize> {
+    aya::util::nr_cpus().map_err(|(what, e)| io::Error::new(e.kind(), format!("{what}: {e}")))
+}
+
 /// One `BPF_MAP_LOOKUP_BATCH` call; true when it reached the end of the map (`ENOENT`, with
 /// `attr.count` saying how many entries this last call read).
 ///
@@ -102,9 +107,9 @@ pub fn lookup_all<K: Copy, V: Copy>(map: BorrowedFd<'_>, chunk: usize) -> io::Re
 }
 
 /// Entries `0..count` of the per-CPU array `map` whose values are `V`, each with its index and
-/// its `cpus` per-CPU values (`cpus`: the possible CPUs, as the kernel lays them out), in one
-/// call. `Err`
-/// when the kernel has no batch operations for it, and the caller reads entry by entry.
+/// its `cpus` per-CPU values (`cpus`: [`possible_cpus`], as the kernel lays them out), in one
+/// call. `Err` when the kernel has no batch operations for it, and the caller reads entry by
+/// entry.
 ///
 /// `V` must be the map's own value type: plain `#[repr(C)]` data that any bytes the kernel
 /// writes are a valid value of.

@@ -84,21 +84,26 @@ impl SchedMaps {
             .unwrap_or_default()
     }
 
-    /// The aggregates of units `0..count`, by unit, in one read of `UNIT_SCHED`; `None` when
-    /// the kernel cannot batch (read [`Self::unit`] by unit then).
-    pub fn units_below(&self, count: u32) -> Option<std::collections::HashMap<u32, UnitAggregate>> {
+    /// The aggregates of units `0..count`, indexed by unit, in one read of `UNIT_SCHED`; `None`
+    /// when the kernel cannot batch (read [`Self::unit`] by unit then).
+    pub fn units_below(&self, count: u32) -> Option<Vec<UnitAggregate>> {
         if !self.batch.get() {
             return None;
         }
         let count = count.min(self.units.len());
-        let cpus = aya::util::nr_cpus().ok()?;
-        match super::per_cpu_array_prefix::<UnitSched>(self.units.map().fd().as_fd(), count, cpus) {
-            Ok(entries) => Some(
-                entries
-                    .into_iter()
-                    .map(|(unit, per_cpu)| (unit, UnitAggregate::of(per_cpu.iter())))
-                    .collect(),
-            ),
+        let read = super::possible_cpus().and_then(|cpus| {
+            super::per_cpu_array_prefix::<UnitSched>(self.units.map().fd().as_fd(), count, cpus)
+        });
+        match read {
+            Ok(entries) => {
+                let mut by_unit = vec![UnitAggregate::default(); count as usize];
+                for (unit, per_cpu) in entries {
+                    if let Some(slot) = by_unit.get_mut(unit as usize) {
+                        *slot = UnitAggregate::of(per_cpu.iter());
+                    }
+                }
+                Some(by_unit)
+            }
             Err(e) => {
                 warn!("reading UNIT_SCHED in batches: {e}; reading it unit by unit from now on");
                 self.batch.set(false);
