@@ -4,7 +4,7 @@
 //! `tick.rs`; the decisions, in the supervisor.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -25,10 +25,10 @@ use super::{
 use crate::{
     act::quarantine::Quarantine,
     detect::{Problem, ProblemKind, exit::ExitRules, leak::LeakDetector, stall::StallDetector},
-    policy::{ScaledLimits, StartLimit, UnitContext},
+    policy::{ScaledLimits, StartLimit, UnitContext, UnitPolicyStatus},
     report::{alert_out::AlertPusher, audit::Audit, metrics::Metrics, webhook::AlertObservation},
     sensors::{
-        ebpf::{UnitExitCounts, UnitSockets},
+        ebpf::{UnitExitCounts, UnitSockets, monotonic_ns},
         probes::ProbeReport,
         sched::SchedSensor,
     },
@@ -87,6 +87,14 @@ pub struct Engine {
     pub(super) scale_bases: HashMap<u32, ScaledLimits>,
     /// When each unit's open incident began, for `selfheal_recovery_duration_seconds`.
     pub(super) incidents: HashMap<u32, Instant>,
+    /// Units whose published view was built while nothing about them was in progress or timed
+    /// (`Policy::settled`, no stall, leak episode, incident or probe): it stays true until
+    /// an input names the unit (`perform`, `publish_policy` take it out) or the config is
+    /// reloaded, so while the unit is still (`SchedSensor::still`) it is neither sampled nor
+    /// rebuilt.
+    pub(super) settled_views: HashSet<u32>,
+    /// What sampling each unit needs, built when its cgroup or the config changes.
+    pub(super) sample_specs: HashMap<u32, Arc<super::tick::SampleSpec>>,
     /// The gauges last set for each unit (see `tick.rs`).
     pub(super) gauges: HashMap<u32, super::tick::UnitGauges>,
     pub(super) finished_tx: mpsc::Sender<Finished>,
@@ -122,6 +130,8 @@ impl Engine {
             main_pids: HashMap::new(),
             scale_bases: HashMap::new(),
             incidents: HashMap::new(),
+            settled_views: HashSet::new(),
+            sample_specs: HashMap::new(),
             gauges: HashMap::new(),
             finished_tx,
             finished_rx: Some(finished_rx),
@@ -211,12 +221,15 @@ impl Engine {
     /// /health must not show an action in progress that has already ended (the rest of each
     /// unit's view, and any unit not named here, is published with the tick's readings).
     pub(super) fn publish_policy(&mut self, units: &[u32], now: Instant) {
+        for index in units {
+            self.settled_views.remove(index);
+        }
+        let policies: Vec<_> = units.iter().map(|u| self.policy_status(*u, now)).collect();
         let mut state = self.p.state.lock();
-        for &index in units {
+        for (&index, policy) in units.iter().zip(policies) {
             let Some(unit) = state.unit_mut(index) else {
                 continue;
             };
-            let policy = self.p.supervisor.policy().unit_status(index, now);
             let view = unit.view_mut();
             view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
             view.policy = policy;
@@ -297,6 +310,17 @@ impl Engine {
                 .command(kind, &unit, Instant::now(), SystemTime::now());
         self.perform(fx);
         let _ = reply.send(answer.map_err(|e| e.to_string()));
+    }
+
+    /// The policy's status of `unit` as views keep it: the last action's age as an instant, so
+    /// that a settled unit's view stays the same (see `LastActionStatus::as_instant`).
+    pub(super) fn policy_status(&self, unit: u32, now: Instant) -> Option<UnitPolicyStatus> {
+        let mut status = self.p.supervisor.policy().unit_status(unit, now)?;
+        if let Some(last) = status.last_action.as_mut() {
+            let since = Instant::now().saturating_duration_since(now);
+            last.as_instant(monotonic_ns().saturating_sub(since.as_nanos() as u64));
+        }
+        Some(status)
     }
 
     pub(super) fn unit_name(&self, unit: u32) -> Option<String> {

@@ -77,6 +77,9 @@ impl Engine {
     /// SIGHUP: the new tables decide which units stay (with their new settings), which go
     /// and which are added; new patterns adopt through the tracker.
     pub(super) fn on_reload(&mut self, reload: Reload) {
+        // Thresholds, ladders and words may all have changed: every view is rebuilt.
+        self.settled_views.clear();
+        self.sample_specs.clear();
         let tables = Tables::new(reload.units.clone());
         let monitored: Vec<(u32, String, Option<String>)> = {
             let state = self.p.state.lock();

@@ -14,6 +14,10 @@ use crate::report::{audit::AuditRecord, history::Event};
 impl Engine {
     pub(super) fn perform(&mut self, fx: Effects) {
         self.dirty |= fx.save;
+        // Every change the policy makes to a unit comes with a history entry or an action.
+        for unit in fx.history.iter().map(|(u, _)| u).chain(fx.run.iter().map(|w| &w.unit)) {
+            self.settled_views.remove(unit);
+        }
         for note in &fx.audit {
             self.p.audit.record(&audit_record(note));
         }

@@ -4,7 +4,8 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
+    path::Path,
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
@@ -24,17 +25,28 @@ use crate::{
     units::view::{ResourceView, SchedView, StallView, UnitView},
 };
 
+/// What sampling a unit needs that stays the same until its cgroup or the config changes:
+/// built once, not every pass (see `Engine::sample_specs`).
+pub(super) struct SampleSpec {
+    name: String,
+    /// The cgroup path (relative to the v2 root) `dir` was made from.
+    cgroup: String,
+    dir: Arc<Path>,
+    stall: StallConfig,
+    leak: LeakConfig,
+}
+
 /// One unit the tick samples.
 struct Sampled {
     unit: u32,
-    name: String,
-    dir: PathBuf,
+    spec: Arc<SampleSpec>,
     main_pid: u32,
     limits: SystemdLimits,
-    stall: StallConfig,
-    leak: LeakConfig,
     /// The unit is frozen, quarantined or being acted on: its stalls are ours, not problems.
     quiet: bool,
+    /// Its view was built while nothing about it was in progress, and nothing named it since
+    /// (see `Engine::settled_views`): a still unit is not sampled.
+    settled: bool,
 }
 
 /// One sampling pass's readings, handed back by the blocking reader.
@@ -50,6 +62,8 @@ pub(super) struct Readings {
     /// Units whose readings are the last pass's (see `SchedSensor::quiet`): their gauges
     /// already say what these do.
     quiet: HashSet<u32>,
+    /// Units left unsampled (see `SchedSensor::still`): their views stand.
+    still: HashSet<u32>,
     samples: Vec<(u32, SchedSample)>,
     resources: Vec<(u32, UnitResources)>,
 }
@@ -84,12 +98,13 @@ impl Engine {
                 (
                     UnitCgroup {
                         unit: s.unit,
-                        dir: s.dir.clone(),
+                        dir: s.spec.dir.clone(),
                         main_pid: (s.main_pid != 0).then_some(s.main_pid),
+                        settled: s.settled,
                     },
                     UnitResourcesInput {
                         unit: s.unit,
-                        dir: s.dir.clone(),
+                        dir: s.spec.dir.clone(),
                         limits: s.limits,
                         live_sockets: None,
                     },
@@ -109,30 +124,34 @@ impl Engine {
                     work.iter().map(|(c, _)| c.unit).collect();
                 cache.retain(|unit| sampled.contains(&unit));
             }
+            let still = |unit: u32| sched.as_ref().is_some_and(|s| s.still(unit));
             let resources: Vec<(u32, UnitResources)> = work
                 .into_iter()
+                .filter(|(c, _)| !still(c.unit))
                 .map(|(_, mut input)| {
                     input.live_sockets = sockets.as_ref().and_then(|s| s.live(input.unit));
                     let quiet = sched.as_ref().is_some_and(|s| s.quiet(input.unit));
                     let reading = match cache.as_mut() {
                         Some(cache) => cache.read(&input, quiet),
-                        None => resources::read(&input),
+                        None => resources::read(&input, &mut Default::default()),
                     };
                     (input.unit, reading)
                 })
                 .collect();
             let lost = unit_exits
                 .as_ref()
-                .map(|counts| (0..unit_count).map(|u| (u, counts.of(u).lost)).collect())
+                .map(|counts| (0u32..).zip(counts.below(unit_count).iter().map(|c| c.lost)).collect())
                 .unwrap_or_default();
             let quiet = cgroups
                 .iter()
                 .map(|c| c.unit)
                 .filter(|unit| sched.as_ref().is_some_and(|s| s.quiet(*unit)))
                 .collect();
+            let still = cgroups.iter().map(|c| c.unit).filter(|u| still(*u)).collect();
             let _ = readings.blocking_send(Readings {
                 now,
                 quiet,
+                still,
                 sampled,
                 sched,
                 cache,
@@ -153,6 +172,7 @@ impl Engine {
         let Readings {
             now,
             quiet,
+            still,
             sampled,
             sched,
             cache,
@@ -186,14 +206,14 @@ impl Engine {
                 .filter(|s| state.unit(s.unit).is_some())
                 .collect()
         };
-        for s in &sampled {
+        for s in sampled.iter().filter(|s| !still.contains(&s.unit)) {
             let mut view = UnitView::default();
             let unchanged = quiet.contains(&s.unit);
             if let Some(sample) = samples.get(&s.unit) {
                 view.sched = Some(sched_view(sample));
                 if let Some(sched) = view.sched.as_ref().filter(|_| !unchanged) {
                     self.p.metrics.set_scheduler(
-                        &s.name,
+                        &s.spec.name,
                         sched.oncpu_percent / 100.0,
                         sample.contention.runq_p99.unwrap_or_default(),
                     );
@@ -205,7 +225,7 @@ impl Engine {
                     }
                     self.stall.forget(s.unit);
                 } else {
-                    for event in self.stall.observe(s.unit, &s.stall, sample) {
+                    for event in self.stall.observe(s.unit, &s.spec.stall, sample) {
                         self.on_stall(event);
                     }
                 }
@@ -217,7 +237,7 @@ impl Engine {
                     }
                     match self
                         .leak
-                        .observe(s.unit, &s.leak, &sample, SystemTime::now())
+                        .observe(s.unit, &s.spec.leak, &sample, SystemTime::now())
                     {
                         Some(LeakEvent::Detected(problem)) => self.raise(problem),
                         Some(LeakEvent::Cleared { unit, kind }) => {
@@ -237,7 +257,7 @@ impl Engine {
                 let exhaustion = trend.exhaustion_in;
                 if !unchanged {
                     self.p.metrics.set_resource(
-                        &s.name,
+                        &s.spec.name,
                         kind,
                         trend.value,
                         trend.limit,
@@ -258,7 +278,7 @@ impl Engine {
         }
 
         self.feed(Input::Time);
-        self.publish(now, views);
+        self.publish(now, views, &still);
     }
 
     /// Active units with a cgroup, and whether detection should hold off for each.
@@ -291,19 +311,31 @@ impl Engine {
                         }
                     }
                     let isolated = self.p.supervisor.policy().isolated(unit);
+                    let spec = match self.sample_specs.get(&unit) {
+                        Some(spec) if spec.cgroup == *cgroup => spec.clone(),
+                        _ => {
+                            let spec = Arc::new(SampleSpec {
+                                name: u.name.clone(),
+                                cgroup: cgroup.clone(),
+                                dir: self.p.v2_root.join(cgroup.trim_start_matches('/')).into(),
+                                stall: u.policy.stall.clone(),
+                                leak: u.policy.leak.clone(),
+                            });
+                            self.sample_specs.insert(unit, spec.clone());
+                            spec
+                        }
+                    };
                     Some(Sampled {
                         unit,
-                        name: u.name.clone(),
-                        dir: self.p.v2_root.join(cgroup.trim_start_matches('/')),
+                        spec,
                         main_pid: u.systemd.main_pid,
                         limits: SystemdLimits {
                             memory_max: u.systemd.memory_max,
                             memory_high: u.systemd.memory_high,
                             tasks_max: u.systemd.tasks_max,
                         },
-                        stall: u.policy.stall.clone(),
-                        leak: u.policy.leak.clone(),
                         quiet: isolated || self.p.supervisor.acting(unit),
+                        settled: self.settled_views.contains(&unit),
                     })
                 })
                 .collect()
@@ -369,15 +401,32 @@ impl Engine {
         }
     }
 
-    /// Publishes each unit's view (status, health) and the gauges that follow from it.
-    fn publish(&mut self, now: Instant, mut views: HashMap<u32, UnitView>) {
+    /// Publishes each unit's view (status, health) and the gauges that follow from it. A still
+    /// unit whose view is settled keeps it: nothing in it can have changed.
+    fn publish(&mut self, now: Instant, mut views: HashMap<u32, UnitView>, still: &HashSet<u32>) {
         if let Some(counters) = self.p.state.lock().kernel_counters.as_ref() {
             self.p.metrics.set_kernel_counters(&counters.snapshot());
         }
         let count = self.p.state.lock().units.len() as u32;
         for unit in 0..count {
-            let mut view = views.remove(&unit).unwrap_or_default();
-            let policy = self.p.supervisor.policy().unit_status(unit, now);
+            let still = still.contains(&unit);
+            if still && self.settled_views.contains(&unit) {
+                continue;
+            }
+            let mut view = match views.remove(&unit) {
+                Some(view) => view,
+                // Named by an input since the pass began: its readings stand, the rest is
+                // rebuilt.
+                None if still => self
+                    .p
+                    .state
+                    .lock()
+                    .unit(unit)
+                    .map(|u| (*u.view).clone())
+                    .unwrap_or_default(),
+                None => UnitView::default(),
+            };
+            let policy = self.policy_status(unit, now);
             view.explain = self.p.supervisor.explain(unit, now, SystemTime::now());
             view.stalls = self
                 .stall
@@ -440,6 +489,18 @@ impl Engine {
             );
             view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
             view.policy = policy;
+            let settled = view.sched.is_some()
+                && view.stalls.is_empty()
+                && view.probes.is_empty()
+                && u.policy.probes.is_empty()
+                && !self.incidents.contains_key(&unit)
+                && !self.leak.open(unit)
+                && self.p.supervisor.policy().settled(unit, now);
+            if settled {
+                self.settled_views.insert(unit);
+            } else {
+                self.settled_views.remove(&unit);
+            }
             if *u.view != view
                 && let Some(u) = state.unit_mut(unit)
             {

@@ -82,6 +82,27 @@ pub struct LastActionStatus {
     pub action: String,
     pub result: String,
     pub seconds_ago: f64,
+    /// When it was done (CLOCK_MONOTONIC ns, to the millisecond), where the status keeps it as
+    /// an instant so that it stays the same between passes: `seconds_ago` is then worked out
+    /// when the status is read.
+    #[serde(skip)]
+    pub at_ns: Option<u64>,
+}
+
+impl LastActionStatus {
+    /// Keeps when it was done instead of how long ago, `now_ns` being the status's `now`.
+    pub fn as_instant(&mut self, now_ns: u64) {
+        let ago_ms = (self.seconds_ago * 1000.0).round() as u64;
+        self.at_ns = Some((now_ns / 1_000_000).saturating_sub(ago_ms) * 1_000_000);
+        self.seconds_ago = 0.0;
+    }
+
+    /// `seconds_ago` as read at `now_ns`, for a status that keeps the instant.
+    pub fn read_at(&mut self, now_ns: u64) {
+        if let Some(at) = self.at_ns {
+            self.seconds_ago = now_ns.saturating_sub(at) as f64 / 1e9;
+        }
+    }
 }
 
 /// The host-wide storm breaker.
@@ -132,6 +153,7 @@ impl Policy {
                 action: l.action.clone(),
                 result: l.result.clone(),
                 seconds_ago: now.saturating_duration_since(l.at).as_secs_f64(),
+                at_ns: None,
             }),
             in_flight: state
                 .in_flight
@@ -266,14 +288,14 @@ impl Policy {
             ));
         }
         if let Some(last) = &state.last_action {
-            parts.push(describe_last(last, now));
+            parts.push(describe_last(last, &clock(last.at, now, wall)));
         }
         if let Some((at, kind)) = &state.last_problem {
             if state.incident.is_none() && state.escalation.is_none() {
                 parts.push(format!(
-                    "last problem: {} {} ago",
+                    "last problem: {} at {}",
                     kind.name(),
-                    human(now.saturating_duration_since(*at))
+                    clock(*at, now, wall)
                 ));
             }
         } else {

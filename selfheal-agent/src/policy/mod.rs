@@ -216,6 +216,30 @@ impl Policy {
         })
     }
 
+    /// Whether nothing of the unit's status can change with the passing of time alone: no
+    /// incident, escalation, isolation or held problem, nothing in flight, no fallback, scale
+    /// step, failure count or backoff to forget, a closed circuit without failures, and no
+    /// restart in the budget's window. Its status then changes only when an input names it
+    /// (its ages, the last action's and problem's, are kept as instants), so the engine need
+    /// not rebuild it pass after pass.
+    pub fn settled(&self, unit: u32, now: Instant) -> bool {
+        let Some(u) = self.unit(unit) else {
+            return true;
+        };
+        let s = &u.state;
+        s.incident.is_none()
+            && s.escalation.is_none()
+            && s.isolation.is_none()
+            && s.held.is_none()
+            && s.in_flight.is_empty()
+            && !s.fallback.running
+            && s.scale.step == 0
+            && s.consecutive_failures == 0
+            && s.backoff_level == 0
+            && matches!(s.breaker.circuit, breaker::Circuit::Closed { failures: 0 })
+            && s.restarts.used(now, self.config.budget.window) == 0
+    }
+
     /// Units under remediation now, for the storm breaker.
     fn active_units(&self, now: Instant) -> usize {
         let horizon = self.config.backoff.max;

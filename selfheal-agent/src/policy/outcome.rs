@@ -265,12 +265,7 @@ impl Policy {
     }
 }
 
-/// For explanations: "restart 2 min ago (done)".
-pub(super) fn describe_last(last: &LastAction, now: Instant) -> String {
-    format!(
-        "last action: {} {} ago ({})",
-        last.action,
-        human(now.saturating_duration_since(last.at)),
-        last.result
-    )
+/// For explanations: "last action: restart at 12:01:05 UTC (done)".
+pub(super) fn describe_last(last: &LastAction, when: &str) -> String {
+    format!("last action: {} at {when} ({})", last.action, last.result)
 }

@@ -1,6 +1,8 @@
 //! Pressure (PSI) and CPU throttling of a unit's cgroup, on pure v2 and hybrid hosts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::cgroup_v1::{Controller, V1Dirs};
 
 /// `some avg10` of `<dir>/<resource>.pressure` ("cpu", "memory", "io"), in percent.
 pub fn psi_some_avg10(v2_dir: &Path, resource: &str) -> Option<f64> {
@@ -20,13 +22,13 @@ pub fn parse_psi_some_avg10(text: &str) -> Option<f64> {
 /// Throttling by the cgroup's own CPU quota: (periods throttled, time throttled in ns).
 /// v2 keeps it in the unit's `cpu.stat` when the cpu controller is enabled there; on hybrid
 /// hosts the cpu controller is v1, found through the process's /proc/PID/cgroup.
-pub fn cpu_throttling(v2_dir: &Path, pid: Option<u32>) -> Option<(u64, u64)> {
+pub fn cpu_throttling(v2_dir: &Path, pid: Option<u32>, v1: &mut V1Dirs) -> Option<(u64, u64)> {
     if let Ok(text) = std::fs::read_to_string(v2_dir.join("cpu.stat"))
         && let Some(t) = parse_throttling(&text, "throttled_usec", 1000)
     {
         return Some(t);
     }
-    let dir = v1_cpu_dir(pid?)?;
+    let dir = v1.dir(pid?, Controller::Cpu)?;
     let text = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
     parse_throttling(&text, "throttled_time", 1)
 }
@@ -44,24 +46,6 @@ pub fn parse_throttling(text: &str, time_key: &str, to_ns: u64) -> Option<(u64, 
         field("nr_throttled")?,
         field(time_key)?.saturating_mul(to_ns),
     ))
-}
-
-/// The v1 cpu controller's cgroup directory of `pid`, on hosts that have one.
-fn v1_cpu_dir(pid: u32) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if controllers.split(',').any(|c| c == "cpu") {
-            for mount in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"] {
-                let dir = Path::new(mount).join(path.trim_start_matches('/'));
-                if dir.join("cpu.stat").exists() {
-                    return Some(dir);
-                }
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! observations.
 
 pub mod cgroup_stats;
+pub mod cgroup_v1;
 pub mod ebpf;
 pub mod probes;
 pub mod procfs;

@@ -2,15 +2,19 @@
 //! memory, read each tick from procfs and cgroupfs (plus the kernel's live socket count).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    path::Path,
+    sync::Arc,
     time::Instant,
 };
 
 use serde::Serialize;
 
-use super::sockets;
+use super::{
+    cgroup_v1::{Controller, V1Dirs},
+    sockets,
+};
 use crate::detect::{LeakKind, leak::ResourceSample};
 
 /// Limits systemd knows for the unit (`u64::MAX` or 0 = none).
@@ -25,7 +29,7 @@ pub struct SystemdLimits {
 #[derive(Clone, Debug)]
 pub struct UnitResourcesInput {
     pub unit: u32,
-    pub dir: PathBuf,
+    pub dir: Arc<Path>,
     pub limits: SystemdLimits,
     /// Live inet sockets from the kernel's cgroup_sock programs, when attached.
     pub live_sockets: Option<u64>,
@@ -146,11 +150,12 @@ fn finite(v: u64) -> Option<u64> {
 #[derive(Default)]
 pub struct ReadingCache {
     units: HashMap<u32, Kept>,
+    v1: V1Dirs,
 }
 
 struct Kept {
     /// What the reading was taken with: another cgroup or other limits read again.
-    dir: PathBuf,
+    dir: Arc<Path>,
     limits: SystemdLimits,
     reading: UnitResources,
 }
@@ -166,7 +171,7 @@ impl ReadingCache {
         {
             return kept.reading.clone();
         }
-        let reading = read(input);
+        let reading = read(input, &mut self.v1);
         self.units.insert(
             input.unit,
             Kept {
@@ -178,17 +183,25 @@ impl ReadingCache {
         reading
     }
 
-    /// Forgets the units `keep` says no to (not sampled any more).
+    /// Forgets the units `keep` says no to (not sampled any more), and the v1 directories of
+    /// processes no kept reading has.
     pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
         self.units.retain(|unit, _| keep(*unit));
+        let pids: HashSet<u32> = self
+            .units
+            .values()
+            .flat_map(|kept| kept.reading.processes.iter().map(|p| p.pid))
+            .collect();
+        self.v1.retain(|pid| pids.contains(&pid));
     }
 }
 
-pub fn read(input: &UnitResourcesInput) -> UnitResources {
+/// `v1`: the v1 directories found so far (hybrid hosts).
+pub fn read(input: &UnitResourcesInput, v1: &mut V1Dirs) -> UnitResources {
     let tgids = super::procfs::procs_in_tree(&input.dir);
     let processes: Vec<ProcessResources> = tgids.iter().filter_map(|&pid| process(pid)).collect();
     let threads = processes.iter().map(|p| p.threads).sum();
-    let (memory_bytes, cgroup_limit) = memory(&input.dir, tgids.first().copied());
+    let (memory_bytes, cgroup_limit) = memory(&input.dir, tgids.first().copied(), v1);
     let memory_limit = finite(input.limits.memory_max)
         .or(finite(input.limits.memory_high))
         .or(cgroup_limit);
@@ -203,17 +216,22 @@ pub fn read(input: &UnitResourcesInput) -> UnitResources {
         // created by it and are counted from its fds.
         sockets: input.live_sockets.map(|live| live + tcp.accepted()),
         connections: tcp.by_state(),
-        tasks_max: tasks_limit(&input.dir, &input.limits, tgids.first().copied()),
+        tasks_max: tasks_limit(&input.dir, &input.limits, tgids.first().copied(), v1),
     }
 }
 
 /// The tightest of the unit's TasksMax, the v2 `pids.max` of its cgroup and, on hybrid hosts,
 /// the v1 `pids.max` of its processes' (`pid`'s) pids cgroup when that cgroup is the unit's
-/// own (see [`unit_v1_dir`]).
-fn tasks_limit(dir: &Path, limits: &SystemdLimits, pid: Option<u32>) -> Option<u64> {
+/// own (see [`cgroup_v1::unit_dir`]).
+fn tasks_limit(
+    dir: &Path,
+    limits: &SystemdLimits,
+    pid: Option<u32>,
+    v1: &mut V1Dirs,
+) -> Option<u64> {
     let v2 = read_number(&dir.join("pids.max")).and_then(finite);
     let v1 = pid
-        .and_then(|pid| unit_v1_dir(pid, "pids", "pids.current"))
+        .and_then(|pid| v1.dir(pid, Controller::Pids))
         .and_then(|dir| read_number(&dir.join("pids.max")))
         .and_then(finite);
     [finite(limits.tasks_max), v2, v1]
@@ -259,14 +277,14 @@ fn fd_limit(pid: u32) -> Option<u64> {
 
 /// (usage, limit) of the unit's memory: v2 memory.current/memory.max, or on hybrid hosts the
 /// v1 memory controller's cgroup of one of its processes when that cgroup is the unit's own.
-fn memory(v2_dir: &Path, pid: Option<u32>) -> (Option<u64>, Option<u64>) {
+fn memory(v2_dir: &Path, pid: Option<u32>, v1: &mut V1Dirs) -> (Option<u64>, Option<u64>) {
     if let Some(current) = read_number(&v2_dir.join("memory.current")) {
         return (
             Some(current),
             read_number(&v2_dir.join("memory.max")).and_then(finite),
         );
     }
-    let Some(dir) = pid.and_then(|pid| unit_v1_dir(pid, "memory", "memory.usage_in_bytes")) else {
+    let Some(dir) = pid.and_then(|pid| v1.dir(pid, Controller::Memory)) else {
         return (None, None);
     };
     (
@@ -277,35 +295,6 @@ fn memory(v2_dir: &Path, pid: Option<u32>) -> (Option<u64>, Option<u64>) {
 
 fn read_number(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// The v1 `controller` cgroup of `pid` (mounted at /sys/fs/cgroup/<controller>), holding
-/// `probe`, when it is specific to the unit. On hybrid hosts a unit that systemd gave no v1
-/// cgroup of that controller shares one with everything around it, the agent included (the
-/// root, a session's): its usage is the whole host's, its limit nobody's, so it says nothing
-/// about the unit.
-fn unit_v1_dir(pid: u32, controller: &str, probe: &str) -> Option<PathBuf> {
-    let path = v1_cgroup_path(&format!("/proc/{pid}/cgroup"), controller)?;
-    if v1_cgroup_path("/proc/self/cgroup", controller).as_deref() == Some(path.as_str()) {
-        return None;
-    }
-    let dir = Path::new("/sys/fs/cgroup")
-        .join(controller)
-        .join(path.trim_start_matches('/'));
-    dir.join(probe).exists().then_some(dir)
-}
-
-/// The path of the v1 hierarchy holding `controller` in a /proc/PID/cgroup file.
-fn v1_cgroup_path(file: &str, controller: &str) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        controllers
-            .split(',')
-            .any(|c| c == controller)
-            .then(|| path.to_owned())
-    })
 }
 
 #[cfg(test)]
@@ -335,12 +324,11 @@ mod tests {
     }
 
     #[test]
-    fn a_v1_cgroup_shared_with_the_agent_is_not_the_units() {
+    fn a_v1_cgroup_shared_with_the_agent_says_nothing_about_memory() {
         // Whatever the host, our own process shares every cgroup with us.
         let me = std::process::id();
-        assert_eq!(unit_v1_dir(me, "memory", "memory.usage_in_bytes"), None);
-        assert_eq!(unit_v1_dir(me, "pids", "pids.current"), None);
-        assert_eq!(memory(Path::new("/nonexistent"), Some(me)), (None, None));
+        let mut v1 = V1Dirs::default();
+        assert_eq!(memory(Path::new("/nonexistent"), Some(me), &mut v1), (None, None));
     }
 
     #[test]
@@ -352,7 +340,7 @@ mod tests {
         };
         let mut input = UnitResourcesInput {
             unit: 3,
-            dir: dir.clone(),
+            dir: dir.as_path().into(),
             limits: SystemdLimits::default(),
             live_sockets: None,
         };

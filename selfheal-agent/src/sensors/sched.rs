@@ -5,7 +5,8 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
+    path::Path,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,6 +17,7 @@ use selfheal_common::sched::{
 
 use super::{
     cgroup_stats,
+    cgroup_v1::V1Dirs,
     ebpf::{SchedMaps, UnitAggregate, monotonic_ns},
     procfs, sockets,
 };
@@ -30,8 +32,11 @@ const FROZEN_BIT: u32 = 0x8000;
 #[derive(Clone, Debug)]
 pub struct UnitCgroup {
     pub unit: u32,
-    pub dir: PathBuf,
+    pub dir: Arc<Path>,
     pub main_pid: Option<u32>,
+    /// Nothing about the unit is in progress (no stall, leak, incident or timer): if it is
+    /// still as well ([`SchedSensor::still`]), it need not be sampled at all.
+    pub settled: bool,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -60,10 +65,14 @@ pub struct SchedSensor {
     last_ran: HashMap<u32, u64>,
     /// Units found quiet at the last pass (see [`Self::quiet`]).
     quiet: HashSet<u32>,
+    /// The quiet units left unsampled at the last pass (see [`Self::still`]).
+    still: HashSet<u32>,
     /// Socket inodes each unit's processes held at its last full read.
     inodes: HashMap<u32, HashSet<u64>>,
     /// Each unit's CPU PSI at its last full read.
     psi: HashMap<u32, Option<f64>>,
+    /// The units' main processes' v1 cpu cgroups (hybrid hosts).
+    v1: V1Dirs,
     /// Passes so far: staggers the full reads of quiet units.
     pass: u64,
     /// Whether the scheduler hook is attached: without it `last_ran_ns` never moves, and no
@@ -98,8 +107,10 @@ impl SchedSensor {
             seeded: HashSet::new(),
             last_ran: HashMap::new(),
             quiet: HashSet::new(),
+            still: HashSet::new(),
             inodes: HashMap::new(),
             psi: HashMap::new(),
+            v1: V1Dirs::default(),
             pass: 0,
             switches_seen,
         }
@@ -112,6 +123,15 @@ impl SchedSensor {
     /// Never quiet without the `sched_switch` hook, whose runs are what moves `last_ran_ns`.
     pub fn quiet(&self, unit: u32) -> bool {
         self.quiet.contains(&unit)
+    }
+
+    /// Whether the last pass left the unit unsampled: quiet, every task asleep (a stopped one
+    /// must be timed), no socket held (nothing can wait unread in it), and settled by its
+    /// caller. Nothing that the detectors judge can have changed since its last sample, so
+    /// none is made: its readings, judgements and view stand until it moves or its full read
+    /// is due.
+    pub fn still(&self, unit: u32) -> bool {
+        self.still.contains(&unit)
     }
 
     /// Thread ids in the kernel's map at the start of the last sample.
@@ -155,7 +175,10 @@ impl SchedSensor {
         self.last_ran.retain(|u, _| aggregates.contains_key(u));
         self.inodes.retain(|u, _| aggregates.contains_key(u));
         self.psi.retain(|u, _| aggregates.contains_key(u));
+        let main_pids: HashSet<u32> = units.iter().filter_map(|u| u.main_pid).collect();
+        self.v1.retain(|pid| main_pids.contains(&pid));
         self.quiet.clear();
+        self.still.clear();
         let mut alive = HashSet::new();
         let mut untagged = false;
         for unit in units {
@@ -171,6 +194,14 @@ impl SchedSensor {
             {
                 // No task of its can have forked or left: the kernel's list is the list.
                 self.quiet.insert(unit.unit);
+                if unit.settled
+                    && self.inodes.get(&unit.unit).is_some_and(HashSet::is_empty)
+                    && tids
+                        .iter()
+                        .all(|tid| task_state(&tracked[tid]) == TaskState::Sleeping)
+                {
+                    self.still.insert(unit.unit);
+                }
                 alive.extend(tids);
                 continue;
             }
@@ -204,8 +235,10 @@ impl SchedSensor {
         for (tid, stat) in tracked {
             by_unit.entry(stat.unit).or_default().push((tid, stat));
         }
-        units
+        let still = std::mem::take(&mut self.still);
+        let samples = units
             .iter()
+            .filter(|unit| !still.contains(&unit.unit))
             .map(|unit| {
                 let tasks = by_unit.remove(&unit.unit).unwrap_or_default();
                 let aggregate = aggregates[&unit.unit];
@@ -214,7 +247,9 @@ impl SchedSensor {
                     self.unit_sample(unit, &tasks, aggregate, now, now_ns, window),
                 )
             })
-            .collect()
+            .collect();
+        self.still = still;
+        samples
     }
 
     fn unit_sample(
@@ -331,7 +366,7 @@ impl SchedSensor {
         let throttle = if quiet {
             self.prev_throttle.get(&unit.unit).copied()
         } else {
-            cgroup_stats::cpu_throttling(&unit.dir, unit.main_pid)
+            cgroup_stats::cpu_throttling(&unit.dir, unit.main_pid, &mut self.v1)
         };
         let (nr_throttled, throttled_ns) = match (throttle, self.prev_throttle.get(&unit.unit)) {
             (Some(now), Some(before)) => (

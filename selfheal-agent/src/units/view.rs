@@ -35,6 +35,9 @@ impl UnitView {
         {
             sched.idle_seconds = Some(now_ns.saturating_sub(since) as f64 / 1e9);
         }
+        if let Some(last) = view.policy.as_mut().and_then(|p| p.last_action.as_mut()) {
+            last.read_at(now_ns);
+        }
         view
     }
 }

@@ -174,6 +174,13 @@ impl LeakDetector {
             .collect()
     }
 
+    /// Whether a leak of the unit is reported and not yet over.
+    pub fn open(&self, unit: u32) -> bool {
+        ALL_KINDS
+            .iter()
+            .any(|kind| self.watches.get(&(unit, *kind)).is_some_and(|w| w.open))
+    }
+
     /// Drops everything about `unit`, without events: for a unit no longer supervised, or whose
     /// processes were replaced (a restart), since the old series describes processes that are
     /// gone.

@@ -1,6 +1,8 @@
 //! Reads the kernel programs' per-CPU counters.
 
-use aya::maps::{MapData, PerCpuArray};
+use std::{cell::Cell, os::fd::AsFd as _};
+
+use aya::maps::{IterableMap as _, MapData, PerCpuArray};
 use selfheal_common::{counters::Counter, exit::UnitExits};
 
 pub struct KernelCounters {
@@ -32,24 +34,62 @@ impl KernelCounters {
 /// records the ring buffer had no room for.
 pub struct UnitExitCounts {
     map: PerCpuArray<MapData, UnitExits>,
+    /// The kernel answered batch reads of the map (else it is read entry by entry).
+    batch: Cell<bool>,
 }
 
 impl UnitExitCounts {
     pub fn new(map: PerCpuArray<MapData, UnitExits>) -> Self {
-        Self { map }
+        Self {
+            map,
+            batch: Cell::new(true),
+        }
+    }
+
+    /// The counts of units `0..count`, by unit: one batch read of the map, entry by entry
+    /// when the kernel cannot batch.
+    pub fn below(&self, count: u32) -> Vec<UnitExits> {
+        if self.batch.get() {
+            let read = super::possible_cpus().and_then(|cpus| {
+                super::per_cpu_array_prefix::<UnitExits>(self.map.map().fd().as_fd(), count, cpus)
+            });
+            match read {
+                Ok(entries) => {
+                    let mut by_unit = vec![UnitExits::default(); count as usize];
+                    for (unit, per_cpu) in entries {
+                        if let Some(slot) = by_unit.get_mut(unit as usize) {
+                            *slot = sum(per_cpu.iter());
+                        }
+                    }
+                    return by_unit;
+                }
+                Err(e) => {
+                    log::warn!(
+                        "reading UNIT_EXITS in batches: {e}; reading it unit by unit from now on"
+                    );
+                    self.batch.set(false);
+                }
+            }
+        }
+        (0..count).map(|unit| self.of(unit)).collect()
     }
 
     /// The unit's counts summed over CPUs (zero when unreadable). A `lost` that grew since the
     /// last look means exits of the unit went unseen: its state must be read again from
     /// systemd (`ExecMainPID`, `ExecMainStatus`).
     pub fn of(&self, unit: u32) -> UnitExits {
-        let mut total = UnitExits::default();
-        if let Ok(per_cpu) = self.map.get(&unit, 0) {
-            for cpu in per_cpu.iter() {
-                total.quiet += cpu.quiet;
-                total.lost += cpu.lost;
-            }
-        }
-        total
+        self.map
+            .get(&unit, 0)
+            .map(|per_cpu| sum(per_cpu.iter()))
+            .unwrap_or_default()
     }
+}
+
+fn sum<'a>(per_cpu: impl Iterator<Item = &'a UnitExits>) -> UnitExits {
+    let mut total = UnitExits::default();
+    for cpu in per_cpu {
+        total.quiet += cpu.quiet;
+        total.lost += cpu.lost;
+    }
+    total
 }
