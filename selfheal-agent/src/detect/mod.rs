@@ -52,18 +52,24 @@ pub enum LeakKind {
     Memory,
 }
 
+impl StallKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StallKind::Stopped => "stopped",
+            StallKind::Hung => "hung",
+            StallKind::Spinning => "spinning",
+            StallKind::Wedged => "wedged",
+            StallKind::Starved => "starved",
+        }
+    }
+}
+
 impl ProblemKind {
     pub fn name(&self) -> &str {
         match self {
             ProblemKind::Crash => "crash",
             ProblemKind::Exit => "exit",
-            ProblemKind::Stall(kind) => match kind {
-                StallKind::Stopped => "stopped",
-                StallKind::Hung => "hung",
-                StallKind::Spinning => "spinning",
-                StallKind::Wedged => "wedged",
-                StallKind::Starved => "starved",
-            },
+            ProblemKind::Stall(kind) => kind.name(),
             ProblemKind::Leak(kind) => match kind {
                 LeakKind::Fd => "fd_leak",
                 LeakKind::Socket => "socket_leak",

@@ -18,6 +18,9 @@ use prometheus::{
 use crate::detect::{ProblemKind, StallKind};
 
 pub mod fleet;
+mod unit_family;
+
+use unit_family::{Kind, UnitFamily};
 
 /// Every metric family the agent exports.
 pub const FAMILIES: [&str; 27] = [
@@ -96,25 +99,25 @@ pub use crate::policy::CircuitState;
 
 pub struct Metrics {
     registry: Registry,
-    restarts: IntCounterVec,
-    consecutive_failures: IntGaugeVec,
+    restarts: UnitFamily,
+    consecutive_failures: UnitFamily,
     problems: IntCounterVec,
     actions: IntCounterVec,
     recovery_duration: HistogramVec,
     escalations: IntCounterVec,
-    circuit_state: IntGaugeVec,
-    quarantines: IntCounterVec,
-    quarantined: IntGaugeVec,
-    unit_healthy: IntGaugeVec,
-    stall_seconds: GaugeVec,
+    circuit_state: UnitFamily,
+    quarantines: UnitFamily,
+    quarantined: UnitFamily,
+    unit_healthy: UnitFamily,
+    stall_seconds: UnitFamily,
     kernel_events: IntCounterVec,
     kernel_events_lost: IntCounter,
     kernel_hook_attached: IntGaugeVec,
-    oncpu_ratio: GaugeVec,
-    runq_p99: GaugeVec,
-    resource: GaugeVec,
-    resource_limit: GaugeVec,
-    exhaustion: GaugeVec,
+    oncpu_ratio: UnitFamily,
+    runq_p99: UnitFamily,
+    resource: UnitFamily,
+    resource_limit: UnitFamily,
+    exhaustion: UnitFamily,
     probe_up: IntGaugeVec,
     probe_duration: GaugeVec,
     /// Fleet mode's families (registered always; they stay empty when fleet mode is off).
@@ -170,6 +173,12 @@ impl Metrics {
             let vec = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
             register(r, vec)
         };
+        let unit_gauge = |name: &str, help: &str, second: Option<&'static str>| {
+            register(r, UnitFamily::new(name, help, Kind::Gauge, second))
+        };
+        let unit_counter = |name: &str, help: &str| {
+            register(r, UnitFamily::new(name, help, Kind::Counter, None))
+        };
         let recovery_opts = HistogramOpts::new(
             RECOVERY_DURATION,
             "Time from a problem's detection until its unit was healthy again.",
@@ -180,11 +189,11 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Metrics {
-            restarts: counter(RESTARTS, "Restarts of a unit done by the agent.", &["unit"]),
-            consecutive_failures: int_gauge(
+            restarts: unit_counter(RESTARTS, "Restarts of a unit done by the agent."),
+            consecutive_failures: unit_gauge(
                 CONSECUTIVE_FAILURES,
                 "Healing actions on a unit that failed in a row since the last success.",
-                &["unit"],
+                None,
             ),
             problems: counter(PROBLEMS, "Problems detected, by kind.", &["unit", "kind"]),
             actions: counter(
@@ -201,22 +210,22 @@ impl Metrics {
                 "Problems the agent gave up healing and handed to an operator.",
                 &["unit", "kind"],
             ),
-            circuit_state: int_gauge(
+            circuit_state: unit_gauge(
                 CIRCUIT_STATE,
                 "A unit's circuit breaker: 0 closed, 1 half-open, 2 open (healing suspended).",
-                &["unit"],
+                None,
             ),
-            quarantines: counter(QUARANTINES, "Times a unit was quarantined.", &["unit"]),
-            quarantined: int_gauge(QUARANTINED, "1 while a unit is quarantined.", &["unit"]),
-            unit_healthy: int_gauge(
+            quarantines: unit_counter(QUARANTINES, "Times a unit was quarantined."),
+            quarantined: unit_gauge(QUARANTINED, "1 while a unit is quarantined.", None),
+            unit_healthy: unit_gauge(
                 UNIT_HEALTHY,
                 "1 when the unit is active with no problem in progress, else 0.",
-                &["unit"],
+                None,
             ),
-            stall_seconds: gauge(
+            stall_seconds: unit_gauge(
                 STALL_SECONDS,
                 "Age of the unit's current stall of this kind; 0 when there is none.",
-                &["unit", "kind"],
+                Some("kind"),
             ),
             kernel_events: counter(
                 KERNEL_EVENTS,
@@ -236,30 +245,26 @@ impl Metrics {
                 "1 when the kernel hook is attached, 0 when it is missing.",
                 &["hook"],
             ),
-            oncpu_ratio: gauge(
+            oncpu_ratio: unit_gauge(
                 ONCPU_RATIO,
                 "Share of the last interval the unit's tasks spent on a CPU.",
-                &["unit"],
+                None,
             ),
-            runq_p99: gauge(
+            runq_p99: unit_gauge(
                 RUNQ_P99,
                 "99th percentile of the unit's tasks' run-queue wait.",
-                &["unit"],
+                None,
             ),
-            resource: gauge(
-                RESOURCE,
-                "A resource the unit holds.",
-                &["unit", "resource"],
-            ),
-            resource_limit: gauge(
+            resource: unit_gauge(RESOURCE, "A resource the unit holds.", Some("resource")),
+            resource_limit: unit_gauge(
                 RESOURCE_LIMIT,
                 "The limit of a resource the unit holds.",
-                &["unit", "resource"],
+                Some("resource"),
             ),
-            exhaustion: gauge(
+            exhaustion: unit_gauge(
                 EXHAUSTION,
                 "Forecast time until the resource reaches its limit at the current trend.",
-                &["unit", "resource"],
+                Some("resource"),
             ),
             probe_up: int_gauge(
                 PROBE_UP,
@@ -288,11 +293,11 @@ impl Metrics {
     /// Gives a newly monitored unit its zero series, so rates and `max by (unit)` see it
     /// before anything happens to it.
     pub fn watch_unit(&self, unit: &str) {
-        self.restarts.with_label_values(&[unit]);
-        self.consecutive_failures.with_label_values(&[unit]).set(0);
-        self.circuit_state.with_label_values(&[unit]).set(0);
-        self.quarantines.with_label_values(&[unit]);
-        self.quarantined.with_label_values(&[unit]).set(0);
+        self.restarts.inc_by(unit, "", 0.0);
+        self.consecutive_failures.set(unit, "", 0.0);
+        self.circuit_state.set(unit, "", 0.0);
+        self.quarantines.inc_by(unit, "", 0.0);
+        self.quarantined.set(unit, "", 0.0);
         for kind in STALL_KINDS {
             self.clear_stall(unit, kind);
         }
@@ -301,22 +306,22 @@ impl Metrics {
     /// Removes every series of a unit the agent no longer monitors: it must not look like a
     /// unit that is still there and quiet.
     pub fn forget_unit(&self, unit: &str) {
-        forget(&self.restarts, unit);
-        forget(&self.consecutive_failures, unit);
+        self.restarts.forget(unit);
+        self.consecutive_failures.forget(unit);
         forget(&self.problems, unit);
         forget(&self.actions, unit);
         forget(&self.recovery_duration, unit);
         forget(&self.escalations, unit);
-        forget(&self.circuit_state, unit);
-        forget(&self.quarantines, unit);
-        forget(&self.quarantined, unit);
-        forget(&self.unit_healthy, unit);
-        forget(&self.stall_seconds, unit);
-        forget(&self.oncpu_ratio, unit);
-        forget(&self.runq_p99, unit);
-        forget(&self.resource, unit);
-        forget(&self.resource_limit, unit);
-        forget(&self.exhaustion, unit);
+        self.circuit_state.forget(unit);
+        self.quarantines.forget(unit);
+        self.quarantined.forget(unit);
+        self.unit_healthy.forget(unit);
+        self.stall_seconds.forget(unit);
+        self.oncpu_ratio.forget(unit);
+        self.runq_p99.forget(unit);
+        self.resource.forget(unit);
+        self.resource_limit.forget(unit);
+        self.exhaustion.forget(unit);
         forget(&self.probe_up, unit);
         forget(&self.probe_duration, unit);
     }
@@ -332,15 +337,14 @@ impl Metrics {
             .with_label_values(&[unit, action, outcome])
             .inc();
         if action == "restart" && outcome == "done" {
-            self.restarts.with_label_values(&[unit]).inc();
+            self.restarts.inc(unit, "");
         }
     }
 
     /// The policy's count of failed actions in a row for the unit.
     pub fn set_consecutive_failures(&self, unit: &str, failures: u32) {
         self.consecutive_failures
-            .with_label_values(&[unit])
-            .set(i64::from(failures));
+            .set(unit, "", f64::from(failures));
     }
 
     /// A problem ended with the unit healthy again, `took` after it was detected.
@@ -357,32 +361,26 @@ impl Metrics {
     }
 
     pub fn set_circuit(&self, unit: &str, state: CircuitState) {
-        self.circuit_state
-            .with_label_values(&[unit])
-            .set(state as i64);
+        self.circuit_state.set(unit, "", f64::from(state as u8));
     }
 
     /// The unit entered (`true`) or left quarantine.
     pub fn set_quarantined(&self, unit: &str, quarantined: bool) {
-        let gauge = self.quarantined.with_label_values(&[unit]);
-        if quarantined && gauge.get() == 0 {
-            self.quarantines.with_label_values(&[unit]).inc();
+        if quarantined && self.quarantined.get(unit, "") != Some(1.0) {
+            self.quarantines.inc(unit, "");
         }
-        gauge.set(i64::from(quarantined));
+        self.quarantined
+            .set(unit, "", f64::from(u8::from(quarantined)));
     }
 
     pub fn set_unit_healthy(&self, unit: &str, healthy: bool) {
-        self.unit_healthy
-            .with_label_values(&[unit])
-            .set(i64::from(healthy));
+        self.unit_healthy.set(unit, "", f64::from(u8::from(healthy)));
     }
 
     /// A stall of `kind` has lasted `age` so far.
     pub fn set_stall(&self, unit: &str, kind: StallKind, age: Duration) {
-        let name = ProblemKind::Stall(kind).name().to_owned();
         self.stall_seconds
-            .with_label_values(&[unit, &name])
-            .set(age.as_secs_f64());
+            .set(unit, kind.name(), age.as_secs_f64());
     }
 
     pub fn clear_stall(&self, unit: &str, kind: StallKind) {
@@ -412,10 +410,8 @@ impl Metrics {
 
     /// The scheduler's view of the unit over the last interval.
     pub fn set_scheduler(&self, unit: &str, oncpu_ratio: f64, runq_p99: Duration) {
-        self.oncpu_ratio.with_label_values(&[unit]).set(oncpu_ratio);
-        self.runq_p99
-            .with_label_values(&[unit])
-            .set(runq_p99.as_secs_f64());
+        self.oncpu_ratio.set(unit, "", oncpu_ratio);
+        self.runq_p99.set(unit, "", runq_p99.as_secs_f64());
     }
 
     /// One resource of the unit (`resource` is e.g. "memory_bytes", "fds", "threads"): its
@@ -424,28 +420,19 @@ impl Metrics {
     pub fn set_resource(
         &self,
         unit: &str,
-        resource: &str,
+        resource: &'static str,
         used: f64,
         limit: Option<f64>,
         exhaustion: Option<Duration>,
     ) {
-        let labels = [unit, resource];
-        self.resource.with_label_values(&labels).set(used);
+        self.resource.set(unit, resource, used);
         match limit {
-            Some(limit) => self.resource_limit.with_label_values(&labels).set(limit),
-            None => {
-                // Absent already is fine: there is nothing to remove.
-                let _ = self.resource_limit.remove_label_values(&labels);
-            }
+            Some(limit) => self.resource_limit.set(unit, resource, limit),
+            None => self.resource_limit.remove(unit, resource),
         }
         match exhaustion {
-            Some(left) => self
-                .exhaustion
-                .with_label_values(&labels)
-                .set(left.as_secs_f64()),
-            None => {
-                let _ = self.exhaustion.remove_label_values(&labels);
-            }
+            Some(left) => self.exhaustion.set(unit, resource, left.as_secs_f64()),
+            None => self.exhaustion.remove(unit, resource),
         }
     }
 
@@ -460,3 +447,4 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests;
+

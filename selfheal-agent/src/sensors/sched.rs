@@ -83,9 +83,10 @@ pub struct SchedSensor {
 /// A quiet unit is still read in full once every this many passes (its share of the reads
 /// staggered across passes by unit number), so what changes without its tasks running (a
 /// peer closing a connection, PSI decaying, a limit written to cgroupfs by hand) is at most
-/// this stale. Nothing a leak or a stall is made of changes that way: fds, threads, heap and
-/// accepted connections only grow when the unit's own tasks run.
-pub const REFRESH_PASSES: u64 = 30;
+/// this stale: a minute at the default 1 s tick. Nothing a leak or a stall is made of changes
+/// that way: fds, threads, heap and accepted connections only grow when the unit's own tasks
+/// run, and a task moved into its cgroup is tagged by the kernel's `cgroup_attach_task` hook.
+pub const REFRESH_PASSES: u64 = 60;
 
 /// Whether `unit` is read in full at pass `pass` even when quiet.
 pub fn refresh_due(pass: u64, unit: u32) -> bool {

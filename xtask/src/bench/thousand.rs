@@ -179,12 +179,13 @@ pub fn run(plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
     ));
     if idle_cpu > 1.0 {
         section.notes.push(format!(
-            "With {n} idle units the agent uses {idle_cpu:.1} % of a core. Quiet units (nothing \
-             ran, every task asleep) keep their readings, so what is left is per unit and per \
-             tick: the scheduler map lookups, the detectors fed the kept samples, the unit's view \
-             rebuilt for status, and the full read of one unit in 30 (staggered). A kernel-side \
-             \"ran since\" bitmap read in one batch, and views rebuilt only for units that \
-             changed, would take it under 1 %."
+            "With {n} idle units the agent uses {idle_cpu:.1} % of a core. Still units (nothing \
+             ran, every task asleep, nothing in progress) are neither sampled nor judged nor \
+             republished, so what is left is the full read of one unit in 60 (staggered procfs \
+             and cgroupfs reads, about half of it), the two batch reads of the scheduler maps, \
+             and grouping every tracked task by unit each pass. Telling \"ran since\" from the \
+             task map already read (instead of reading the per-unit array) and cheaper full \
+             reads would take it further down."
         ));
     }
     if after.rss_kib.max(usage.rss_kib) > 40 * 1024 {

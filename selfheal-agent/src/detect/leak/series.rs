@@ -47,7 +47,10 @@ impl Series {
             origin: sample.at,
             window,
             width: (window / BINS).max(Duration::from_nanos(1)),
-            bins: VecDeque::with_capacity(BINS as usize + 1),
+            // Grown as bins come: a sleeping unit's series gets one bin per full read (see
+            // `SchedSensor::still`), and 1,000 of them would otherwise hold 15 MiB of empty
+            // bins.
+            bins: VecDeque::new(),
             last: sample.clone(),
         };
         series.add(sample);
