@@ -15,7 +15,12 @@ impl Engine {
     pub(super) fn perform(&mut self, fx: Effects) {
         self.dirty |= fx.save;
         // Every change the policy makes to a unit comes with a history entry or an action.
-        for unit in fx.history.iter().map(|(u, _)| u).chain(fx.run.iter().map(|w| &w.unit)) {
+        for unit in fx
+            .history
+            .iter()
+            .map(|(u, _)| u)
+            .chain(fx.run.iter().map(|w| &w.unit))
+        {
             self.settled_views.remove(unit);
         }
         for note in &fx.audit {

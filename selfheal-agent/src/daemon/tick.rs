@@ -140,14 +140,22 @@ impl Engine {
                 .collect();
             let lost = unit_exits
                 .as_ref()
-                .map(|counts| (0u32..).zip(counts.below(unit_count).iter().map(|c| c.lost)).collect())
+                .map(|counts| {
+                    (0u32..)
+                        .zip(counts.below(unit_count).iter().map(|c| c.lost))
+                        .collect()
+                })
                 .unwrap_or_default();
             let quiet = cgroups
                 .iter()
                 .map(|c| c.unit)
                 .filter(|unit| sched.as_ref().is_some_and(|s| s.quiet(*unit)))
                 .collect();
-            let still = cgroups.iter().map(|c| c.unit).filter(|u| still(*u)).collect();
+            let still = cgroups
+                .iter()
+                .map(|c| c.unit)
+                .filter(|u| still(*u))
+                .collect();
             let _ = readings.blocking_send(Readings {
                 now,
                 quiet,

@@ -176,9 +176,8 @@ impl Metrics {
         let unit_gauge = |name: &str, help: &str, second: Option<&'static str>| {
             register(r, UnitFamily::new(name, help, Kind::Gauge, second))
         };
-        let unit_counter = |name: &str, help: &str| {
-            register(r, UnitFamily::new(name, help, Kind::Counter, None))
-        };
+        let unit_counter =
+            |name: &str, help: &str| register(r, UnitFamily::new(name, help, Kind::Counter, None));
         let recovery_opts = HistogramOpts::new(
             RECOVERY_DURATION,
             "Time from a problem's detection until its unit was healthy again.",
@@ -343,8 +342,7 @@ impl Metrics {
 
     /// The policy's count of failed actions in a row for the unit.
     pub fn set_consecutive_failures(&self, unit: &str, failures: u32) {
-        self.consecutive_failures
-            .set(unit, "", f64::from(failures));
+        self.consecutive_failures.set(unit, "", f64::from(failures));
     }
 
     /// A problem ended with the unit healthy again, `took` after it was detected.
@@ -374,13 +372,13 @@ impl Metrics {
     }
 
     pub fn set_unit_healthy(&self, unit: &str, healthy: bool) {
-        self.unit_healthy.set(unit, "", f64::from(u8::from(healthy)));
+        self.unit_healthy
+            .set(unit, "", f64::from(u8::from(healthy)));
     }
 
     /// A stall of `kind` has lasted `age` so far.
     pub fn set_stall(&self, unit: &str, kind: StallKind, age: Duration) {
-        self.stall_seconds
-            .set(unit, kind.name(), age.as_secs_f64());
+        self.stall_seconds.set(unit, kind.name(), age.as_secs_f64());
     }
 
     pub fn clear_stall(&self, unit: &str, kind: StallKind) {
@@ -447,4 +445,3 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests;
-

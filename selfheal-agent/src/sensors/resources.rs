@@ -328,7 +328,10 @@ mod tests {
         // Whatever the host, our own process shares every cgroup with us.
         let me = std::process::id();
         let mut v1 = V1Dirs::default();
-        assert_eq!(memory(Path::new("/nonexistent"), Some(me), &mut v1), (None, None));
+        assert_eq!(
+            memory(Path::new("/nonexistent"), Some(me), &mut v1),
+            (None, None)
+        );
     }
 
     #[test]

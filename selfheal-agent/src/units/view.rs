@@ -107,4 +107,22 @@ mod tests {
         assert_eq!(read.sched.and_then(|s| s.idle_seconds), Some(2.5));
         assert_eq!(UnitView::default().read_at(1), UnitView::default());
     }
+
+    #[test]
+    fn the_last_actions_age_is_kept_as_an_instant_and_read_when_read() {
+        let status = |seconds_ago| crate::policy::LastActionStatus {
+            action: "restart".into(),
+            result: "done".into(),
+            seconds_ago,
+            at_ns: None,
+        };
+        // Two passes a second apart build the same view of an action taken at 10 s.
+        let (mut first, mut second) = (status(2.0), status(3.0));
+        first.as_instant(12_000_000_000);
+        second.as_instant(13_000_000_000);
+        assert_eq!(first, second);
+        assert_eq!(first.at_ns, Some(10_000_000_000));
+        first.read_at(14_500_000_000);
+        assert_eq!(first.seconds_ago, 4.5);
+    }
 }

@@ -116,3 +116,33 @@ fn the_status_lists_the_actions_in_flight_until_their_outcome() {
     h.done(&restart);
     assert!(h.status(0).in_flight.is_empty());
 }
+
+#[test]
+fn a_unit_is_settled_until_a_problem_and_again_once_its_restart_leaves_the_budget_window() {
+    let mut h = Harness::one(spec("web.service"));
+    assert!(h.policy.settled(0, h.now), "nothing happened yet");
+    let first = h.crash(0);
+    assert!(
+        !h.policy.settled(0, h.now),
+        "an incident is open: {first:?}"
+    );
+    let restart = h.next_action(0, secs(10)).expect("the scheduled restart");
+    assert!(!h.policy.settled(0, h.now), "a restart is in flight");
+    h.done(&restart);
+    h.run(secs(120));
+    let status = h.status(0);
+    assert!(status.incident.is_none(), "{status:?}");
+    assert!(
+        !h.policy.settled(0, h.now),
+        "the restart still counts in the budget's window: {status:?}"
+    );
+    // The stable period forgets the failure and the backoff; the hour's window the restart.
+    h.run(secs(3700));
+    assert!(h.policy.settled(0, h.now), "{:?}", h.status(0));
+    let words = h.policy.explain(0, h.now, wall());
+    assert!(
+        words.contains("last action: restart at ") && !words.contains(" ago"),
+        "a settled unit's words do not age: {words}"
+    );
+    assert!(words.contains("last problem: crash at "), "{words}");
+}
