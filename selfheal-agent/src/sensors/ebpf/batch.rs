@@ -150,3 +150,36 @@ pub fn per_cpu_array_prefix<V: Copy>(
         })
         .collect())
 }
+
+/// The first `count` entries of a per-CPU array folded by `fold` (each entry's values, one per
+/// CPU), indexed by key, in one batch read. `None` once the kernel has refused batches for this
+/// map (`batch`, set false with a warning naming `name` the first time): the caller then reads
+/// entry by entry.
+pub fn per_cpu_array_folded<V: Copy, T: Clone + Default>(
+    name: &str,
+    map: BorrowedFd<'_>,
+    count: u32,
+    batch: &std::cell::Cell<bool>,
+    fold: impl Fn(&[V]) -> T,
+) -> Option<Vec<T>> {
+    if !batch.get() {
+        return None;
+    }
+    let read = possible_cpus().and_then(|cpus| per_cpu_array_prefix::<V>(map, count, cpus));
+    match read {
+        Ok(entries) => {
+            let mut by_key = vec![T::default(); count as usize];
+            for (key, per_cpu) in entries {
+                if let Some(slot) = by_key.get_mut(key as usize) {
+                    *slot = fold(&per_cpu);
+                }
+            }
+            Some(by_key)
+        }
+        Err(e) => {
+            log::warn!("reading {name} in batches: {e}; reading it entry by entry from now on");
+            batch.set(false);
+            None
+        }
+    }
+}

@@ -49,29 +49,14 @@ impl UnitExitCounts {
     /// The counts of units `0..count`, by unit: one batch read of the map, entry by entry
     /// when the kernel cannot batch.
     pub fn below(&self, count: u32) -> Vec<UnitExits> {
-        if self.batch.get() {
-            let read = super::possible_cpus().and_then(|cpus| {
-                super::per_cpu_array_prefix::<UnitExits>(self.map.map().fd().as_fd(), count, cpus)
-            });
-            match read {
-                Ok(entries) => {
-                    let mut by_unit = vec![UnitExits::default(); count as usize];
-                    for (unit, per_cpu) in entries {
-                        if let Some(slot) = by_unit.get_mut(unit as usize) {
-                            *slot = sum(per_cpu.iter());
-                        }
-                    }
-                    return by_unit;
-                }
-                Err(e) => {
-                    log::warn!(
-                        "reading UNIT_EXITS in batches: {e}; reading it unit by unit from now on"
-                    );
-                    self.batch.set(false);
-                }
-            }
-        }
-        (0..count).map(|unit| self.of(unit)).collect()
+        super::per_cpu_array_folded::<UnitExits, _>(
+            "UNIT_EXITS",
+            self.map.map().fd().as_fd(),
+            count,
+            &self.batch,
+            |per_cpu| sum(per_cpu.iter()),
+        )
+        .unwrap_or_else(|| (0..count).map(|unit| self.of(unit)).collect())
     }
 
     /// The unit's counts summed over CPUs (zero when unreadable). A `lost` that grew since the

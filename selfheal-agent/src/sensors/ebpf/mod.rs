@@ -12,7 +12,7 @@ mod sched;
 mod unit_sockets;
 mod walk;
 
-pub use batch::{lookup_all, per_cpu_array_prefix, possible_cpus};
+pub use batch::{lookup_all, per_cpu_array_folded, per_cpu_array_prefix, possible_cpus};
 pub use btf::KernelBtf;
 pub use counters::{KernelCounters, UnitExitCounts};
 pub use events::read_exit_events;

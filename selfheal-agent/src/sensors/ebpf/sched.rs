@@ -87,29 +87,13 @@ impl SchedMaps {
     /// The aggregates of units `0..count`, indexed by unit, in one read of `UNIT_SCHED`; `None`
     /// when the kernel cannot batch (read [`Self::unit`] by unit then).
     pub fn units_below(&self, count: u32) -> Option<Vec<UnitAggregate>> {
-        if !self.batch.get() {
-            return None;
-        }
-        let count = count.min(self.units.len());
-        let read = super::possible_cpus().and_then(|cpus| {
-            super::per_cpu_array_prefix::<UnitSched>(self.units.map().fd().as_fd(), count, cpus)
-        });
-        match read {
-            Ok(entries) => {
-                let mut by_unit = vec![UnitAggregate::default(); count as usize];
-                for (unit, per_cpu) in entries {
-                    if let Some(slot) = by_unit.get_mut(unit as usize) {
-                        *slot = UnitAggregate::of(per_cpu.iter());
-                    }
-                }
-                Some(by_unit)
-            }
-            Err(e) => {
-                warn!("reading UNIT_SCHED in batches: {e}; reading it unit by unit from now on");
-                self.batch.set(false);
-                None
-            }
-        }
+        super::per_cpu_array_folded::<UnitSched, _>(
+            "UNIT_SCHED",
+            self.units.map().fd().as_fd(),
+            count.min(self.units.len()),
+            &self.batch,
+            |per_cpu| UnitAggregate::of(per_cpu.iter()),
+        )
     }
 }
 
