@@ -13,7 +13,7 @@ use super::{engine::Engine, supervisor::Input};
 use crate::{
     detect::{
         LeakKind, ProblemKind,
-        leak::{LeakConfig, LeakEvent},
+        leak::{LeakConfig, LeakEvent, Shape},
         stall::{SchedSample, StallConfig, StallEvent, TaskState},
     },
     policy::UnitPolicyStatus,
@@ -497,7 +497,13 @@ impl Engine {
             );
             view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
             view.policy = policy;
+            // A resource not judged yet needs its samples: a unit that went to sleep right
+            // after a warm-up must still be judged a plateau, not stay "unknown".
             let settled = view.sched.is_some()
+                && view
+                    .resources
+                    .iter()
+                    .all(|r| r.shape != Shape::Unknown.name())
                 && view.stalls.is_empty()
                 && view.probes.is_empty()
                 && u.policy.probes.is_empty()
