@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use selfheal_agent::sensors::sockets::QueueReading;
+use selfheal_agent::sensors::{sockets::QueueReading, tcp_tables::NetnsTable};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(table) = std::str::from_utf8(data) else {
@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(9)?.parse().ok())
         .collect();
-    let mut reading = QueueReading::default();
-    reading.add_table(table, &inodes);
+    let mut parsed = NetnsTable::default();
+    parsed.add(table);
+    let reading = QueueReading::of(Some(&parsed), &inodes);
     let _ = reading.work(Some(&reading.clone()));
 });

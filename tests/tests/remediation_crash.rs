@@ -127,6 +127,15 @@ fn a_crash_loop_is_restarted_after_1_2_and_4_seconds_and_escalated_once_the_budg
         explained.contains("escalated at") && explained.contains("0 of 3 restarts left"),
         "{explained}"
     );
+    // The status document carries the same words, rendered when it is asked for.
+    let in_status = agent.unit(UNIT)?["view"]["explain"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        in_status.contains("escalated at") && in_status.contains("0 of 3 restarts left"),
+        "status says {in_status:?}"
+    );
 
     // Escalated: a new crash is recorded and decided on, and nothing is done.
     let decided = agent.records(UNIT, "decision")?.len();

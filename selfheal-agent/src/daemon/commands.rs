@@ -1,5 +1,6 @@
-//! Operator commands as the status socket sends them to the engine: explain, reset, release.
-//! Each carries a channel for its answer; the supervisor answers them.
+//! Operator commands as the status socket sends them to the engine: explain, reset, release,
+//! and the explanations of every unit for a status document. Each carries a channel for its
+//! answer; the supervisor answers them.
 
 use tokio::sync::oneshot;
 
@@ -9,6 +10,11 @@ pub enum Command {
     Explain {
         unit: String,
         reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Why each unit is in its current state, by unit name: rendered only when `status` is
+    /// asked, never at a tick.
+    ExplainAll {
+        reply: oneshot::Sender<Vec<(String, String)>>,
     },
     /// Clears escalation, budgets and the circuit breaker of the unit.
     Reset {

@@ -300,6 +300,10 @@ impl Engine {
 
     fn on_command(&mut self, command: Command) {
         let (kind, unit, reply) = match command {
+            Command::ExplainAll { reply } => {
+                let _ = reply.send(self.explain_all());
+                return;
+            }
             Command::Explain { unit, reply } => (supervisor::Command::Explain, unit, reply),
             Command::Reset { unit, reply } => (supervisor::Command::Reset, unit, reply),
             Command::Release { unit, reply } => (supervisor::Command::Release, unit, reply),
@@ -310,6 +314,22 @@ impl Engine {
                 .command(kind, &unit, Instant::now(), SystemTime::now());
         self.perform(fx);
         let _ = reply.send(answer.map_err(|e| e.to_string()));
+    }
+
+    /// Every unit's explanation, by name, in the order the units are kept.
+    fn explain_all(&self) -> Vec<(String, String)> {
+        let units: Vec<(u32, String)> = self
+            .p
+            .state
+            .lock()
+            .live_units()
+            .map(|(index, u)| (index, u.name.clone()))
+            .collect();
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        units
+            .into_iter()
+            .map(|(unit, name)| (name, self.p.supervisor.explain(unit, now, wall)))
+            .collect()
     }
 
     /// The policy's status of `unit` as views keep it: the last action's age as an instant, so

@@ -21,6 +21,7 @@ use crate::{
     sensors::{
         resources::{self, SystemdLimits, UnitResources, UnitResourcesInput},
         sched::UnitCgroup,
+        tcp_tables::TcpTables,
     },
     units::view::{ResourceView, SchedView, StallView, UnitView},
 };
@@ -115,9 +116,11 @@ impl Engine {
         let readings = self.readings_tx.clone();
         tokio::task::spawn_blocking(move || {
             let cgroups: Vec<UnitCgroup> = work.iter().map(|(c, _)| c.clone()).collect();
+            // Each network namespace's TCP tables, read once for the pass.
+            let mut tables = TcpTables::default();
             let samples = sched
                 .as_mut()
-                .map(|s| s.sample(&cgroups, now))
+                .map(|s| s.sample(&cgroups, now, &mut tables))
                 .unwrap_or_default();
             if let Some(cache) = cache.as_mut() {
                 let sampled: std::collections::HashSet<u32> =
@@ -132,8 +135,8 @@ impl Engine {
                     input.live_sockets = sockets.as_ref().and_then(|s| s.live(input.unit));
                     let quiet = sched.as_ref().is_some_and(|s| s.quiet(input.unit));
                     let reading = match cache.as_mut() {
-                        Some(cache) => cache.read(&input, quiet),
-                        None => resources::read(&input, &mut Default::default()),
+                        Some(cache) => cache.read(&input, quiet, &mut tables),
+                        None => resources::read(&input, &mut Default::default(), &mut tables),
                     };
                     (input.unit, reading)
                 })
@@ -435,7 +438,6 @@ impl Engine {
                 None => UnitView::default(),
             };
             let policy = self.policy_status(unit, now);
-            view.explain = self.p.supervisor.explain(unit, now, SystemTime::now());
             view.stalls = self
                 .stall
                 .in_progress(unit, now)

@@ -2,9 +2,10 @@
 //! `selfheal-agent status` with a JSON document, one request per connection.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -106,7 +107,27 @@ pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
     serde_json::from_str(line)
 }
 
-fn document(snapshot: &Snapshot) -> StatusDoc {
+/// How long a status request waits for the units' explanations before it answers without them.
+const EXPLAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Every unit's explanation, by name, asked of the engine: words are rendered on request, never
+/// at a tick. Empty when the engine does not answer within [`EXPLAIN_WAIT`] (the rest of the
+/// status is still worth having).
+async fn explanations(commands: &mpsc::Sender<Command>) -> HashMap<String, String> {
+    let (reply, answer) = oneshot::channel();
+    if commands.send(Command::ExplainAll { reply }).await.is_err() {
+        return HashMap::new();
+    }
+    match tokio::time::timeout(EXPLAIN_WAIT, answer).await {
+        Ok(Ok(words)) => words.into_iter().collect(),
+        _ => {
+            warn!("status: the engine did not explain the units within {EXPLAIN_WAIT:?}");
+            HashMap::new()
+        }
+    }
+}
+
+fn document(snapshot: &Snapshot, mut explained: HashMap<String, String>) -> StatusDoc {
     let now_ns = crate::sensors::ebpf::monotonic_ns();
     StatusDoc {
         health: super::health::assess(&snapshot.health_input()),
@@ -160,7 +181,11 @@ fn document(snapshot: &Snapshot) -> StatusDoc {
                 restart: u.restart.to_string(),
                 restarts: u.history.restarts,
                 history: u.history.records().cloned().collect(),
-                view: u.view.read_at(now_ns),
+                view: {
+                    let mut view = u.view.read_at(now_ns);
+                    view.explain = explained.remove(&u.name).unwrap_or_default();
+                    view
+                },
             })
             .collect(),
         patterns: snapshot.patterns.clone(),
@@ -244,8 +269,9 @@ async fn handle(req: Request, state: &Snapshots, commands: &mpsc::Sender<Command
     let reply = match req.command.as_str() {
         // Written straight from the document: no JSON tree of every unit in between.
         "status" => {
+            let explained = explanations(commands).await;
             let snapshot = state.borrow().clone();
-            return serde_json::to_string(&document(&snapshot)).unwrap_or_else(|e| {
+            return serde_json::to_string(&document(&snapshot, explained)).unwrap_or_else(|e| {
                 serde_json::json!({ "error": format!("cannot serialize the status: {e}") })
                     .to_string()
             });

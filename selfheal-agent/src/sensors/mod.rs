@@ -9,3 +9,4 @@ pub mod procfs;
 pub mod resources;
 pub mod sched;
 pub mod sockets;
+pub mod tcp_tables;

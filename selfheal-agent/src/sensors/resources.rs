@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::{
     cgroup_v1::{Controller, V1Dirs},
     sockets,
+    tcp_tables::TcpTables,
 };
 use crate::detect::{LeakKind, leak::ResourceSample};
 
@@ -163,7 +164,12 @@ struct Kept {
 impl ReadingCache {
     /// The unit's resources: the kept reading when the unit is `quiet` and was read with the
     /// same cgroup and limits, a fresh one otherwise.
-    pub fn read(&mut self, input: &UnitResourcesInput, quiet: bool) -> UnitResources {
+    pub fn read(
+        &mut self,
+        input: &UnitResourcesInput,
+        quiet: bool,
+        tables: &mut TcpTables,
+    ) -> UnitResources {
         if let Some(kept) = self.units.get(&input.unit)
             && quiet
             && kept.dir == input.dir
@@ -171,7 +177,7 @@ impl ReadingCache {
         {
             return kept.reading.clone();
         }
-        let reading = read(input, &mut self.v1);
+        let reading = read(input, &mut self.v1, tables);
         self.units.insert(
             input.unit,
             Kept {
@@ -196,8 +202,8 @@ impl ReadingCache {
     }
 }
 
-/// `v1`: the v1 directories found so far (hybrid hosts).
-pub fn read(input: &UnitResourcesInput, v1: &mut V1Dirs) -> UnitResources {
+/// `v1`: the v1 directories found so far (hybrid hosts); `tables`: the pass's TCP tables.
+pub fn read(input: &UnitResourcesInput, v1: &mut V1Dirs, tables: &mut TcpTables) -> UnitResources {
     let tgids = super::procfs::procs_in_tree(&input.dir);
     let processes: Vec<ProcessResources> = tgids.iter().filter_map(|&pid| process(pid)).collect();
     let threads = processes.iter().map(|p| p.threads).sum();
@@ -205,7 +211,7 @@ pub fn read(input: &UnitResourcesInput, v1: &mut V1Dirs) -> UnitResources {
     let memory_limit = finite(input.limits.memory_max)
         .or(finite(input.limits.memory_high))
         .or(cgroup_limit);
-    let tcp = sockets::TcpView::read(&tgids);
+    let tcp = sockets::TcpView::read(&tgids, tables);
     UnitResources {
         processes,
         threads,
@@ -350,32 +356,42 @@ mod tests {
         let mut cache = ReadingCache::default();
         current(100);
         assert_eq!(
-            cache.read(&input, true).memory_bytes,
+            cache
+                .read(&input, true, &mut TcpTables::default())
+                .memory_bytes,
             Some(100),
             "nothing kept yet"
         );
         current(200);
         assert_eq!(
-            cache.read(&input, true).memory_bytes,
+            cache
+                .read(&input, true, &mut TcpTables::default())
+                .memory_bytes,
             Some(100),
             "quiet: kept"
         );
         assert_eq!(
-            cache.read(&input, false).memory_bytes,
+            cache
+                .read(&input, false, &mut TcpTables::default())
+                .memory_bytes,
             Some(200),
             "it ran: read"
         );
         current(300);
         input.limits.memory_max = 1 << 30;
         assert_eq!(
-            cache.read(&input, true).memory_bytes,
+            cache
+                .read(&input, true, &mut TcpTables::default())
+                .memory_bytes,
             Some(300),
             "new limits: read"
         );
         cache.retain(|unit| unit != 3);
         current(400);
         assert_eq!(
-            cache.read(&input, true).memory_bytes,
+            cache
+                .read(&input, true, &mut TcpTables::default())
+                .memory_bytes,
             Some(400),
             "forgotten: read"
         );

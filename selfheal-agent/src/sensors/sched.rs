@@ -20,6 +20,7 @@ use super::{
     cgroup_v1::V1Dirs,
     ebpf::{SchedMaps, UnitAggregate, monotonic_ns},
     procfs, sockets,
+    tcp_tables::TcpTables,
 };
 use crate::detect::stall::{CpuContention, SchedSample, TaskSample, TaskState};
 
@@ -140,7 +141,13 @@ impl SchedSensor {
         &self.tracked
     }
 
-    pub fn sample(&mut self, units: &[UnitCgroup], now: Instant) -> Vec<(u32, SchedSample)> {
+    /// `tables`: the pass's TCP tables, shared with the resource reads.
+    pub fn sample(
+        &mut self,
+        units: &[UnitCgroup],
+        now: Instant,
+        tables: &mut TcpTables,
+    ) -> Vec<(u32, SchedSample)> {
         let now_ns = monotonic_ns();
         let window = self.last_at.map_or(Duration::from_secs(1), |last| {
             now.saturating_duration_since(last)
@@ -245,7 +252,7 @@ impl SchedSensor {
                 let aggregate = aggregates[&unit.unit];
                 (
                     unit.unit,
-                    self.unit_sample(unit, &tasks, aggregate, now, now_ns, window),
+                    self.unit_sample(unit, &tasks, aggregate, (now, now_ns, window), tables),
                 )
             })
             .collect();
@@ -258,9 +265,8 @@ impl SchedSensor {
         unit: &UnitCgroup,
         tasks: &[(u32, TaskStat)],
         aggregate: UnitAggregate,
-        now: Instant,
-        now_ns: u64,
-        window: Duration,
+        (now, now_ns, window): (Instant, u64, Duration),
+        tables: &mut TcpTables,
     ) -> SchedSample {
         let quiet = self.quiet(unit.unit);
         let window_ns = window.as_nanos() as u64;
@@ -347,7 +353,11 @@ impl SchedSensor {
                         .into_mut()
                 }
             };
-            let reading = sockets::QueueReading::read_inodes(tgid, inodes);
+            let table = match (inodes.is_empty(), tgid) {
+                (false, Some(tgid)) => tables.of(tgid),
+                _ => None,
+            };
+            let reading = sockets::QueueReading::of(table, inodes);
             let work = reading.work(self.prev_pending.get(&unit.unit));
             self.prev_pending.insert(unit.unit, reading);
             work

@@ -1,13 +1,12 @@
 //! Work waiting in a unit's TCP sockets: connections in its listen queues and bytes in its
-//! receive queues. Read from /proc/PID/net/tcp{,6} (the unit's own network namespace) for the
-//! socket inodes its processes hold.
+//! receive queues, and its connections by state. Found in its network namespace's TCP tables
+//! (read once per pass for every unit in it, see [`TcpTables`]) by the socket inodes its
+//! processes hold.
 
 use std::collections::{HashMap, HashSet};
 
+use super::tcp_tables::{NetnsTable, TCP_ESTABLISHED, TCP_LISTEN, TcpRow, TcpTables};
 use crate::detect::stall::PendingWork;
-
-const TCP_LISTEN: &str = "0A";
-const TCP_ESTABLISHED: &str = "01";
 
 /// TCP states as /proc/net/tcp numbers them (include/net/tcp_states.h).
 const TCP_STATES: [&str; 12] = [
@@ -25,43 +24,39 @@ const TCP_STATES: [&str; 12] = [
     "new_syn_recv",
 ];
 
-/// A unit's socket inodes and the rows of its network namespace's TCP tables (v4 and v6,
-/// without headers), read once per pass for everything that counts from them.
+/// The rows of a unit's own TCP sockets, read once per pass for everything that counts from
+/// them.
 pub struct TcpView {
-    inodes: HashSet<u64>,
-    rows: String,
+    rows: Vec<TcpRow>,
 }
 
 impl TcpView {
-    /// The sockets the processes `tgids` hold; the tables are not read when they hold none.
-    pub fn read(tgids: &[u32]) -> Self {
+    /// The sockets the processes `tgids` hold; no table is read when they hold none.
+    pub fn read(tgids: &[u32], tables: &mut TcpTables) -> Self {
         let inodes = socket_inodes(tgids);
-        let mut rows = String::new();
-        if let (false, Some(tgid)) = (inodes.is_empty(), tgids.first()) {
-            for file in ["tcp", "tcp6"] {
-                if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
-                    for line in table.lines().skip(1) {
-                        rows.push_str(line);
-                        rows.push('\n');
-                    }
-                }
-            }
+        let table = match (inodes.is_empty(), tgids.first()) {
+            (false, Some(tgid)) => tables.of(*tgid),
+            _ => None,
+        };
+        Self::of(&inodes, table)
+    }
+
+    fn of(inodes: &HashSet<u64>, table: Option<&NetnsTable>) -> Self {
+        Self {
+            rows: table
+                .map(|t| inodes.iter().filter_map(|i| t.row(*i)).collect())
+                .unwrap_or_default(),
         }
-        Self { inodes, rows }
     }
 
     /// The unit's TCP connections by state (`listen` ones excluded). time-wait sockets belong
     /// to no process any more and are not attributed.
     pub fn by_state(&self) -> Vec<(&'static str, u64)> {
         let mut counts = [0u64; TCP_STATES.len()];
-        for line in self.rows.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(state), Some(inode)) = (fields.get(3), fields.get(9)) else {
-                continue;
-            };
-            if inode.parse::<u64>().is_ok_and(|i| self.inodes.contains(&i))
-                && let Ok(n) = usize::from_str_radix(state, 16)
-                && let Some(slot) = n.checked_sub(1).and_then(|i| counts.get_mut(i))
+        for row in &self.rows {
+            if let Some(slot) = usize::from(row.state)
+                .checked_sub(1)
+                .and_then(|i| counts.get_mut(i))
             {
                 *slot += 1;
             }
@@ -80,30 +75,17 @@ impl TcpView {
     /// from the unit's fds and added to its live sockets: a server that never closes its
     /// clients' connections leaks sockets too.
     pub fn accepted(&self) -> u64 {
-        count_accepted(&self.rows, &self.inodes)
+        let listening: HashSet<u16> = self
+            .rows
+            .iter()
+            .filter(|r| r.state == TCP_LISTEN)
+            .map(|r| r.local_port)
+            .collect();
+        self.rows
+            .iter()
+            .filter(|r| r.state != TCP_LISTEN && listening.contains(&r.local_port))
+            .count() as u64
     }
-}
-
-/// [`TcpView::accepted`] over table rows (without their header lines).
-fn count_accepted(rows: &str, inodes: &HashSet<u64>) -> u64 {
-    // (state, local port, inode) of the unit's own rows.
-    let own: Vec<(&str, &str, u64)> = rows
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let port = fields.get(1)?.rsplit_once(':')?.1;
-            let inode = fields.get(9)?.parse::<u64>().ok()?;
-            Some((*fields.get(3)?, port, inode)).filter(|_| inodes.contains(&inode))
-        })
-        .collect();
-    let listening: HashSet<&str> = own
-        .iter()
-        .filter(|(state, ..)| *state == TCP_LISTEN)
-        .map(|(_, port, _)| *port)
-        .collect();
-    own.iter()
-        .filter(|(state, port, _)| *state != TCP_LISTEN && listening.contains(port))
-        .count() as u64
 }
 
 /// Socket inodes held by the processes `tgids`.
@@ -139,43 +121,17 @@ pub struct QueueReading {
 }
 
 impl QueueReading {
-    /// Reads the queues of `inodes` from the TCP tables of `tgid`'s network namespace; no
-    /// read at all without inodes.
-    pub fn read_inodes(tgid: Option<u32>, inodes: &HashSet<u64>) -> Self {
+    /// The queues of `inodes` in their namespace's `table`.
+    pub fn of(table: Option<&NetnsTable>, inodes: &HashSet<u64>) -> Self {
         let mut reading = Self::default();
-        if let (false, Some(tgid)) = (inodes.is_empty(), tgid) {
-            for file in ["tcp", "tcp6"] {
-                if let Ok(table) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
-                    reading.add_table(&table, inodes);
-                }
-            }
+        for (inode, row) in inodes.iter().filter_map(|i| Some((*i, table?.row(*i)?))) {
+            match row.state {
+                TCP_LISTEN => reading.listen.insert(inode, row.rx_queue),
+                TCP_ESTABLISHED => reading.connections.insert(inode, row.rx_queue),
+                _ => None,
+            };
         }
         reading
-    }
-
-    /// Adds the lines of one /proc/net/tcp{,6} table that belong to `inodes`.
-    pub fn add_table(&mut self, table: &str, inodes: &HashSet<u64>) {
-        for line in table.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(state), Some(queues), Some(inode)) =
-                (fields.get(3), fields.get(4), fields.get(9))
-            else {
-                continue;
-            };
-            let Some(inode) = inode.parse::<u64>().ok().filter(|i| inodes.contains(i)) else {
-                continue;
-            };
-            let rx = queues
-                .split_once(':')
-                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
-                .unwrap_or(0);
-            match *state {
-                // Saturating: a table with absurd queue sizes must not wrap (or panic in debug).
-                TCP_LISTEN => add(self.listen.entry(inode).or_default(), rx),
-                TCP_ESTABLISHED => add(self.connections.entry(inode).or_default(), rx),
-                _ => {}
-            }
-        }
     }
 
     /// What waits for the unit now, and whether it consumed any of it since `previous`: a
@@ -212,10 +168,6 @@ impl QueueReading {
     }
 }
 
-fn add(slot: &mut u64, n: u64) {
-    *slot = slot.saturating_add(n);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,10 +185,15 @@ mod tests {
         }
     }
 
+    fn table(text: &str) -> NetnsTable {
+        let mut table = NetnsTable::default();
+        table.add(text);
+        table
+    }
+
     #[test]
     fn only_the_units_sockets_count_listen_as_accept_queue_and_established_as_bytes() {
-        let mut read = QueueReading::default();
-        read.add_table(TABLE, &[111, 222].into());
+        let read = QueueReading::of(Some(&table(TABLE)), &[111, 222].into());
         assert_eq!(read, reading(&[(111, 3)], &[(222, 0x40)]));
         let work = read.work(None);
         assert_eq!((work.accept_queue, work.recv_queue), (3, 0x40));
@@ -251,9 +208,8 @@ mod tests {
                  00000000     0        0 {inode} 1\n"
             )
         };
-        let table = format!("header\n{}{}{}", line(1), line(1), line(2));
-        let mut read = QueueReading::default();
-        read.add_table(&table, &[1, 2].into());
+        let text = format!("header\n{}{}{}", line(1), line(1), line(2));
+        let read = QueueReading::of(Some(&table(&text)), &[1, 2].into());
         assert_eq!(read.work(None).accept_queue, u64::MAX);
     }
 
@@ -293,18 +249,17 @@ mod tests {
     fn accepted_connections_are_those_on_a_port_the_unit_listens_on() {
         // 111 listens on :1F90; 222 was accepted on it; 444 is an outgoing connection from
         // :D2F0; 555 is another unit's connection on :1F90.
-        let rows = "\
+        let rows = "header
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1
    1: 0100007F:1F90 0100007F:D2F0 08 00000000:00000000 00:00000000 00000000     0        0 222 1
    2: 0100007F:D2F0 0100007F:1F91 01 00000000:00000000 00:00000000 00000000     0        0 444 1
    3: 0100007F:1F90 0100007F:D2F1 01 00000000:00000000 00:00000000 00000000     0        0 555 1
 ";
-        assert_eq!(count_accepted(rows, &[111, 222, 444].into()), 1);
-        assert_eq!(
-            count_accepted(rows, &[222, 444].into()),
-            0,
-            "no listener of its own"
-        );
+        let rows = table(rows);
+        let accepted =
+            |inodes: &[u64]| TcpView::of(&inodes.iter().copied().collect(), Some(&rows)).accepted();
+        assert_eq!(accepted(&[111, 222, 444]), 1);
+        assert_eq!(accepted(&[222, 444]), 0, "no listener of its own");
     }
 
     #[test]
@@ -314,7 +269,8 @@ mod tests {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (_server, _) = listener.accept().expect("accept");
         // Our client is on an ephemeral port, not the listener's: only the accepted one counts.
-        assert!(TcpView::read(&[std::process::id()]).accepted() >= 1);
+        let mut tables = TcpTables::default();
+        assert!(TcpView::read(&[std::process::id()], &mut tables).accepted() >= 1);
     }
 
     #[test]
@@ -324,7 +280,8 @@ mod tests {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         std::thread::sleep(std::time::Duration::from_millis(50));
         let me = std::process::id();
-        let work = QueueReading::read_inodes(Some(me), &socket_inodes(&[me])).work(None);
+        let mut tables = TcpTables::default();
+        let work = QueueReading::of(tables.of(me), &socket_inodes(&[me])).work(None);
         assert!(work.accept_queue >= 1, "{work:?}");
     }
 }

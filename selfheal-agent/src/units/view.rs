@@ -12,7 +12,9 @@ use crate::policy::UnitPolicyStatus;
 pub struct UnitView {
     /// The policy's status of the unit (budget left, circuit, escalation, isolation…).
     pub policy: Option<UnitPolicyStatus>,
-    /// Why the unit is in its current state, in plain words.
+    /// Why the unit is in its current state, in plain words: written into the status document
+    /// when it is asked for (the engine renders it then), empty in the published view.
+    #[serde(default)]
     pub explain: String,
     pub stalls: Vec<StallView>,
     pub sched: Option<SchedView>,
