@@ -1,5 +1,6 @@
 //! Actuators: carry out the policy's decisions against the real system and report outcomes.
 
+pub mod cgroup_events;
 pub mod pins;
 pub mod prompt_stop;
 pub mod quarantine;

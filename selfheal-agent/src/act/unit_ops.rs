@@ -149,28 +149,13 @@ async fn cgroup_freeze(dir: &Path, frozen: bool) -> Result<(), String> {
     wait_frozen(dir, frozen).await
 }
 
-/// Waits until the v2 cgroup's `cgroup.events` says `frozen 1` (or `frozen 0`).
+/// Waits until the v2 cgroup's `cgroup.events` says `frozen 1` (or `frozen 0`), woken by the
+/// kernel's notification of the change.
 async fn wait_frozen(dir: &Path, frozen: bool) -> Result<(), String> {
-    let control = dir.join("cgroup.freeze");
-    let events = dir.join("cgroup.events");
     let wanted = if frozen { "frozen 1" } else { "frozen 0" };
-    let deadline = tokio::time::Instant::now() + FREEZE_TIMEOUT;
-    loop {
-        let text = tokio::fs::read_to_string(&events)
-            .await
-            .map_err(|e| format!("reading {}: {e}", events.display()))?;
-        if text.lines().any(|line| line == wanted) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "{} does not say \"{wanted}\" {FREEZE_TIMEOUT:?} after writing {}",
-                events.display(),
-                control.display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::cgroup_events::wait_for_line(&dir.join("cgroup.events"), wanted, FREEZE_TIMEOUT)
+        .await
+        .map_err(|e| format!("{e} after writing {}", dir.join("cgroup.freeze").display()))
 }
 
 /// Resource limits set at runtime (not persisted in unit files).

@@ -1,12 +1,15 @@
 //! The audit log: one JSON line per decision and per action outcome, appended to
 //! `/var/log/selfheal/actions.jsonl` (configurable), so that every action can be explained
 //! after the fact: the problem, its evidence, the decision and why, the action, its outcome and
-//! how long it took.
+//! how long it took. Lines are made where the decision is taken and appended by a writer
+//! thread of their own, in order: a slow disk never holds up an exit or a decision.
 
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
+    sync::mpsc,
+    thread::JoinHandle,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -41,36 +44,55 @@ pub enum AuditRecord<'a> {
 }
 
 pub struct Audit {
-    path: PathBuf,
-    file: Option<File>,
+    /// Lines to append; `None` when the log could not be opened or the writer stopped.
+    lines: Option<mpsc::Sender<String>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl Audit {
-    /// Opens (creating directories as needed) the log for appending. A log that cannot be
-    /// opened is reported once; the agent keeps working without it.
+    /// Opens (creating directories as needed) the log for appending, and starts its writer. A
+    /// log that cannot be opened is reported once; the agent keeps working without it.
     pub fn open(path: &Path) -> Audit {
         let file = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
         let file = match file {
-            Ok(file) => Some(file),
+            Ok(file) => file,
             Err(e) => {
                 warn!(
                     "cannot open the audit log {}: {e}; decisions are only logged",
                     path.display()
                 );
-                None
+                return Audit {
+                    lines: None,
+                    writer: None,
+                };
             }
         };
-        Audit {
-            path: path.to_path_buf(),
-            file,
+        let (tx, rx) = mpsc::channel();
+        let path = path.to_path_buf();
+        let writer = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || append(file, &path, &rx));
+        match writer {
+            Ok(writer) => Audit {
+                lines: Some(tx),
+                writer: Some(writer),
+            },
+            Err(e) => {
+                warn!("cannot start the audit log's writer: {e}; decisions are only logged");
+                Audit {
+                    lines: None,
+                    writer: None,
+                }
+            }
         }
     }
 
+    /// Hands the record, stamped with the time now, to the writer.
     pub fn record(&mut self, record: &AuditRecord<'_>) {
-        let Some(file) = self.file.as_mut() else {
+        let Some(lines) = self.lines.as_ref() else {
             return;
         };
         let at_ms = SystemTime::now()
@@ -84,9 +106,39 @@ impl Audit {
             _ => return,
         };
         line.push('\n');
+        if lines.send(line).is_err() {
+            // The writer stopped on a write error, which it reported.
+            self.lines = None;
+        }
+    }
+
+    /// Waits until every record handed over so far is written.
+    pub fn close(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.lines = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Audit {
+    /// Records handed over are written before the agent exits.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The writer: appends each line as it comes until the agent drops the log, or a write fails
+/// (reported once; the agent goes on without the log).
+fn append(mut file: File, path: &Path, lines: &mpsc::Receiver<String>) {
+    for line in lines {
         if let Err(e) = file.write_all(line.as_bytes()) {
-            warn!("cannot write the audit log {}: {e}", self.path.display());
-            self.file = None;
+            warn!("cannot write the audit log {}: {e}", path.display());
+            return;
         }
     }
 }
@@ -117,6 +169,7 @@ mod tests {
             reason: "first failure",
             dry_run: false,
         });
+        audit.close();
         let text = std::fs::read_to_string(&path).expect("log written");
         let lines: Vec<serde_json::Value> = text
             .lines()
