@@ -63,8 +63,6 @@ fn parse_row(line: &str) -> Option<(u64, TcpRow)> {
 #[derive(Default)]
 pub struct TcpTables {
     by_netns: HashMap<u64, NetnsTable>,
-    /// Tables read from procfs this pass (for tests and the bench's accounting).
-    reads: usize,
 }
 
 impl TcpTables {
@@ -74,22 +72,15 @@ impl TcpTables {
         let netns = std::fs::metadata(format!("/proc/{tgid}/ns/net"))
             .ok()?
             .ino();
-        if !self.by_netns.contains_key(&netns) {
+        Some(self.by_netns.entry(netns).or_insert_with(|| {
             let mut table = NetnsTable::default();
             for file in ["tcp", "tcp6"] {
                 if let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
                     table.add(&text);
                 }
             }
-            self.reads += 1;
-            self.by_netns.insert(netns, table);
-        }
-        self.by_netns.get(&netns)
-    }
-
-    /// Namespaces whose tables were read so far.
-    pub fn reads(&self) -> usize {
-        self.reads
+            table
+        }))
     }
 }
 
@@ -120,16 +111,38 @@ mod tests {
 
     #[test]
     fn units_in_one_namespace_share_one_read() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut tables = TcpTables::default();
         let me = std::process::id();
-        let first = tables.of(me).map(|t| t.rows.len()).expect("our own table");
-        assert!(first >= 1, "{listener:?} is in it");
-        // Another process of the same namespace: the test runner that started us.
+        let _first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut tables = TcpTables::default();
+        tables.of(me).expect("our table");
+        // Taken after the read: a socket another test opens meanwhile is not counted as new.
+        let known = crate::sensors::sockets::socket_inodes(&[me]);
+        assert!(
+            known
+                .iter()
+                .any(|i| tables.of(me).and_then(|t| t.row(*i)).is_some()),
+            "our listener is in the table"
+        );
+        // A socket opened after the read is not in the pass's table: it was read once.
+        let _second = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let new: Vec<u64> = crate::sensors::sockets::socket_inodes(&[me])
+            .difference(&known)
+            .copied()
+            .collect();
+        assert!(!new.is_empty());
         let parent = std::os::unix::process::parent_id();
-        let _ = tables.of(parent);
-        let _ = tables.of(me);
-        assert_eq!(tables.reads(), 1);
+        for pid in [me, parent] {
+            let table = tables.of(pid).expect("same namespace as ours");
+            assert!(
+                new.iter().all(|i| table.row(*i).is_none()),
+                "read again for {pid}"
+            );
+        }
+        assert_eq!(tables.by_netns.len(), 1);
+        // The next pass reads it again.
+        let mut next = TcpTables::default();
+        let table = next.of(me).expect("our table");
+        assert!(new.iter().any(|i| table.row(*i).is_some()));
         assert!(tables.of(u32::MAX).is_none(), "no such process");
     }
 }
