@@ -1,7 +1,8 @@
 //! SIGHUP reloads the agent's config without losing state: a changed unit policy is applied,
 //! an invalid file is refused with its file:line:col while the running config stays in force,
 //! a change the running agent cannot apply (`[agent]`) is refused with the reason, and units
-//! (or patterns) added and removed are monitored and let go without restarting the agent.
+//! (or patterns) added and removed are monitored and let go without restarting the agent, and
+//! so are a unit's probes.
 
 use std::time::Duration;
 
@@ -212,5 +213,82 @@ fn a_unit_removed_while_its_restart_runs_is_let_go_once_the_restart_ends() -> an
         agent.log_text()
     );
     assert_eq!(sandbox.property("slow.service", "ActiveState")?, "active");
+    Ok(())
+}
+
+/// The probes status shows for web.service: (name, checks so far).
+fn probes(agent: &Agent) -> anyhow::Result<Vec<(String, u64)>> {
+    let unit = agent.unit("web.service")?;
+    Ok(unit["view"]["probes"]
+        .as_array()
+        .map(|probes| {
+            probes
+                .iter()
+                .map(|p| {
+                    (
+                        text(p, "name").to_owned(),
+                        p["checks"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[test]
+fn sighup_starts_replaces_and_stops_a_units_probes() -> anyhow::Result<()> {
+    selfheal_tests::require_root!();
+    let sandbox = Sandbox::start("reload-probes")?;
+    sandbox.install_unit(
+        "web.service",
+        &service_unit("web.service", &workload("sleep"), &[]),
+    )?;
+    sandbox.systemctl(&["start", "web.service"])?;
+    let agent = Agent::start(&sandbox, UNITS, &[])?;
+    wait_watching(&agent, "web.service")?;
+    assert!(probes(&agent)?.is_empty());
+    let probe = |name: &str| {
+        format!(
+            "[[unit.probe]]\nname = \"{name}\"\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n\
+             interval = \"1s\"\n"
+        )
+    };
+
+    // Added: it runs at once, without restarting the agent.
+    rewrite(&sandbox, &format!("{UNITS}{}", probe("alive")))?;
+    hangup(&agent);
+    Sandbox::wait_until("the added probe's results in status", WAIT, || {
+        Ok(probes(&agent)?
+            .iter()
+            .any(|(name, checks)| name == "alive" && *checks >= 2))
+    })
+    .with_context(|| agent.log_text())?;
+    assert!(
+        agent
+            .log_text()
+            .lines()
+            .any(|l| l.contains("config reloaded")
+                && l.contains("probes and detectors replaced for [\"web.service\"]")),
+        "{}",
+        agent.log_text()
+    );
+
+    // Replaced: the new one runs, the old one is gone from status.
+    rewrite(&sandbox, &format!("{UNITS}{}", probe("ready")))?;
+    hangup(&agent);
+    Sandbox::wait_until("the replacing probe's results", WAIT, || {
+        let now = probes(&agent)?;
+        Ok(now.len() == 1 && now[0].0 == "ready" && now[0].1 >= 2)
+    })
+    .with_context(|| format!("{:?}\n{}", probes(&agent), agent.log_text()))?;
+
+    // Removed: no probe left, none comes back.
+    rewrite(&sandbox, UNITS)?;
+    hangup(&agent);
+    Sandbox::wait_until("the probes to leave the status", WAIT, || {
+        Ok(probes(&agent)?.is_empty())
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(probes(&agent)?.is_empty(), "{:?}", probes(&agent)?);
     Ok(())
 }

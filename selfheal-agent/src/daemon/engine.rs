@@ -61,6 +61,8 @@ pub struct EngineParts {
     pub fleet: Option<Arc<crate::fleet::Gate>>,
     /// Requests to the unit tracker (adopt after a reload, unwatch a unit let go).
     pub tracker: mpsc::UnboundedSender<Request>,
+    /// Each unit's probes and detectors, to the probe runner (at start, on reload).
+    pub probe_sets: mpsc::UnboundedSender<crate::sensors::probes::ProbeSet>,
 }
 
 /// The inputs the engine reads.

@@ -13,7 +13,9 @@ use log::{info, warn};
 
 use super::{engine::Engine, reload::Reload, reload::spec};
 use crate::{
+    config::UnitPolicy,
     report::history::Event,
+    sensors::probes::ProbeSet,
     units::{
         self,
         tables::Tables,
@@ -70,8 +72,28 @@ impl Engine {
                 );
             }
         }
+        if !policy.probes.is_empty() || !policy.detectors.is_empty() {
+            self.set_probes(index, policy);
+        }
         self.publish_policy(&[index], now);
         self.dirty = true;
+    }
+
+    /// Starts (or replaces) the unit's probes and detectors as `policy` has them, and how the
+    /// supervisor judges them. The config was checked when it was loaded; a set that still
+    /// fails to build is said in the log and not run.
+    pub(super) fn set_probes(&mut self, index: u32, policy: &UnitPolicy) {
+        let set = ProbeSet::of(index, &policy.name, &policy.probes, &policy.detectors)
+            .unwrap_or_else(|e| {
+                warn!("{}: probes not started: {e}", policy.name);
+                ProbeSet {
+                    unit: index,
+                    ..ProbeSet::default()
+                }
+            });
+        let rules = policy.probes.iter().map(|p| (p.name.clone(), p.rules()));
+        self.p.supervisor.set_probes(index, rules);
+        let _ = self.p.probe_sets.send(set);
     }
 
     /// SIGHUP: the new tables decide which units stay (with their new settings), which go
@@ -101,6 +123,8 @@ impl Engine {
                 .map(str::to_owned)
                 .collect()
         };
+        // Units kept whose probes or detectors changed: theirs are replaced now.
+        let mut reprobed = Vec::new();
         {
             let mut state = self.p.state.lock();
             state.tables = tables;
@@ -111,12 +135,20 @@ impl Engine {
                     gate.set_pattern(&policy.name, pattern.as_deref());
                 }
                 if let Some(unit) = state.unit_mut(index) {
+                    if unit.policy.probes != policy.probes
+                        || unit.policy.detectors != policy.detectors
+                    {
+                        reprobed.push((index, policy.clone()));
+                    }
                     unit.policy = policy;
                     unit.pattern = pattern;
                 }
             }
         }
         self.p.supervisor.reload(reload.policy(), specs);
+        for (index, policy) in &reprobed {
+            self.set_probes(*index, policy);
+        }
         let mut added = Vec::new();
         for policy in plan.add {
             let index = {
@@ -148,8 +180,9 @@ impl Engine {
         if !removed.is_empty() {
             line.push_str(&format!("; removed: {}", removed.join(", ")));
         }
-        for deferred in &reload.deferred {
-            line.push_str(&format!("; {deferred}"));
+        if !reprobed.is_empty() {
+            let names: Vec<&str> = reprobed.iter().map(|(_, p)| p.name.as_str()).collect();
+            line.push_str(&format!("; probes and detectors replaced for {names:?}"));
         }
         info!("{line}");
     }
@@ -205,6 +238,10 @@ impl Engine {
             unit.name.clone()
         };
         self.p.supervisor.remove_unit(index);
+        let _ = self.p.probe_sets.send(ProbeSet {
+            unit: index,
+            ..ProbeSet::default()
+        });
         self.stall.forget(index);
         self.leak.forget(index);
         self.main_pids.remove(&index);

@@ -40,7 +40,6 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     act::quarantine::Quarantine,
     config::{Config, UnitPolicy},
-    detect::probe::ProbeDetector,
     policy::{Policy, UnitSpec},
     report::{
         alert_out::AlertPusher,
@@ -53,7 +52,7 @@ use crate::{
     },
     sensors::{
         ebpf::{KernelSensors, LoadOptions, read_exit_events},
-        probes::{self, run_probes},
+        probes::run_probes,
         sched::SchedSensor,
     },
     systemd::{self, Bus},
@@ -156,32 +155,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     state.lock().kernel_counters = Some(Arc::new(kernel.counters));
 
+    // Runs from the start even without probes: a reload may add some. The engine hands it each
+    // unit's set.
     let (probe_tx, probe_reports) = mpsc::channel(1024);
-    let mut probe_detector = ProbeDetector::default();
-    let mut probe_specs = (Vec::new(), Vec::new());
-    for (index, unit) in unit_policies.iter().enumerate() {
-        for probe in &unit.probes {
-            probe_detector.add_probe(index as u32, &probe.name, probe.rules());
-        }
-        match probes::specs(index as u32, &unit.name, &unit.probes, &unit.detectors) {
-            Ok((p, d)) => {
-                probe_specs.0.extend(p);
-                probe_specs.1.extend(d);
-            }
-            Err(e) => warn!("{}: probes not started: {e}", unit.name),
-        }
-    }
-    if !probe_specs.0.is_empty() || !probe_specs.1.is_empty() {
-        parts.spawn(
-            &mut tasks,
-            BlindPart {
-                name: "probe runner",
-                detail: "health probes and operator-written detectors",
-                vital: false,
-            },
-            run_probes(probe_specs.0, probe_specs.1, probe_tx, shutdown.clone()),
-        );
-    }
+    let (probe_sets, probe_runner) = mpsc::unbounded_channel();
+    parts.spawn(
+        &mut tasks,
+        BlindPart {
+            name: "probe runner",
+            detail: "health probes and operator-written detectors",
+            vital: false,
+        },
+        run_probes(probe_runner, probe_tx, shutdown.clone()),
+    );
 
     let (tracker_tx, tracker_requests) = mpsc::unbounded_channel();
     let (changes_tx, changes) = mpsc::unbounded_channel();
@@ -224,8 +210,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let audit_path = config.agent.audit_log.clone();
 
     let names: Vec<String> = unit_policies.iter().map(|u| u.name.clone()).collect();
-    let supervisor = Supervisor::new(policy, probe_detector, &names, opts.dry_run);
-    let engine = engine::Engine::new(engine::EngineParts {
+    let supervisor = Supervisor::new(policy, &names, opts.dry_run);
+    let mut engine = engine::Engine::new(engine::EngineParts {
         conn: conn.clone(),
         state: state.clone(),
         manager_pid,
@@ -249,7 +235,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         last_tick: last_tick.clone(),
         fleet: crate::fleet::start(config, metrics.fleet.clone(), shutdown.clone()),
         tracker: tracker_tx,
+        probe_sets,
     });
+    for (index, unit) in unit_policies.iter().enumerate() {
+        if !unit.probes.is_empty() || !unit.detectors.is_empty() {
+            engine.set_probes(index as u32, unit);
+        }
+    }
     let (reload_tx, reloads) = mpsc::channel(4);
     let inputs = engine::Inputs {
         exits,

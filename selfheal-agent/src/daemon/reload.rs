@@ -2,9 +2,8 @@
 //! without losing state. What a reload can change while the agent runs: each unit's policy
 //! (restart, ladders — they apply to the next incident —, stall and leak thresholds), the
 //! `[policy]` table, and the set of `[[unit]]` tables: a unit or pattern added is monitored
-//! (its instances adopted), one removed is let go (see `membership.rs`). Probes and detectors
-//! start with the agent: a change to them is applied on its next start, and the reload's log
-//! line says so. What needs a restart of the agent (`[agent]`, `[http]`…) is refused with the
+//! (its instances adopted), one removed is let go (see `membership.rs`); a unit whose probes
+//! or detectors changed has them replaced at once, their judging started over. What needs a restart of the agent (`[agent]`, `[http]`…) is refused with the
 //! reason, and so is an invalid file (with its file:line:col): the running config stays in
 //! force either way.
 
@@ -21,8 +20,6 @@ pub struct Reload {
     pub config: Config,
     /// One per `[[unit]]`, in file order.
     pub units: Vec<UnitPolicy>,
-    /// What this reload leaves for the agent's next start (probe changes), one line each.
-    pub deferred: Vec<String>,
 }
 
 impl Reload {
@@ -54,41 +51,8 @@ pub fn check(running: &Config, new: Config) -> Result<Reload, ReloadError> {
     if let Some((table, _)) = fixed.into_iter().find(|(_, changed)| *changed) {
         return Err(ReloadError::NeedsRestart { table });
     }
-    let mut deferred = Vec::new();
-    for unit in &new.units {
-        let has_probes = !unit.probes.is_empty() || !unit.detectors.is_empty();
-        match running.units.iter().find(|old| old.name == unit.name) {
-            Some(old) if old.probes != unit.probes || old.detectors != unit.detectors => {
-                deferred.push(format!(
-                    "{}: its probes/detectors changed; the change applies on the agent's next \
-                     start (restart the agent to apply it)",
-                    unit.name
-                ));
-            }
-            None if has_probes => deferred.push(format!(
-                "{}: its probes/detectors start on the agent's next start (restart the agent \
-                 to run them)",
-                unit.name
-            )),
-            _ => {}
-        }
-    }
-    let removed_with_probes = running.units.iter().filter(|old| {
-        (!old.probes.is_empty() || !old.detectors.is_empty())
-            && !new.units.iter().any(|unit| unit.name == old.name)
-    });
-    for old in removed_with_probes {
-        deferred.push(format!(
-            "{}: its probes/detectors keep running, unheeded, until the agent's next start",
-            old.name
-        ));
-    }
     let units = new.unit_policies();
-    Ok(Reload {
-        config: new,
-        units,
-        deferred,
-    })
+    Ok(Reload { config: new, units })
 }
 
 pub fn spec(unit: &UnitPolicy) -> UnitSpec {
@@ -124,7 +88,6 @@ restart = "never"
         let reload = check(&running, new).expect("accepted");
         assert_eq!(reload.units[1].name, "db.service");
         assert_eq!(spec(&reload.units[1]).restart.as_str(), "always");
-        assert!(reload.deferred.is_empty());
     }
 
     #[test]
@@ -138,34 +101,21 @@ restart = "never"
     }
 
     #[test]
-    fn a_probe_change_is_accepted_and_named_as_waiting_for_the_agents_next_start() {
+    fn a_probe_change_is_accepted_with_the_new_probes() {
         let probe =
             "\n[[unit.probe]]\nname = \"up\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/up\"\n";
-        let running = config(TWO);
         let with_probe = TWO.replacen(
             "name = \"web.service\"\n",
             &format!("name = \"web.service\"\n{probe}"),
             1,
         );
-        let reload = check(&running, config(&with_probe)).expect("accepted");
-        assert_eq!(reload.deferred.len(), 1, "{:?}", reload.deferred);
-        assert!(reload.deferred[0].starts_with("web.service: its probes/detectors changed"));
-        let added = format!("{TWO}\n[[unit]]\nname = \"cache.service\"\n{probe}");
-        let reload = check(&running, config(&added)).expect("accepted");
-        assert!(
-            reload.deferred[0]
-                .starts_with("cache.service: its probes/detectors start on the agent's next start"),
-            "{:?}",
-            reload.deferred
-        );
-        // Removed again: its probes run on, unheeded, and the log says so.
-        let reload = check(&config(&added), config(TWO)).expect("accepted");
-        assert_eq!(
-            reload.deferred,
-            [
-                "cache.service: its probes/detectors keep running, unheeded, until the agent's next start"
-            ]
-        );
+        let reload = check(&config(TWO), config(&with_probe)).expect("accepted");
+        let probes: Vec<&str> = reload.units[0]
+            .probes
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(probes, ["up"]);
     }
 
     #[test]

@@ -88,14 +88,21 @@ struct UnitProbes {
 }
 
 impl ProbeDetector {
-    /// Declares a probe, so it shows in status before its first result. A result from an
-    /// undeclared probe declares it with the default rules.
+    /// Declares a probe, so it shows in status before its first result. Results of a probe not
+    /// declared are ignored.
     pub fn add_probe(&mut self, unit: u32, name: &str, rules: ProbeRules) {
         let probes = &mut self.units.entry(unit).or_default().probes;
         match probes.iter_mut().find(|p| p.name == name) {
             Some(probe) => probe.rules = rules,
             None => probes.push(ProbeState::new(name, rules)),
         }
+    }
+
+    /// Whether the unit has the probe `name` (now).
+    pub fn declares(&self, unit: u32, name: &str) -> bool {
+        self.units
+            .get(&unit)
+            .is_some_and(|u| u.probes.iter().any(|p| p.name == name))
     }
 
     /// The unit is no longer monitored: its probes' state goes.
@@ -114,19 +121,14 @@ impl ProbeDetector {
     }
 
     pub fn on_result(&mut self, result: &ProbeResult) -> Vec<ProbeEvent> {
-        let unit = self.units.entry(result.unit).or_default();
-        let index = match unit.probes.iter().position(|p| p.name == result.probe) {
-            Some(index) => index,
-            None => {
-                let rules = ProbeRules {
-                    dependency: result.dependency,
-                    ..ProbeRules::default()
-                };
-                unit.probes.push(ProbeState::new(&result.probe, rules));
-                unit.probes.len() - 1
-            }
+        // A probe the unit does not declare (any more): a result sent before a reload replaced
+        // it, not one to judge or show.
+        let Some(unit) = self.units.get_mut(&result.unit) else {
+            return Vec::new();
         };
-        let probe = &mut unit.probes[index];
+        let Some(probe) = unit.probes.iter_mut().find(|p| p.name == result.probe) else {
+            return Vec::new();
+        };
         let in_grace = unit.started.is_some_and(|started| {
             result.at.saturating_duration_since(started) < probe.rules.grace
         });

@@ -26,7 +26,7 @@ use crate::{
     detect::{
         Problem, ProblemKind,
         exit::{ExitFacts, judge},
-        probe::{ProbeDetector, ProbeEvent},
+        probe::{ProbeDetector, ProbeEvent, ProbeRules},
     },
     policy::{ActionOutcome, Decision, Policy, PolicyConfig, UnitSpec},
     report::{history::Event, webhook::AlertObservation},
@@ -88,16 +88,30 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// `policy` was built from the same units, in the same order, as `probes` and `names`.
-    pub fn new(policy: Policy, probes: ProbeDetector, names: &[String], dry_run: bool) -> Self {
+    /// The units `names` (by index), none of them probed yet (see [`Self::set_probes`]).
+    pub fn new(policy: Policy, names: &[String], dry_run: bool) -> Self {
         let mut units = UnitTable::default();
         for (index, name) in names.iter().enumerate() {
             units.insert(index as u32, name);
         }
         Self {
             policy,
-            probes,
+            probes: ProbeDetector::default(),
             units,
             dry_run,
+        }
+    }
+
+    /// The unit's probes from now on (at start, and when a reload changes them): their judging
+    /// starts over, so a probe renamed or removed leaves nothing behind in status.
+    pub fn set_probes(
+        &mut self,
+        unit: u32,
+        probes: impl IntoIterator<Item = (String, ProbeRules)>,
+    ) {
+        self.probes.forget(unit);
+        for (name, rules) in probes {
+            self.probes.add_probe(unit, &name, rules);
         }
     }
 
@@ -341,13 +355,15 @@ impl Supervisor {
             ProbeReport::Result(r) => r.unit,
             ProbeReport::Finding(f) => f.unit,
         };
-        // The probes of a unit let go by a reload run until the agent restarts.
+        // A late report of a unit let go, or of a probe a reload replaced.
         if self.units.get(unit).is_none() {
             return;
         }
         let events = match report {
             ProbeReport::Result(result) => {
-                if let Some(name) = self.units.name(result.unit) {
+                if let Some(name) = self.units.name(result.unit)
+                    && self.probes.declares(result.unit, &result.probe)
+                {
                     fx.metrics.push(MetricNote::ProbeFinished {
                         unit: name.to_owned(),
                         probe: result.probe.clone(),

@@ -27,18 +27,20 @@ impl Harness {
             names.iter().map(|n| spec(n)).collect(),
             7,
         );
-        let mut probes = ProbeDetector::default();
-        probes.add_probe(
+        let mut sup = Supervisor::new(policy, &names, dry_run);
+        sup.set_probes(
             WEB,
-            "http",
-            ProbeRules {
-                consecutive_failures: 3,
-                grace: Duration::from_secs(5),
-                ..ProbeRules::default()
-            },
+            [(
+                "http".to_owned(),
+                ProbeRules {
+                    consecutive_failures: 3,
+                    grace: Duration::from_secs(5),
+                    ..ProbeRules::default()
+                },
+            )],
         );
         Self {
-            sup: Supervisor::new(policy, probes, &names, dry_run),
+            sup,
             now: Instant::now(),
         }
     }
@@ -278,6 +280,36 @@ fn probe_result(h: &Harness, ok: bool) -> Input {
         at: h.now,
         dependency: false,
     }))
+}
+
+/// A reload replaced the unit's probe: the new one shows, and a late result of the old one is
+/// neither judged, counted nor shown.
+#[test]
+fn new_probes_replace_the_old_and_a_late_result_of_an_old_one_is_ignored() {
+    let mut h = Harness::new(false);
+    h.advance(60);
+    h.sup
+        .set_probes(WEB, [("ready".to_owned(), ProbeRules::default())]);
+    let names: Vec<String> = h
+        .sup
+        .probes()
+        .probe_status(WEB)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["ready"]);
+    for _ in 0..10 {
+        let fx = h.feed(probe_result(&h, false));
+        assert!(fx.metrics.is_empty() && fx.audit.is_empty() && fx.run.is_empty());
+    }
+    let names: Vec<String> = h
+        .sup
+        .probes()
+        .probe_status(WEB)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["ready"]);
 }
 
 #[test]

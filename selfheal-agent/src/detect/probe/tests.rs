@@ -409,24 +409,34 @@ fn status_shows_declared_probes_their_last_result_and_baseline() {
     );
 }
 
+/// A result sent before a reload replaced the probe arrives after it: it is neither judged nor
+/// shown, and the probe that replaced it is.
 #[test]
-fn a_result_from_an_undeclared_probe_declares_it_with_default_rules() {
+fn a_result_from_a_probe_no_longer_declared_is_ignored() {
     let mut detector = ProbeDetector::default();
+    detector.add_probe(UNIT, "ready", ProbeRules::default());
     let result = ProbeResult {
         unit: UNIT,
-        probe: "db".into(),
+        probe: "alive".into(),
         ok: false,
         latency: Duration::from_millis(1),
         detail: "cannot connect".into(),
         at: Instant::now(),
-        dependency: true,
+        dependency: false,
     };
-    for _ in 0..4 {
+    for _ in 0..10 {
         assert_eq!(detector.on_result(&result), []);
     }
-    assert_eq!(
-        kinds(&detector.on_result(&result)),
-        [(true, ProblemKind::IntegrationFailure)]
-    );
-    assert!(detector.probe_status(UNIT)[0].dependency);
+    let names: Vec<String> = detector
+        .probe_status(UNIT)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["ready"]);
+    let other_unit = ProbeResult {
+        unit: UNIT + 1,
+        ..result
+    };
+    assert_eq!(detector.on_result(&other_unit), []);
+    assert!(detector.probe_status(UNIT + 1).is_empty());
 }

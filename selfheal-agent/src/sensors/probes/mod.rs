@@ -22,7 +22,7 @@ pub use config::{
     DEFAULT_PROBE_TIMEOUT, DetectorConfig, Factor, Fraction, ProbeConfig, ProbeConfigError,
     ProbeKind, is_kind_name, specs,
 };
-pub use runner::{run_probes, spawn_probes};
+pub use runner::{ProbeSet, run_probes, spawn_probes};
 
 /// One probe, ready to run.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,13 +1,14 @@
 //! One tokio task per probe and per detector, each with its own interval: a probe that hangs
-//! until its timeout holds up only its own next attempt.
+//! until its timeout holds up only its own next attempt. The runner takes each unit's set from
+//! the engine and replaces it when a reload changes it.
 
-use std::{future::Future, time::Instant};
+use std::{collections::HashMap, future::Future, time::Instant};
 
 use log::{info, warn};
 use tokio::{
     net::TcpStream,
     sync::{mpsc, watch},
-    task::JoinSet,
+    task::{AbortHandle, JoinSet},
     time::{self, Interval, MissedTickBehavior},
 };
 
@@ -18,6 +19,32 @@ use super::{
     http,
 };
 
+/// One unit's probes and detectors: they replace whatever ran for the unit (an empty set stops
+/// them).
+#[derive(Debug, Default)]
+pub struct ProbeSet {
+    pub unit: u32,
+    pub probes: Vec<ProbeSpec>,
+    pub detectors: Vec<DetectorSpec>,
+}
+
+impl ProbeSet {
+    /// One unit's set from its probe and detector tables (see [`super::specs`]).
+    pub fn of(
+        unit: u32,
+        unit_name: &str,
+        probes: &[super::ProbeConfig],
+        detectors: &[super::DetectorConfig],
+    ) -> Result<Self, super::ProbeConfigError> {
+        let (probes, detectors) = super::specs(unit, unit_name, probes, detectors)?;
+        Ok(Self {
+            unit,
+            probes,
+            detectors,
+        })
+    }
+}
+
 /// Starts every probe and detector; each task ends when `shutdown` turns true (or its sender
 /// is dropped) or `reports` is closed. Dropping the set aborts them.
 pub fn spawn_probes(
@@ -27,24 +54,63 @@ pub fn spawn_probes(
     shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    for spec in probes {
-        tasks.spawn(run_probe(spec, reports.clone(), shutdown.clone()));
-    }
-    for spec in detectors {
-        tasks.spawn(run_detector(spec, reports.clone(), shutdown.clone()));
-    }
+    spawn_set(
+        &mut tasks,
+        ProbeSet {
+            unit: 0,
+            probes,
+            detectors,
+        },
+        &reports,
+        &shutdown,
+    );
     tasks
 }
 
-/// [`spawn_probes`], then waits for all of them to end: one future for the daemon's task set.
+/// Spawns the set's tasks into `tasks`; returns their handles.
+fn spawn_set(
+    tasks: &mut JoinSet<()>,
+    set: ProbeSet,
+    reports: &mpsc::Sender<ProbeReport>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<AbortHandle> {
+    let mut handles = Vec::new();
+    for spec in set.probes {
+        handles.push(tasks.spawn(run_probe(spec, reports.clone(), shutdown.clone())));
+    }
+    for spec in set.detectors {
+        handles.push(tasks.spawn(run_detector(spec, reports.clone(), shutdown.clone())));
+    }
+    handles
+}
+
+/// Runs each unit's set as the engine sends it, a new set for a unit replacing its old one,
+/// until `shutdown` turns true or the engine drops its sender; then stops every task.
 pub async fn run_probes(
-    probes: Vec<ProbeSpec>,
-    detectors: Vec<DetectorSpec>,
+    mut sets: mpsc::UnboundedReceiver<ProbeSet>,
     reports: mpsc::Sender<ProbeReport>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tasks = spawn_probes(probes, detectors, reports, shutdown);
-    while tasks.join_next().await.is_some() {}
+    let mut tasks = JoinSet::new();
+    let mut by_unit: HashMap<u32, Vec<AbortHandle>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            set = sets.recv() => {
+                let Some(set) = set else { break };
+                for task in by_unit.remove(&set.unit).unwrap_or_default() {
+                    task.abort();
+                }
+                let unit = set.unit;
+                let handles = spawn_set(&mut tasks, set, &reports, &shutdown);
+                if !handles.is_empty() {
+                    by_unit.insert(unit, handles);
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tasks.shutdown().await;
 }
 
 async fn run_probe(

@@ -245,7 +245,14 @@ async fn probes_stop_on_shutdown_even_mid_attempt() {
     let (tx, _rx) = mpsc::channel(64);
     let (stop, shutdown) = watch::channel(false);
     let probe = spec("hung", http(&hung, None, None), 30_000);
-    let run = tokio::spawn(run_probes(vec![probe], Vec::new(), tx, shutdown));
+    let (sets, runner) = mpsc::unbounded_channel();
+    let run = tokio::spawn(run_probes(runner, tx, shutdown));
+    sets.send(ProbeSet {
+        unit: 1,
+        probes: vec![probe],
+        detectors: Vec::new(),
+    })
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(1), run)
@@ -308,4 +315,57 @@ async fn custom_detectors_report_findings_and_stay_silent_when_they_cannot_run()
         })
         .collect();
     assert_eq!(seen, expected);
+}
+
+/// What a reload does to a unit whose probes changed: its old probes stop, its new ones run, and
+/// an empty set stops them all.
+#[tokio::test]
+async fn a_new_set_for_a_unit_replaces_its_probes_and_an_empty_one_stops_them() {
+    let server = TestServer::start(Reply::status(200)).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let (stop, shutdown) = watch::channel(false);
+    let (sets, runner) = mpsc::unbounded_channel();
+    let run = tokio::spawn(run_probes(runner, tx, shutdown));
+    let set = |names: &[&str]| ProbeSet {
+        unit: 1,
+        probes: names
+            .iter()
+            .map(|n| spec(n, http(&server, None, None), 1000))
+            .collect(),
+        detectors: Vec::new(),
+    };
+    // The names of the results that arrive within `window`.
+    async fn heard(
+        rx: &mut mpsc::Receiver<ProbeReport>,
+        window: Duration,
+    ) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(report)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if let ProbeReport::Result(r) = report {
+                names.insert(r.probe);
+            }
+        }
+        names
+    }
+    sets.send(set(&["old"])).unwrap();
+    assert_eq!(
+        heard(&mut rx, Duration::from_millis(400)).await,
+        ["old".to_owned()].into()
+    );
+    sets.send(set(&["new"])).unwrap();
+    // Results already sent before the switch drain first.
+    let _ = heard(&mut rx, Duration::from_millis(150)).await;
+    assert_eq!(
+        heard(&mut rx, Duration::from_millis(400)).await,
+        ["new".to_owned()].into()
+    );
+    sets.send(set(&[])).unwrap();
+    let _ = heard(&mut rx, Duration::from_millis(150)).await;
+    assert!(heard(&mut rx, Duration::from_millis(400)).await.is_empty());
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(1), run)
+        .await
+        .expect("the runner did not stop")
+        .unwrap();
 }
