@@ -281,6 +281,11 @@ fn sighup_starts_replaces_and_stops_a_units_probes() -> anyhow::Result<()> {
         Ok(now.len() == 1 && now[0].0 == "ready" && now[0].1 >= 2)
     })
     .with_context(|| format!("{:?}\n{}", probes(&agent), agent.log_text()))?;
+    let metrics = agent.metrics()?;
+    assert!(
+        metrics.contains("probe=\"ready\"") && !metrics.contains("probe=\"alive\""),
+        "{metrics}"
+    );
 
     // Removed: no probe left, none comes back.
     rewrite(&sandbox, UNITS)?;

@@ -93,6 +93,7 @@ impl Engine {
             });
         let rules = policy.probes.iter().map(|p| (p.name.clone(), p.rules()));
         self.p.supervisor.set_probes(index, rules);
+        self.p.metrics.forget_probes(&policy.name);
         let _ = self.p.probe_sets.send(set);
     }
 

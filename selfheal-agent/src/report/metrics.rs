@@ -321,6 +321,11 @@ impl Metrics {
         self.resource.forget(unit);
         self.resource_limit.forget(unit);
         self.exhaustion.forget(unit);
+        self.forget_probes(unit);
+    }
+
+    /// Removes the unit's probe series: its probes were replaced, the new ones add theirs.
+    pub fn forget_probes(&self, unit: &str) {
         forget(&self.probe_up, unit);
         forget(&self.probe_duration, unit);
     }
