@@ -286,8 +286,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         socket.display(),
         state.lock().http_address,
     );
-    let _ = notifier.ready();
-    let _ = notifier.status(&format!("watching {} unit(s)", config.units.len()));
+    if let Err(e) = notifier.ready() {
+        error!(
+            "cannot tell systemd the agent is ready ({e}): a Type=notify service will time out \
+             starting; check NOTIFY_SOCKET and the unit's NotifyAccess="
+        );
+    }
+    if let Err(e) = notifier.status(&format!("watching {} unit(s)", config.units.len())) {
+        warn!("cannot send systemd the agent's status line: {e}");
+    }
 
     let mut signals = Signals::install()?;
     let mut running = opts.config.clone();
@@ -298,7 +305,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     info!("shutting down");
-    let _ = notifier.stopping();
+    if let Err(e) = notifier.stopping() {
+        warn!("cannot tell systemd the agent is stopping: {e}");
+    }
     let _ = shutdown_tx.send(true);
     let drained = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} });
     if drained.await.is_err() {
