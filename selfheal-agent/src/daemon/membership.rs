@@ -1,8 +1,9 @@
 //! Units joining and leaving the running agent: instances a pattern adopts (the tracker finds
 //! them), units a reload adds or removes, and instances whose unit file is gone. A unit joins
-//! the supervisor (policy, its saved state), the metrics and the quarantine pins; one that
-//! leaves is taken out of all of them and of the kernel filter, after the action in progress
-//! on it ends if there is one. Its index is never given to another unit.
+//! the supervisor (policy, its saved state), the metrics, the quarantine pins and the probe
+//! runner; one that leaves is taken out of all of them and of the kernel filter, after the
+//! action in progress on it ends if there is one. Its index is never given to another unit. A
+//! unit whose probes a reload changed has them replaced.
 
 use std::{
     collections::HashMap,
