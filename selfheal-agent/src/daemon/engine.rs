@@ -95,6 +95,8 @@ pub struct Engine {
     /// reloaded, so while the unit is still (`SchedSensor::still`) it is neither sampled nor
     /// rebuilt.
     pub(super) settled_views: HashSet<u32>,
+    /// Units the last pass left unsampled because they were still (see `tick.rs`).
+    pub(super) was_still: HashSet<u32>,
     /// What sampling each unit needs, built when its cgroup or the config changes.
     pub(super) sample_specs: HashMap<u32, Arc<super::tick::SampleSpec>>,
     /// The gauges last set for each unit (see `tick.rs`).
@@ -133,6 +135,7 @@ impl Engine {
             scale_bases: HashMap::new(),
             incidents: HashMap::new(),
             settled_views: HashSet::new(),
+            was_still: HashSet::new(),
             sample_specs: HashMap::new(),
             gauges: HashMap::new(),
             finished_tx,

@@ -13,7 +13,7 @@ use super::{engine::Engine, supervisor::Input};
 use crate::{
     detect::{
         LeakKind, ProblemKind,
-        leak::{LeakConfig, LeakEvent, Shape},
+        leak::{LeakConfig, LeakEvent},
         stall::{SchedSample, StallConfig, StallEvent, TaskState},
     },
     policy::UnitPolicyStatus,
@@ -218,6 +218,10 @@ impl Engine {
                 .collect()
         };
         for s in sampled.iter().filter(|s| !still.contains(&s.unit)) {
+            if self.was_still.contains(&s.unit) {
+                // Nothing of it ran since its last samples: they held until now.
+                self.leak.hold(s.unit, now);
+            }
             let mut view = UnitView::default();
             let unchanged = quiet.contains(&s.unit);
             if let Some(sample) = samples.get(&s.unit) {
@@ -290,6 +294,7 @@ impl Engine {
 
         self.feed(Input::Time);
         self.publish(now, views, &still);
+        self.was_still = still;
     }
 
     /// Active units with a cgroup, and whether detection should hold off for each.
@@ -499,13 +504,9 @@ impl Engine {
             );
             view.escalated_problem = policy.as_ref().and_then(|p| p.escalated_problem.clone());
             view.policy = policy;
-            // A resource not judged yet needs its samples: a unit that went to sleep right
-            // after a warm-up must still be judged a plateau, not stay "unknown".
+            // A resource not judged yet may settle too: the time its unit stays still is held
+            // at its value and judged at its next sample (`LeakDetector::hold`).
             let settled = view.sched.is_some()
-                && view
-                    .resources
-                    .iter()
-                    .all(|r| r.shape != Shape::Unknown.name())
                 && view.stalls.is_empty()
                 && view.probes.is_empty()
                 && u.policy.probes.is_empty()

@@ -174,6 +174,17 @@ impl LeakDetector {
             .collect()
     }
 
+    /// The unit was still (none of its tasks ran, so none of its resources changed) from its
+    /// last samples until `until`: its series hold their last values over that time, and are
+    /// judged with them at the next sample.
+    pub fn hold(&mut self, unit: u32, until: Instant) {
+        for kind in ALL_KINDS {
+            if let Some(watch) = self.watches.get_mut(&(unit, kind)) {
+                watch.series.hold(until);
+            }
+        }
+    }
+
     /// Whether a leak of the unit is reported and not yet over.
     pub fn open(&self, unit: u32) -> bool {
         ALL_KINDS

@@ -71,6 +71,24 @@ impl Series {
         true
     }
 
+    /// The value did not change from the newest sample until `until` (the unit was still:
+    /// none of its tasks ran): one sample of it per bin width in between, a window's worth at
+    /// most, so the time it slept counts like time it was sampled.
+    pub(super) fn hold(&mut self, until: Instant) {
+        let mut at = self.last.at + self.width;
+        if let Some(oldest) = until.checked_sub(self.window) {
+            at = at.max(oldest);
+        }
+        while at < until {
+            let sample = ResourceSample {
+                at,
+                ..self.last.clone()
+            };
+            self.push(&sample);
+            at += self.width;
+        }
+    }
+
     fn add(&mut self, sample: &ResourceSample) {
         let since = sample.at.duration_since(self.origin);
         // Saturates after 2^32 bins (136 years of 1 s bins): the newest bin then takes it all.

@@ -153,3 +153,31 @@ fn pool_that_wanders_slowly_never_fires() {
         assert!(run.events.is_empty(), "seed {seed}: {:?}", run.events);
     }
 }
+
+/// A unit that warms up, then goes to sleep and is left unsampled while still
+/// (`SchedSensor::still`): its next sample, minutes later, is judged with the time it slept held
+/// at its value, as if it had been sampled all along, not from the warm-up alone.
+#[test]
+fn a_still_sleep_after_a_warm_up_is_judged_as_if_it_had_been_sampled() {
+    let warm_up = |t: f64| (150.0 + 650.0 / (1.0 + (-(t - 60.0) / 15.0).exp())).round();
+    let asleep = warm_up(120.0);
+    // Sampled every second throughout.
+    let mut sampled = Run::new(LeakKind::Fd, Some(FD_LIMIT));
+    sampled.play(0.0, 120.0, 1.0, warm_up);
+    sampled.play(120.0, 421.0, 1.0, |_| asleep);
+    // Asleep from 120 s and left unsampled until its full read at 420 s.
+    let mut held = Run::new(LeakKind::Fd, Some(FD_LIMIT));
+    held.play(0.0, 120.0, 1.0, warm_up);
+    held.detector.hold(held.unit, held.at(420.0));
+    held.sample(420.0, asleep);
+    // Neither held nor sampled: the warm-up is all the window holds, and looks like growth.
+    let mut unheld = Run::new(LeakKind::Fd, Some(FD_LIMIT));
+    unheld.play(0.0, 120.0, 1.0, warm_up);
+    unheld.sample(420.0, asleep);
+
+    let shape = sampled.report(420.0).shape;
+    assert!(!matches!(shape, Shape::Leak | Shape::Unknown), "{shape:?}");
+    assert_eq!(held.report(420.0).shape, shape);
+    assert_eq!(unheld.report(420.0).shape, Shape::Leak);
+    assert!(held.events.is_empty(), "{:?}", held.events);
+}
