@@ -108,6 +108,7 @@ impl Engine {
                         dir: s.spec.dir.clone(),
                         limits: s.limits,
                         live_sockets: None,
+                        socket_inodes: None,
                     },
                 )
             })
@@ -133,6 +134,7 @@ impl Engine {
                 .filter(|(c, _)| !still(c.unit))
                 .map(|(_, mut input)| {
                     input.live_sockets = sockets.as_ref().and_then(|s| s.live(input.unit));
+                    input.socket_inodes = sched.as_ref().and_then(|s| s.socket_inodes(input.unit));
                     let quiet = sched.as_ref().is_some_and(|s| s.quiet(input.unit));
                     let reading = match cache.as_mut() {
                         Some(cache) => cache.read(&input, quiet, &mut tables),

@@ -34,6 +34,8 @@ pub struct UnitResourcesInput {
     pub limits: SystemdLimits,
     /// Live inet sockets from the kernel's cgroup_sock programs, when attached.
     pub live_sockets: Option<u64>,
+    /// The socket inodes its processes hold, when the scheduler sensor read them this pass.
+    pub socket_inodes: Option<Arc<HashSet<u64>>>,
 }
 
 /// One process's share, for status.
@@ -211,7 +213,10 @@ pub fn read(input: &UnitResourcesInput, v1: &mut V1Dirs, tables: &mut TcpTables)
     let memory_limit = finite(input.limits.memory_max)
         .or(finite(input.limits.memory_high))
         .or(cgroup_limit);
-    let tcp = sockets::TcpView::read(&tgids, tables);
+    let tcp = match &input.socket_inodes {
+        Some(inodes) => sockets::TcpView::of(inodes, &tgids, tables),
+        None => sockets::TcpView::read(&tgids, tables),
+    };
     UnitResources {
         processes,
         threads,
@@ -352,6 +357,7 @@ mod tests {
             dir: dir.as_path().into(),
             limits: SystemdLimits::default(),
             live_sockets: None,
+            socket_inodes: None,
         };
         let mut cache = ReadingCache::default();
         current(100);

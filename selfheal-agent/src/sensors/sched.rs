@@ -68,8 +68,9 @@ pub struct SchedSensor {
     quiet: HashSet<u32>,
     /// The quiet units left unsampled at the last pass (see [`Self::still`]).
     still: HashSet<u32>,
-    /// Socket inodes each unit's processes held at its last full read.
-    inodes: HashMap<u32, HashSet<u64>>,
+    /// Socket inodes each unit's processes held at its last full read (shared with the
+    /// pass's resource read, see [`Self::socket_inodes`]).
+    inodes: HashMap<u32, Arc<HashSet<u64>>>,
     /// Each unit's CPU PSI at its last full read.
     psi: HashMap<u32, Option<f64>>,
     /// The units' main processes' v1 cpu cgroups (hybrid hosts).
@@ -134,6 +135,13 @@ impl SchedSensor {
     /// is due.
     pub fn still(&self, unit: u32) -> bool {
         self.still.contains(&unit)
+    }
+
+    /// The socket inodes the unit's processes held at the last pass that read them (this pass
+    /// unless it was quiet: then they are the ones it still holds), for the resource read of
+    /// the same pass not to list every process's fds again.
+    pub fn socket_inodes(&self, unit: u32) -> Option<Arc<HashSet<u64>>> {
+        self.inodes.get(&unit).cloned()
     }
 
     /// Thread ids in the kernel's map at the start of the last sample.
@@ -203,7 +211,7 @@ impl SchedSensor {
                 // No task of its can have forked or left: the kernel's list is the list.
                 self.quiet.insert(unit.unit);
                 if unit.settled
-                    && self.inodes.get(&unit.unit).is_some_and(HashSet::is_empty)
+                    && self.inodes.get(&unit.unit).is_some_and(|i| i.is_empty())
                     && tids
                         .iter()
                         .all(|tid| task_state(&tracked[tid]) == TaskState::Sleeping)
@@ -349,7 +357,7 @@ impl SchedSensor {
                     tgids.dedup();
                     self.inodes
                         .entry(unit.unit)
-                        .insert_entry(sockets::socket_inodes(&tgids))
+                        .insert_entry(Arc::new(sockets::socket_inodes(&tgids)))
                         .into_mut()
                 }
             };

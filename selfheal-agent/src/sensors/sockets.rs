@@ -33,15 +33,19 @@ pub struct TcpView {
 impl TcpView {
     /// The sockets the processes `tgids` hold; no table is read when they hold none.
     pub fn read(tgids: &[u32], tables: &mut TcpTables) -> Self {
-        let inodes = socket_inodes(tgids);
+        Self::of(&socket_inodes(tgids), tgids, tables)
+    }
+
+    /// The sockets `inodes` the processes `tgids` hold (already listed).
+    pub fn of(inodes: &HashSet<u64>, tgids: &[u32], tables: &mut TcpTables) -> Self {
         let table = match (inodes.is_empty(), tgids.first()) {
             (false, Some(tgid)) => tables.of(*tgid),
             _ => None,
         };
-        Self::of(&inodes, table)
+        Self::in_table(inodes, table)
     }
 
-    fn of(inodes: &HashSet<u64>, table: Option<&NetnsTable>) -> Self {
+    fn in_table(inodes: &HashSet<u64>, table: Option<&NetnsTable>) -> Self {
         Self {
             rows: table
                 .map(|t| inodes.iter().filter_map(|i| t.row(*i)).collect())
@@ -256,8 +260,9 @@ mod tests {
    3: 0100007F:1F90 0100007F:D2F1 01 00000000:00000000 00:00000000 00000000     0        0 555 1
 ";
         let rows = table(rows);
-        let accepted =
-            |inodes: &[u64]| TcpView::of(&inodes.iter().copied().collect(), Some(&rows)).accepted();
+        let accepted = |inodes: &[u64]| {
+            TcpView::in_table(&inodes.iter().copied().collect(), Some(&rows)).accepted()
+        };
         assert_eq!(accepted(&[111, 222, 444]), 1);
         assert_eq!(accepted(&[222, 444]), 0, "no listener of its own");
     }
