@@ -282,6 +282,11 @@ fn probe_result(h: &Harness, ok: bool) -> Input {
     }))
 }
 
+fn probe_names(h: &Harness) -> Vec<String> {
+    let status = h.sup.probes().probe_status(WEB);
+    status.into_iter().map(|p| p.name).collect()
+}
+
 /// A reload replaced the unit's probe: the new one shows, and a late result of the old one is
 /// neither judged, counted nor shown.
 #[test]
@@ -290,26 +295,12 @@ fn new_probes_replace_the_old_and_a_late_result_of_an_old_one_is_ignored() {
     h.advance(60);
     h.sup
         .set_probes(WEB, [("ready".to_owned(), ProbeRules::default())]);
-    let names: Vec<String> = h
-        .sup
-        .probes()
-        .probe_status(WEB)
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    assert_eq!(names, ["ready"]);
+    assert_eq!(probe_names(&h), ["ready"]);
     for _ in 0..10 {
         let fx = h.feed(probe_result(&h, false));
         assert!(fx.metrics.is_empty() && fx.audit.is_empty() && fx.run.is_empty());
     }
-    let names: Vec<String> = h
-        .sup
-        .probes()
-        .probe_status(WEB)
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    assert_eq!(names, ["ready"]);
+    assert_eq!(probe_names(&h), ["ready"]);
 }
 
 #[test]
