@@ -3,7 +3,7 @@
 //! (restart, ladders — they apply to the next incident —, stall and leak thresholds), the
 //! `[policy]` table, and the set of `[[unit]]` tables: a unit or pattern added is monitored
 //! (its instances adopted), one removed is let go (see `membership.rs`); a unit whose probes
-//! or detectors changed has them replaced at once, their judging started over. What needs a restart of the agent (`[agent]`, `[http]`…) is refused with the
+//! or detectors changed has them replaced at once (a probe kept keeps its state). What needs a restart of the agent (`[agent]`, `[http]`…) is refused with the
 //! reason, and so is an invalid file (with its file:line:col): the running config stays in
 //! force either way.
 

@@ -98,6 +98,29 @@ impl ProbeDetector {
         }
     }
 
+    /// The unit's probes from now on (a reload changed them): a probe kept keeps its state (an
+    /// open episode goes on) under its new rules, one removed goes, one added starts fresh.
+    /// Open custom episodes stay: their detector's next finding ends them.
+    pub fn set_probes(
+        &mut self,
+        unit: u32,
+        probes: impl IntoIterator<Item = (String, ProbeRules)>,
+    ) {
+        let entry = self.units.entry(unit).or_default();
+        let mut old = std::mem::take(&mut entry.probes);
+        for (name, rules) in probes {
+            let state = match old.iter().position(|p| p.name == name) {
+                Some(index) => {
+                    let mut kept = old.swap_remove(index);
+                    kept.rules = rules;
+                    kept
+                }
+                None => ProbeState::new(&name, rules),
+            };
+            entry.probes.push(state);
+        }
+    }
+
     /// Whether the unit has the probe `name` (now).
     pub fn declares(&self, unit: u32, name: &str) -> bool {
         self.units

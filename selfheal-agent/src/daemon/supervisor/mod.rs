@@ -102,17 +102,14 @@ impl Supervisor {
         }
     }
 
-    /// The unit's probes from now on (at start, and when a reload changes them): their judging
-    /// starts over, so a probe renamed or removed leaves nothing behind in status.
+    /// The unit's probes from now on (at start, and when a reload changes them): a probe
+    /// renamed or removed leaves nothing behind in status (see `ProbeDetector::set_probes`).
     pub fn set_probes(
         &mut self,
         unit: u32,
         probes: impl IntoIterator<Item = (String, ProbeRules)>,
     ) {
-        self.probes.forget(unit);
-        for (name, rules) in probes {
-            self.probes.add_probe(unit, &name, rules);
-        }
+        self.probes.set_probes(unit, probes);
     }
 
     /// A reloaded config: the new specs (ladders, restart) of the units that stay, by index,

@@ -440,3 +440,42 @@ fn a_result_from_a_probe_no_longer_declared_is_ignored() {
     assert_eq!(detector.on_result(&other_unit), []);
     assert!(detector.probe_status(UNIT + 1).is_empty());
 }
+
+/// A reload that keeps the probe (with new rules) and adds another: the kept one's streak goes
+/// on under its new threshold, the added one starts fresh, a removed one goes.
+#[test]
+fn a_new_set_keeps_the_state_of_the_probes_it_keeps() {
+    let mut h = Harness::new(ProbeRules {
+        consecutive_failures: 5,
+        grace: Duration::ZERO,
+        ..ProbeRules::default()
+    });
+    h.detector.add_probe(UNIT, "gone", ProbeRules::default());
+    assert_eq!(h.probe(3, false, 1), []);
+    let stricter = ProbeRules {
+        consecutive_failures: 4,
+        grace: Duration::ZERO,
+        ..ProbeRules::default()
+    };
+    h.detector.set_probes(
+        UNIT,
+        [
+            ("http".to_owned(), stricter),
+            ("tcp".to_owned(), ProbeRules::default()),
+        ],
+    );
+    let names: Vec<String> = h
+        .detector
+        .probe_status(UNIT)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["http", "tcp"]);
+    assert_eq!(h.detector.probe_status(UNIT)[0].consecutive_failures, 3);
+    // The fourth failure in a row crosses the new threshold.
+    assert_eq!(
+        kinds(&h.probe(1, false, 1)),
+        [(true, ProblemKind::ConsecutiveFailures)]
+    );
+    assert_eq!(h.detector.probe_status(UNIT)[1].checks, 0);
+}
