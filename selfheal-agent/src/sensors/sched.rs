@@ -411,7 +411,9 @@ impl SchedSensor {
             window,
             tasks: samples,
             idle_for,
-            idle_since_ns: idle_for.map(|_| last_ran),
+            // Set as soon as no task is on a CPU: a still unit's view is not rebuilt, and must
+            // become idle by itself when it is read (`UnitView::read_at`).
+            idle_since_ns: (!any_on_cpu).then_some(last_ran),
             pending,
             contention: CpuContention {
                 runq_p99: runq_percentile(&hist_delta, 0.99),

@@ -27,6 +27,9 @@ pub struct UnitView {
     pub escalated_problem: Option<String>,
 }
 
+/// How long a unit with no task on a CPU must have been off them to show as idle.
+const IDLE_AFTER_SECONDS: f64 = 1.0;
+
 impl UnitView {
     /// The view as read at `now_ns` (CLOCK_MONOTONIC): the ages it keeps as instants, in
     /// seconds.
@@ -35,7 +38,10 @@ impl UnitView {
         if let Some(sched) = view.sched.as_mut()
             && let Some(since) = sched.idle_since_ns
         {
-            sched.idle_seconds = Some(now_ns.saturating_sub(since) as f64 / 1e9);
+            // Idle for a tick (1 s by default) or more, as the sampler judged idleness: a view
+            // built while the unit had just run keeps its instant, and says so once it is true.
+            let idle = now_ns.saturating_sub(since) as f64 / 1e9;
+            sched.idle_seconds = (idle >= IDLE_AFTER_SECONDS).then_some(idle);
         }
         if let Some(last) = view.policy.as_mut().and_then(|p| p.last_action.as_mut()) {
             last.read_at(now_ns);
@@ -65,8 +71,9 @@ pub struct SchedView {
     /// Seconds since any task of the unit ran, when it has been idle for a tick or more: status
     /// works it out from `idle_since_ns` when it is read ([`UnitView::read_at`]).
     pub idle_seconds: Option<f64>,
-    /// When a task of the unit last ran (CLOCK_MONOTONIC ns), while it is idle. Kept instead of
-    /// the seconds so that a sleeping unit's view stays the same and is not published again.
+    /// When a task of the unit last ran (CLOCK_MONOTONIC ns), while none is on a CPU. Kept
+    /// instead of the seconds so that a sleeping unit's view stays the same and is not
+    /// published again.
     #[serde(skip)]
     pub idle_since_ns: Option<u64>,
 }
@@ -107,6 +114,9 @@ mod tests {
         assert_eq!(idle(5_000_000_000), idle(5_000_000_000));
         let read = idle(5_000_000_000).read_at(7_500_000_000);
         assert_eq!(read.sched.and_then(|s| s.idle_seconds), Some(2.5));
+        // Off the CPU for less than a tick: not idle yet, and idle later without a new view.
+        let just_ran = idle(5_000_000_000).read_at(5_400_000_000);
+        assert_eq!(just_ran.sched.and_then(|s| s.idle_seconds), None);
         assert_eq!(UnitView::default().read_at(1), UnitView::default());
     }
 
