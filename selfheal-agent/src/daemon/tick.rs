@@ -508,12 +508,7 @@ impl Engine {
             view.policy = policy;
             // A resource not judged yet may settle too: the time its unit stays still is held
             // at its value and judged at its next sample (`LeakDetector::hold`).
-            // Idle already marked: a view built while the unit had run within the window says
-            // no idle time, and a still unit's view is not rebuilt to say it later.
-            let settled = view
-                .sched
-                .as_ref()
-                .is_some_and(|sched| sched.idle_since_ns.is_some())
+            let settled = view.sched.is_some()
                 && view.stalls.is_empty()
                 && view.probes.is_empty()
                 && u.policy.probes.is_empty()
