@@ -94,9 +94,10 @@ pub struct Engine {
     /// an input names the unit (`perform`, `publish_policy` take it out) or the config is
     /// reloaded, so while the unit is still (`SchedSensor::still`) it is neither sampled nor
     /// rebuilt.
-    pub(super) settled_views: HashSet<u32>,
-    /// Units the last pass left unsampled because they were still (see `tick.rs`).
-    pub(super) was_still: HashSet<u32>,
+    /// Shared with the pass that reads (see `tick.rs`); written through [`Self::unsettle`].
+    pub(super) settled_views: Arc<HashSet<u32>>,
+    /// The units the passes sample while the unit table stays as it was (see `tick.rs`).
+    pub(super) plan: Option<Arc<super::tick::SamplePlan>>,
     /// What sampling each unit needs, built when its cgroup or the config changes.
     pub(super) sample_specs: HashMap<u32, Arc<super::tick::SampleSpec>>,
     /// The gauges last set for each unit (see `tick.rs`).
@@ -134,8 +135,8 @@ impl Engine {
             main_pids: HashMap::new(),
             scale_bases: HashMap::new(),
             incidents: HashMap::new(),
-            settled_views: HashSet::new(),
-            was_still: HashSet::new(),
+            settled_views: Arc::default(),
+            plan: None,
             sample_specs: HashMap::new(),
             gauges: HashMap::new(),
             finished_tx,
@@ -222,12 +223,20 @@ impl Engine {
         }
     }
 
+    /// The unit's view must be rebuilt at the next pass (an input named it). The set is copied
+    /// only if the pass that reads still holds it.
+    pub(super) fn unsettle(&mut self, unit: u32) {
+        if self.settled_views.contains(&unit) {
+            Arc::make_mut(&mut self.settled_views).remove(&unit);
+        }
+    }
+
     /// The policy's view of the units an input changed, published at once: status and
     /// /health must not show an action in progress that has already ended (the rest of each
     /// unit's view, and any unit not named here, is published with the tick's readings).
     pub(super) fn publish_policy(&mut self, units: &[u32], now: Instant) {
         for index in units {
-            self.settled_views.remove(index);
+            self.unsettle(*index);
         }
         let policies: Vec<_> = units.iter().map(|u| self.policy_status(*u, now)).collect();
         let mut state = self.p.state.lock();

@@ -102,8 +102,9 @@ impl Engine {
     /// and which are added; new patterns adopt through the tracker.
     pub(super) fn on_reload(&mut self, reload: Reload) {
         // Thresholds, ladders and words may all have changed: every view is rebuilt.
-        self.settled_views.clear();
+        self.settled_views = Default::default();
         self.sample_specs.clear();
+        self.plan = None;
         let tables = Tables::new(reload.units.clone());
         let monitored: Vec<(u32, String, Option<String>)> = {
             let state = self.p.state.lock();

@@ -21,7 +21,7 @@ impl Engine {
             .map(|(u, _)| u)
             .chain(fx.run.iter().map(|w| &w.unit))
         {
-            self.settled_views.remove(unit);
+            self.unsettle(*unit);
         }
         for note in &fx.audit {
             self.p.audit.record(&audit_record(note));

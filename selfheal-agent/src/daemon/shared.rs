@@ -3,7 +3,7 @@
 use std::{
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Instant,
 };
@@ -89,6 +89,8 @@ pub struct Shared {
     state: Arc<Mutex<AgentState>>,
     /// Told after every write: the publisher wakes on it.
     changed: Arc<Notify>,
+    /// Writes so far (see [`Self::generation`]).
+    writes: Arc<AtomicU64>,
     /// Open [`Held`] guards: writes that belong together are under way.
     holds: Arc<AtomicUsize>,
     /// Told when a [`Held`] guard drops: the publisher waits on it, not on every write.
@@ -100,6 +102,7 @@ impl Shared {
         Self {
             state: Arc::new(Mutex::new(state)),
             changed: Arc::new(Notify::new()),
+            writes: Arc::new(AtomicU64::new(0)),
             holds: Arc::new(AtomicUsize::new(0)),
             released: Arc::new(Notify::new()),
         }
@@ -136,8 +139,15 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
             changed: &self.changed,
+            writes: &self.writes,
             wrote: false,
         }
+    }
+
+    /// How many writes the state has had: what was derived from it at one generation holds
+    /// as long as the generation does (the engine's list of units to sample, say).
+    pub fn generation(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
     }
 
     /// Resolves after the next write (or at once if one happened since the last call).
@@ -149,6 +159,7 @@ impl Shared {
 pub struct StateGuard<'a> {
     guard: MutexGuard<'a, AgentState>,
     changed: &'a Notify,
+    writes: &'a AtomicU64,
     wrote: bool,
 }
 
@@ -170,6 +181,9 @@ impl std::ops::DerefMut for StateGuard<'_> {
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         if self.wrote {
+            // Counted before the lock is released: a reader that sees the old count cannot
+            // have read the new state.
+            self.writes.fetch_add(1, Ordering::AcqRel);
             // A stored permit: a write while the publisher builds is published next.
             self.changed.notify_one();
         }

@@ -20,7 +20,7 @@ use crate::{
     report::metrics::Metrics,
     sensors::{
         resources::{self, SystemdLimits, UnitResources, UnitResourcesInput},
-        sched::UnitCgroup,
+        sched::{SchedSensor, UnitCgroup},
         tcp_tables::TcpTables,
     },
     units::view::{ResourceView, SchedView, StallView, UnitView},
@@ -43,28 +43,34 @@ struct Sampled {
     spec: Arc<SampleSpec>,
     main_pid: u32,
     limits: SystemdLimits,
-    /// The unit is frozen, quarantined or being acted on: its stalls are ours, not problems.
-    quiet: bool,
-    /// Its view was built while nothing about it was in progress, and nothing named it since
-    /// (see `Engine::settled_views`): a still unit is not sampled.
-    settled: bool,
+}
+
+/// The units a pass samples, in unit order: built from the unit table when it changed (its
+/// [`super::Shared::generation`]), not every pass, so an idle pass does not walk 1,000 units'
+/// records to find out that nothing moved.
+pub(super) struct SamplePlan {
+    generation: u64,
+    units: Vec<Sampled>,
+    /// The same units, as the scheduler sensor takes them.
+    cgroups: Vec<UnitCgroup>,
+}
+
+impl SamplePlan {
+    fn contains(&self, unit: u32) -> bool {
+        self.units.binary_search_by_key(&unit, |s| s.unit).is_ok()
+    }
 }
 
 /// One sampling pass's readings, handed back by the blocking reader.
 pub(super) struct Readings {
     now: Instant,
-    sampled: Vec<Sampled>,
-    sched: Option<crate::sensors::sched::SchedSensor>,
+    plan: Arc<SamplePlan>,
+    sched: Option<SchedSensor>,
     cache: Option<resources::ReadingCache>,
     sockets: Option<crate::sensors::ebpf::UnitSockets>,
     unit_exits: Option<crate::sensors::ebpf::UnitExitCounts>,
     /// Every unit's lost exit records since load.
     lost: Vec<(u32, u64)>,
-    /// Units whose readings are the last pass's (see `SchedSensor::quiet`): their gauges
-    /// already say what these do.
-    quiet: HashSet<u32>,
-    /// Units left unsampled (see `SchedSensor::still`): their views stand.
-    still: HashSet<u32>,
     samples: Vec<(u32, SchedSample)>,
     resources: Vec<(u32, UnitResources)>,
 }
@@ -83,7 +89,7 @@ impl Engine {
             self.feed(Input::Time);
             return;
         }
-        let sampled = self.units_to_sample(now);
+        let (plan, replanned) = self.sample_plan(now);
 
         // Blocking reads (bpf map syscalls, procfs, cgroupfs) run off the async threads.
         let mut sched = self.p.sched.take();
@@ -91,81 +97,52 @@ impl Engine {
         let sockets = self.p.sockets.take();
         // Lost exits are counted for every unit, running or not: a unit whose main exit was
         // lost is no longer running.
-        let unit_exits = self.p.unit_exits.take();
+        let mut unit_exits = self.p.unit_exits.take();
         let unit_count = self.p.state.lock().units.len() as u32;
-        let work: Vec<(UnitCgroup, UnitResourcesInput)> = sampled
-            .iter()
-            .map(|s| {
-                (
-                    UnitCgroup {
-                        unit: s.unit,
-                        dir: s.spec.dir.clone(),
-                        main_pid: (s.main_pid != 0).then_some(s.main_pid),
-                        settled: s.settled,
-                    },
-                    UnitResourcesInput {
-                        unit: s.unit,
-                        dir: s.spec.dir.clone(),
-                        limits: s.limits,
-                        live_sockets: None,
-                        socket_inodes: None,
-                    },
-                )
-            })
-            .collect();
+        let settled = Arc::clone(&self.settled_views);
         self.sampling = true;
         let readings = self.readings_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let cgroups: Vec<UnitCgroup> = work.iter().map(|(c, _)| c.clone()).collect();
             // Each network namespace's TCP tables, read once for the pass.
             let mut tables = TcpTables::default();
             let samples = sched
                 .as_mut()
-                .map(|s| s.sample(&cgroups, now, &mut tables))
+                .map(|s| s.sample(&plan.cgroups, &settled, now, &mut tables))
                 .unwrap_or_default();
-            if let Some(cache) = cache.as_mut() {
-                let sampled: std::collections::HashSet<u32> =
-                    work.iter().map(|(c, _)| c.unit).collect();
-                cache.retain(|unit| sampled.contains(&unit));
+            // Not held past the reads: the engine changes the set without copying it.
+            drop(settled);
+            if let Some(cache) = cache.as_mut().filter(|_| replanned) {
+                cache.retain(|unit| plan.contains(unit));
             }
             let still = |unit: u32| sched.as_ref().is_some_and(|s| s.still(unit));
-            let resources: Vec<(u32, UnitResources)> = work
-                .into_iter()
-                .filter(|(c, _)| !still(c.unit))
-                .map(|(_, mut input)| {
-                    input.live_sockets = sockets.as_ref().and_then(|s| s.live(input.unit));
-                    input.socket_inodes = sched.as_ref().and_then(|s| s.socket_inodes(input.unit));
-                    let quiet = sched.as_ref().is_some_and(|s| s.quiet(input.unit));
+            let resources: Vec<(u32, UnitResources)> = plan
+                .units
+                .iter()
+                .filter(|s| !still(s.unit))
+                .map(|s| {
+                    let unit = s.unit;
+                    let input = UnitResourcesInput {
+                        unit,
+                        dir: s.spec.dir.clone(),
+                        limits: s.limits,
+                        live_sockets: sockets.as_ref().and_then(|l| l.live(unit)),
+                        socket_inodes: sched.as_ref().and_then(|l| l.socket_inodes(unit)),
+                    };
+                    let quiet = sched.as_ref().is_some_and(|l| l.quiet(unit));
                     let reading = match cache.as_mut() {
                         Some(cache) => cache.read(&input, quiet, &mut tables),
                         None => resources::read(&input, &mut Default::default(), &mut tables),
                     };
-                    (input.unit, reading)
+                    (unit, reading)
                 })
                 .collect();
             let lost = unit_exits
-                .as_ref()
-                .map(|counts| {
-                    (0u32..)
-                        .zip(counts.below(unit_count).iter().map(|c| c.lost))
-                        .collect()
-                })
+                .as_mut()
+                .map(|counts| counts.lost_below(unit_count))
                 .unwrap_or_default();
-            let quiet = cgroups
-                .iter()
-                .map(|c| c.unit)
-                .filter(|unit| sched.as_ref().is_some_and(|s| s.quiet(*unit)))
-                .collect();
-            let still = cgroups
-                .iter()
-                .map(|c| c.unit)
-                .filter(|u| still(*u))
-                .collect();
             let _ = readings.blocking_send(Readings {
                 now,
-                quiet,
-                still,
-                sampled,
+                plan,
                 sched,
                 cache,
                 sockets,
@@ -184,9 +161,7 @@ impl Engine {
         let _held = self.p.state.hold();
         let Readings {
             now,
-            quiet,
-            still,
-            sampled,
+            plan,
             sched,
             cache,
             sockets,
@@ -198,34 +173,45 @@ impl Engine {
         self.reading_cache = cache;
         self.p.unit_exits = unit_exits;
         self.on_lost_counts(lost);
-        if let Some(sched) = &sched {
-            let mut state = self.p.state.lock();
-            if state.tracked_tasks != sched.tracked() {
-                state.tracked_tasks = sched.tracked().to_vec();
-            }
+        if let Some(sched) = &sched
+            && self.p.state.lock().tracked_tasks != sched.tracked()
+        {
+            self.p.state.lock().tracked_tasks = sched.tracked().to_vec();
         }
-        self.p.sched = sched;
-        self.p.sockets = sockets;
+        // What the scheduler sensor found of each unit (nothing without the kernel hooks).
+        let is = |test: fn(&SchedSensor, u32) -> bool, unit: u32| {
+            sched.as_ref().is_some_and(|s| test(s, unit))
+        };
+        let still: HashSet<u32> = plan
+            .units
+            .iter()
+            .map(|s| s.unit)
+            .filter(|u| is(SchedSensor::still, *u))
+            .collect();
 
         // By unit: one lookup per unit, not a search of every unit's readings.
         let samples: HashMap<u32, SchedSample> = samples.into_iter().collect();
         let resources: HashMap<u32, UnitResources> = resources.into_iter().collect();
         let mut views: HashMap<u32, UnitView> = HashMap::new();
-        // A unit let go while the pass was reading gets no series back.
-        let sampled: Vec<Sampled> = {
+        // The units the pass sampled (a still one was not); one let go while the pass was
+        // reading gets no series back.
+        let sampled: Vec<&Sampled> = {
             let state = self.p.state.lock();
-            sampled
-                .into_iter()
-                .filter(|s| state.unit(s.unit).is_some())
+            plan.units
+                .iter()
+                .filter(|s| !still.contains(&s.unit) && state.unit(s.unit).is_some())
                 .collect()
         };
-        for s in sampled.iter().filter(|s| !still.contains(&s.unit)) {
-            if self.was_still.contains(&s.unit) {
+        for s in sampled {
+            if is(SchedSensor::was_still, s.unit) {
                 // Nothing of it ran since its last samples: they held until now.
                 self.leak.hold(s.unit, now);
             }
+            // Frozen, quarantined or being acted on: its stalls are ours, not problems.
+            let acted_on =
+                self.p.supervisor.policy().isolated(s.unit) || self.p.supervisor.acting(s.unit);
             let mut view = UnitView::default();
-            let unchanged = quiet.contains(&s.unit);
+            let unchanged = is(SchedSensor::quiet, s.unit);
             if let Some(sample) = samples.get(&s.unit) {
                 view.sched = Some(sched_view(sample));
                 if let Some(sched) = view.sched.as_ref().filter(|_| !unchanged) {
@@ -235,7 +221,7 @@ impl Engine {
                         sample.contention.runq_p99.unwrap_or_default(),
                     );
                 }
-                if s.quiet {
+                if acted_on {
                     // Our own action (a restart, say) ends a stall: the policy must hear so.
                     if self.p.supervisor.acting(s.unit) {
                         self.end_reported_stalls(s.unit, now, "the agent acted on the unit");
@@ -249,7 +235,7 @@ impl Engine {
             }
             if let Some(res) = resources.get(&s.unit) {
                 for sample in res.samples(now) {
-                    if s.quiet {
+                    if acted_on {
                         continue;
                     }
                     match self
@@ -294,12 +280,38 @@ impl Engine {
             views.insert(s.unit, view);
         }
 
+        self.p.sched = sched;
+        self.p.sockets = sockets;
         self.feed(Input::Time);
         self.publish(now, views, &still);
-        self.was_still = still;
     }
 
-    /// Active units with a cgroup, and whether detection should hold off for each.
+    /// The units to sample — active, with a cgroup — and whether the plan was made anew (the
+    /// unit table changed since the last one).
+    fn sample_plan(&mut self, now: Instant) -> (Arc<SamplePlan>, bool) {
+        // Read before the table: a write in between makes the next pass plan again.
+        let generation = self.p.state.generation();
+        if let Some(plan) = self.plan.as_ref().filter(|p| p.generation == generation) {
+            return (Arc::clone(plan), false);
+        }
+        let units = self.units_to_sample(now);
+        let plan = Arc::new(SamplePlan {
+            generation,
+            cgroups: units
+                .iter()
+                .map(|s| UnitCgroup {
+                    unit: s.unit,
+                    dir: s.spec.dir.clone(),
+                    main_pid: (s.main_pid != 0).then_some(s.main_pid),
+                })
+                .collect(),
+            units,
+        });
+        self.plan = Some(Arc::clone(&plan));
+        (plan, true)
+    }
+
+    /// Active units with a cgroup, in unit order.
     fn units_to_sample(&mut self, now: Instant) -> Vec<Sampled> {
         let (mut started, mut first_seen) = (Vec::new(), Vec::new());
         let sampled: Vec<Sampled> = {
@@ -328,7 +340,6 @@ impl Engine {
                             None => first_seen.push(unit),
                         }
                     }
-                    let isolated = self.p.supervisor.policy().isolated(unit);
                     let spec = match self.sample_specs.get(&unit) {
                         Some(spec) if spec.cgroup == *cgroup => spec.clone(),
                         _ => {
@@ -352,8 +363,6 @@ impl Engine {
                             memory_high: u.systemd.memory_high,
                             tasks_max: u.systemd.tasks_max,
                         },
-                        quiet: isolated || self.p.supervisor.acting(unit),
-                        settled: self.settled_views.contains(&unit),
                     })
                 })
                 .collect()
@@ -515,10 +524,13 @@ impl Engine {
                 && !self.incidents.contains_key(&unit)
                 && !self.leak.open(unit)
                 && self.p.supervisor.policy().settled(unit, now);
-            if settled {
-                self.settled_views.insert(unit);
-            } else {
-                self.settled_views.remove(&unit);
+            if settled != self.settled_views.contains(&unit) {
+                let views = Arc::make_mut(&mut self.settled_views);
+                if settled {
+                    views.insert(unit);
+                } else {
+                    views.remove(&unit);
+                }
             }
             if *u.view != view
                 && let Some(u) = state.unit_mut(unit)

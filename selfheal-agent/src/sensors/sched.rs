@@ -12,13 +12,13 @@ use std::{
 
 use selfheal_common::sched::{
     RUNQ_BUCKETS, TASK_INTERRUPTIBLE, TASK_NOLOAD, TASK_RUNNING, TASK_STOPPED, TASK_TRACED,
-    TASK_UNINTERRUPTIBLE, TaskStat,
+    TASK_UNINTERRUPTIBLE, TaskStat, UnitSched,
 };
 
 use super::{
     cgroup_stats,
     cgroup_v1::V1Dirs,
-    ebpf::{SchedMaps, UnitAggregate, monotonic_ns},
+    ebpf::{PerCpuRead, SchedMaps, UnitAggregate, UnitTable, monotonic_ns},
     procfs, sockets,
     tcp_tables::TcpTables,
 };
@@ -35,9 +35,6 @@ pub struct UnitCgroup {
     pub unit: u32,
     pub dir: Arc<Path>,
     pub main_pid: Option<u32>,
-    /// Nothing about the unit is in progress (no stall, leak, incident or timer): if it is
-    /// still as well ([`SchedSensor::still`]), it need not be sampled at all.
-    pub settled: bool,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -68,6 +65,12 @@ pub struct SchedSensor {
     quiet: HashSet<u32>,
     /// The quiet units left unsampled at the last pass (see [`Self::still`]).
     still: HashSet<u32>,
+    /// Those of the pass before (see [`Self::was_still`]).
+    was_still: HashSet<u32>,
+    /// The units (and their main processes) the last pass sampled.
+    members: Vec<(u32, Option<u32>)>,
+    /// The last batch read of the per-unit aggregates, its pages reused by the next.
+    unit_read: PerCpuRead<UnitSched>,
     /// Socket inodes each unit's processes held at its last full read (shared with the
     /// pass's resource read, see [`Self::socket_inodes`]).
     inodes: HashMap<u32, Arc<HashSet<u64>>>,
@@ -111,6 +114,9 @@ impl SchedSensor {
             last_ran: HashMap::new(),
             quiet: HashSet::new(),
             still: HashSet::new(),
+            was_still: HashSet::new(),
+            members: Vec::new(),
+            unit_read: PerCpuRead::default(),
             inodes: HashMap::new(),
             psi: HashMap::new(),
             v1: V1Dirs::default(),
@@ -137,6 +143,12 @@ impl SchedSensor {
         self.still.contains(&unit)
     }
 
+    /// Whether the pass before the last one left the unit unsampled (and the last did not):
+    /// nothing of it ran in between, so what it was sampled as then held until now.
+    pub fn was_still(&self, unit: u32) -> bool {
+        self.was_still.contains(&unit) && !self.still.contains(&unit)
+    }
+
     /// The socket inodes the unit's processes held at the last pass that read them (this pass
     /// unless it was quiet: then they are the ones it still holds), for the resource read of
     /// the same pass not to list every process's fds again.
@@ -149,10 +161,13 @@ impl SchedSensor {
         &self.tracked
     }
 
-    /// `tables`: the pass's TCP tables, shared with the resource reads.
+    /// `settled`: the units nothing about which is in progress (no stall, leak, incident or
+    /// timer): a still one among them need not be sampled at all. `tables`: the pass's TCP
+    /// tables, shared with the resource reads.
     pub fn sample(
         &mut self,
         units: &[UnitCgroup],
+        settled: &HashSet<u32>,
         now: Instant,
         tables: &mut TcpTables,
     ) -> Vec<(u32, SchedSample)> {
@@ -162,68 +177,62 @@ impl SchedSensor {
         });
         self.last_at = Some(now);
 
-        let mut tracked: HashMap<u32, TaskStat> = self.maps.tasks().into_iter().collect();
+        // Sorted by unit, then thread: a unit's tasks are a slice of it, found by binary
+        // search, with nothing allocated per unit.
+        let mut tracked: Vec<(u32, TaskStat)> = self.maps.tasks();
+        tracked.sort_unstable_by_key(|(tid, stat)| (stat.unit, *tid));
         // What the kernel itself put in the map, before we seed or prune anything.
-        self.tracked = tracked.keys().copied().collect();
+        self.tracked.clear();
+        self.tracked.extend(tracked.iter().map(|(tid, _)| *tid));
         self.tracked.sort_unstable();
         self.pass += 1;
-        let mut kernel_tasks: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (tid, stat) in &tracked {
-            kernel_tasks.entry(stat.unit).or_default().push(*tid);
-        }
+        self.follow(units, now_ns);
         // The aggregates in one read of the kernel's array, up to the highest unit number (at
-        // most 1,024 entries of a few hundred bytes: less than the syscalls of a lookup each).
-        let batch = units
+        // most 1,024 entries of a few hundred bytes: less than the syscalls of a lookup each),
+        // into the pages of the last pass's read.
+        let batched = units
             .iter()
             .map(|u| u.unit)
             .max()
-            .and_then(|highest| self.maps.units_below(highest + 1));
-        let aggregates: HashMap<u32, UnitAggregate> = units
-            .iter()
-            .map(|u| {
-                let aggregate = batch.as_ref().map_or_else(
-                    || self.maps.unit(u.unit),
-                    |all| all.get(u.unit as usize).copied().unwrap_or_default(),
-                );
-                (u.unit, aggregate)
-            })
-            .collect();
-        self.last_ran.retain(|u, _| aggregates.contains_key(u));
-        self.inodes.retain(|u, _| aggregates.contains_key(u));
-        self.psi.retain(|u, _| aggregates.contains_key(u));
-        let main_pids: HashSet<u32> = units.iter().filter_map(|u| u.main_pid).collect();
-        self.v1.retain(|pid| main_pids.contains(&pid));
+            .is_some_and(|highest| self.maps.read_units(highest + 1, &mut self.unit_read));
+        let last_ran: Vec<u64> = {
+            let table = UnitTable {
+                maps: &self.maps,
+                read: batched.then_some(&self.unit_read),
+            };
+            units.iter().map(|u| table.last_ran_ns(u.unit)).collect()
+        };
+        std::mem::swap(&mut self.was_still, &mut self.still);
         self.quiet.clear();
         self.still.clear();
-        let mut alive = HashSet::new();
+        let mut alive: Vec<u32> = Vec::with_capacity(tracked.len());
+        let mut seeded_now: Vec<(u32, TaskStat)> = Vec::new();
         let mut untagged = false;
-        for unit in units {
-            self.watched_since_ns.entry(unit.unit).or_insert(now_ns);
-            let last_ran = aggregates[&unit.unit].last_ran_ns;
+        for (unit, last_ran) in units.iter().zip(last_ran) {
             let ran = self.last_ran.insert(unit.unit, last_ran) != Some(last_ran);
-            let tids = kernel_tasks.get(&unit.unit).map_or(&[][..], Vec::as_slice);
+            let tasks = tasks_of(&tracked, unit.unit);
             if self.switches_seen
                 && !ran
-                && !tids.is_empty()
-                && tids.iter().all(|tid| resting(&tracked[tid]))
+                && !tasks.is_empty()
+                && tasks.iter().all(|(_, stat)| resting(stat))
                 && !refresh_due(self.pass, unit.unit)
             {
                 // No task of its can have forked or left: the kernel's list is the list.
                 self.quiet.insert(unit.unit);
-                if unit.settled
+                if settled.contains(&unit.unit)
                     && self.inodes.get(&unit.unit).is_some_and(|i| i.is_empty())
-                    && tids
+                    && tasks
                         .iter()
-                        .all(|tid| task_state(&tracked[tid]) == TaskState::Sleeping)
+                        .all(|(_, stat)| task_state(stat) == TaskState::Sleeping)
                 {
                     self.still.insert(unit.unit);
                 }
-                alive.extend(tids);
+                alive.extend(tasks.iter().map(|(tid, _)| *tid));
                 continue;
             }
             for tid in procfs::threads_in_tree(&unit.dir) {
-                alive.insert(tid);
-                if tracked.get(&tid).is_some_and(|t| t.unit == unit.unit) {
+                alive.push(tid);
+                if tasks.binary_search_by_key(&tid, |(t, _)| *t).is_ok() {
                     continue;
                 }
                 // Not tagged in the kernel yet (or not switched since): its state from /proc
@@ -231,41 +240,84 @@ impl SchedSensor {
                 untagged |= self.seeded.insert(tid);
                 if let Some(stat) = seed_stat(tid, unit.unit, now_ns) {
                     let _ = self.maps.seed(tid, &stat);
-                    tracked.insert(tid, stat);
+                    // What it used before it was seen is not the window's: its first sample
+                    // counts from here (else a task asleep for hours would show the CPU of its
+                    // whole life in its first view).
+                    self.prev_tasks.entry(tid).or_insert(Totals {
+                        oncpu_ns: stat.oncpu_ns,
+                        run_delay_ns: stat.run_delay_ns,
+                        voluntary: stat.voluntary,
+                        involuntary: stat.involuntary,
+                    });
+                    seeded_now.push((tid, stat));
                 }
             }
         }
         if untagged {
             self.maps.tag_untracked();
         }
-        self.seeded.retain(|tid| alive.contains(tid));
+        alive.sort_unstable();
+        alive.dedup();
+        let is_alive = |tid: u32| alive.binary_search(&tid).is_ok();
+        self.seeded.retain(|tid| is_alive(*tid));
         // Tasks that left every monitored cgroup, or whose exit we did not see.
-        for (tid, _) in tracked.iter().filter(|(tid, _)| !alive.contains(tid)) {
+        for (tid, _) in tracked.iter().filter(|(tid, _)| !is_alive(*tid)) {
             self.maps.forget(*tid);
             self.prev_tasks.remove(tid);
         }
-        tracked.retain(|tid, _| alive.contains(tid));
-
-        // Grouped once: each unit takes its own tasks, not a scan of every unit's.
-        let mut by_unit: HashMap<u32, Vec<(u32, TaskStat)>> = HashMap::new();
-        for (tid, stat) in tracked {
-            by_unit.entry(stat.unit).or_default().push((tid, stat));
+        tracked.retain(|(tid, _)| is_alive(*tid));
+        if !seeded_now.is_empty() {
+            // A seeded task replaces what the map said of it (under another unit's cgroup).
+            let mut seeded: Vec<u32> = seeded_now.iter().map(|(tid, _)| *tid).collect();
+            seeded.sort_unstable();
+            tracked.retain(|(tid, _)| seeded.binary_search(tid).is_err());
+            tracked.extend(seeded_now);
+            tracked.sort_unstable_by_key(|(tid, stat)| (stat.unit, *tid));
         }
-        let still = std::mem::take(&mut self.still);
-        let samples = units
-            .iter()
-            .filter(|unit| !still.contains(&unit.unit))
-            .map(|unit| {
-                let tasks = by_unit.remove(&unit.unit).unwrap_or_default();
-                let aggregate = aggregates[&unit.unit];
+
+        let wanted: Vec<(&UnitCgroup, UnitAggregate)> = {
+            let table = UnitTable {
+                maps: &self.maps,
+                read: batched.then_some(&self.unit_read),
+            };
+            units
+                .iter()
+                .filter(|unit| !self.still.contains(&unit.unit))
+                .map(|unit| (unit, table.aggregate(unit.unit)))
+                .collect()
+        };
+        wanted
+            .into_iter()
+            .map(|(unit, aggregate)| {
+                let tasks = tasks_of(&tracked, unit.unit);
                 (
                     unit.unit,
-                    self.unit_sample(unit, &tasks, aggregate, (now, now_ns, window), tables),
+                    self.unit_sample(unit, tasks, aggregate, (now, now_ns, window), tables),
                 )
             })
-            .collect();
-        self.still = still;
-        samples
+            .collect()
+    }
+
+    /// Keeps per-unit state for the units sampled now only, and starts timing new ones; the
+    /// work of a pass whose units (and main processes) are the last pass's is a comparison.
+    fn follow(&mut self, units: &[UnitCgroup], now_ns: u64) {
+        if units
+            .iter()
+            .map(|u| (u.unit, u.main_pid))
+            .eq(self.members.iter().copied())
+        {
+            return;
+        }
+        self.members = units.iter().map(|u| (u.unit, u.main_pid)).collect();
+        let sampled: HashSet<u32> = units.iter().map(|u| u.unit).collect();
+        self.last_ran.retain(|u, _| sampled.contains(u));
+        self.inodes.retain(|u, _| sampled.contains(u));
+        self.psi.retain(|u, _| sampled.contains(u));
+        let main_pids: HashSet<u32> = units.iter().filter_map(|u| u.main_pid).collect();
+        self.v1.retain(|pid| main_pids.contains(&pid));
+        for unit in units {
+            self.watched_since_ns.entry(unit.unit).or_insert(now_ns);
+        }
     }
 
     fn unit_sample(
@@ -295,6 +347,10 @@ impl SchedSensor {
             let delta = |now: u64, before: Option<u64>| before.map_or(0, |b| now.saturating_sub(b));
             let on_cpu_ns = match prev {
                 Some(p) => totals.oncpu_ns.saturating_sub(p.oncpu_ns),
+                // First seen off a CPU since before the window: it ran before it, not in it
+                // (else its first view would show CPU it used long ago, and change for no
+                // reason at its next sample).
+                None if stat.on_cpu == 0 && now_ns.saturating_sub(stat.since_ns) >= window_ns => 0,
                 None => totals.oncpu_ns.min(window_ns),
             };
             let run_delay_ns =
@@ -425,6 +481,13 @@ impl SchedSensor {
     }
 }
 
+/// The tasks of `unit` in `tracked` (sorted by unit, then thread id).
+fn tasks_of(tracked: &[(u32, TaskStat)], unit: u32) -> &[(u32, TaskStat)] {
+    let start = tracked.partition_point(|(_, stat)| stat.unit < unit);
+    let end = start + tracked[start..].partition_point(|(_, stat)| stat.unit == unit);
+    &tracked[start..end]
+}
+
 /// Asleep or stopped: a task in this state runs nothing until something wakes it.
 fn resting(stat: &TaskStat) -> bool {
     matches!(
@@ -553,6 +616,33 @@ mod tests {
             !resting(&stat(TASK_UNINTERRUPTIBLE, 0)),
             "D: it may be hung"
         );
+    }
+
+    #[test]
+    fn a_units_tasks_are_its_slice_of_the_tasks_sorted_by_unit() {
+        let task = |tid: u32, unit: u32| {
+            (
+                tid,
+                TaskStat {
+                    unit,
+                    ..TaskStat::default()
+                },
+            )
+        };
+        let mut tracked = vec![task(9, 2), task(4, 0), task(7, 2), task(5, 3), task(1, 2)];
+        tracked.sort_unstable_by_key(|(tid, stat)| (stat.unit, *tid));
+        let tids = |unit| -> Vec<u32> {
+            tasks_of(&tracked, unit)
+                .iter()
+                .map(|(tid, _)| *tid)
+                .collect()
+        };
+        assert_eq!(tids(2), [1, 7, 9]);
+        assert_eq!(tids(0), [4]);
+        assert_eq!(tids(3), [5]);
+        assert!(tids(1).is_empty(), "a unit between two others");
+        assert!(tids(8).is_empty(), "a unit past the last");
+        assert!(tasks_of(&[], 0).is_empty());
     }
 
     #[test]

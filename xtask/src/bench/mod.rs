@@ -50,6 +50,9 @@ pub struct Plan {
     pub load_rate: u64,
     pub load_seconds: u64,
     pub idle_seconds: u64,
+    /// How long the many-units agent settles before it is measured idle (a refresh period:
+    /// `sensors::sched::REFRESH_PASSES` ticks).
+    pub settle_seconds: u64,
     pub burst_units: usize,
     pub burst_exits: u64,
     pub many_units: usize,
@@ -77,6 +80,7 @@ impl Plan {
                 load_rate: 240,
                 load_seconds: 10,
                 idle_seconds: 5,
+                settle_seconds: 10,
                 burst_units: 4,
                 burst_exits: 2_000,
                 many_units: 200,
@@ -101,6 +105,7 @@ impl Plan {
                 load_rate: 240,
                 load_seconds: 30,
                 idle_seconds: 20,
+                settle_seconds: 60,
                 burst_units: 8,
                 burst_exits: 10_000,
                 many_units: 1_000,

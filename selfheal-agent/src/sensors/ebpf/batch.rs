@@ -4,6 +4,7 @@
 
 use std::{
     io,
+    marker::PhantomData,
     mem::{MaybeUninit, size_of},
     os::fd::{AsRawFd as _, BorrowedFd},
 };
@@ -106,80 +107,155 @@ pub fn lookup_all<K: Copy, V: Copy>(map: BorrowedFd<'_>, chunk: usize) -> io::Re
     }
 }
 
+/// A batch read of a per-CPU array's first entries, kept by its reader from one read to the
+/// next: a pass reads into the pages of the last one rather than mapping (and zeroing) fresh
+/// ones, and an entry is folded only when asked for, straight from what the kernel copied out
+/// (no allocation per entry).
+pub struct PerCpuRead<V> {
+    keys: Vec<u32>,
+    values: Vec<u8>,
+    /// Entries the last read filled.
+    read: usize,
+    cpus: usize,
+    _value: PhantomData<V>,
+}
+
+impl<V: Copy> Default for PerCpuRead<V> {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            values: Vec::new(),
+            read: 0,
+            cpus: 0,
+            _value: PhantomData,
+        }
+    }
+}
+
+/// Each CPU's value is padded to 8 bytes in what the kernel copies out.
+const fn stride<V>() -> usize {
+    size_of::<V>().next_multiple_of(8)
+}
+
+impl<V: Copy> PerCpuRead<V> {
+    /// Reads entries `0..count` of the per-CPU array `map` whose values are `V` (`cpus`:
+    /// [`possible_cpus`], as the kernel lays them out) in one call. `Err` when the kernel has
+    /// no batch operations for it, and the caller reads entry by entry.
+    ///
+    /// `V` must be the map's own value type: plain `#[repr(C)]` data that any bytes the
+    /// kernel writes are a valid value of.
+    pub fn fill(&mut self, map: BorrowedFd<'_>, count: u32, cpus: usize) -> io::Result<()> {
+        let entries = count as usize;
+        self.read = 0;
+        self.cpus = cpus;
+        self.keys.resize(entries, 0);
+        self.values.resize(entries * cpus * stride::<V>(), 0);
+        let mut token_out = 0u64;
+        let mut attr = BatchAttr {
+            out_batch: &raw mut token_out as u64,
+            keys: self.keys.as_mut_ptr() as u64,
+            values: self.values.as_mut_ptr() as u64,
+            count,
+            map_fd: map.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `keys` and `values` hold `count` keys and `count` × `cpus` padded values,
+        // the token 8 bytes.
+        unsafe { lookup_batch(&mut attr)? };
+        self.read = (attr.count as usize).min(entries);
+        Ok(())
+    }
+
+    /// Entries the last [`Self::fill`] read.
+    pub fn len(&self) -> usize {
+        self.read
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read == 0
+    }
+
+    /// The `position`th entry read: its key and its values, a CPU each.
+    pub fn entry(&self, position: usize) -> Option<(u32, PerCpu<'_, V>)> {
+        if position >= self.read {
+            return None;
+        }
+        let size = self.cpus * stride::<V>();
+        let bytes = self.values.get(position * size..(position + 1) * size)?;
+        Some((
+            self.keys[position],
+            PerCpu {
+                bytes,
+                _value: PhantomData,
+            },
+        ))
+    }
+
+    /// The values of the entry whose key is `key` (an array's keys are its indices, read in
+    /// order: position and key agree).
+    pub fn of(&self, key: u32) -> Option<PerCpu<'_, V>> {
+        self.entry(key as usize)
+            .filter(|(k, _)| *k == key)
+            .map(|(_, values)| values)
+    }
+}
+
+/// One entry's values in a [`PerCpuRead`], a CPU each.
+#[derive(Clone, Copy)]
+pub struct PerCpu<'a, V> {
+    bytes: &'a [u8],
+    _value: PhantomData<V>,
+}
+
+impl<V: Copy> Iterator for PerCpu<'_, V> {
+    type Item = V;
+
+    fn next(&mut self) -> Option<V> {
+        if self.bytes.len() < size_of::<V>() {
+            return None;
+        }
+        // SAFETY: at least `size_of::<V>()` bytes the kernel wrote; `V` is plain data (see
+        // `PerCpuRead::fill`).
+        let value = unsafe { self.bytes.as_ptr().cast::<V>().read_unaligned() };
+        self.bytes = self.bytes.get(stride::<V>()..).unwrap_or_default();
+        Some(value)
+    }
+}
+
 /// Entries `0..count` of the per-CPU array `map` whose values are `V`, each with its index and
-/// its `cpus` per-CPU values (`cpus`: [`possible_cpus`], as the kernel lays them out), in one
-/// call. `Err` when the kernel has no batch operations for it, and the caller reads entry by
-/// entry.
-///
-/// `V` must be the map's own value type: plain `#[repr(C)]` data that any bytes the kernel
-/// writes are a valid value of.
+/// its `cpus` per-CPU values, in one call (see [`PerCpuRead::fill`]).
 pub fn per_cpu_array_prefix<V: Copy>(
     map: BorrowedFd<'_>,
     count: u32,
     cpus: usize,
 ) -> io::Result<Vec<(u32, Vec<V>)>> {
-    // Each CPU's value is padded to 8 bytes in what the kernel copies out.
-    let stride = size_of::<V>().next_multiple_of(8);
-    let entries = count as usize;
-    let mut keys = vec![0u32; entries];
-    let mut values = vec![0u8; entries * cpus * stride];
-    let mut token_out = 0u64;
-    let mut attr = BatchAttr {
-        out_batch: &raw mut token_out as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count,
-        map_fd: map.as_raw_fd() as u32,
-        ..BatchAttr::default()
-    };
-    // SAFETY: `keys` and `values` hold `count` keys and `count` × `cpus` padded values, the
-    // token 8 bytes.
-    unsafe { lookup_batch(&mut attr)? };
-    let read = (attr.count as usize).min(entries);
-    Ok((0..read)
-        .map(|entry| {
-            let per_cpu = (0..cpus)
-                .map(|cpu| {
-                    let at = (entry * cpus + cpu) * stride;
-                    // SAFETY: `at + size_of::<V>()` is within `values`, which the kernel filled
-                    // for the first `read` entries; `V` is plain data (see above).
-                    unsafe { values.as_ptr().add(at).cast::<V>().read_unaligned() }
-                })
-                .collect();
-            (keys[entry], per_cpu)
-        })
+    let mut read = PerCpuRead::<V>::default();
+    read.fill(map, count, cpus)?;
+    Ok((0..read.len())
+        .filter_map(|position| read.entry(position))
+        .map(|(key, values)| (key, values.collect()))
         .collect())
 }
 
-/// The first `count` entries of a per-CPU array folded by `fold` (each entry's values, one per
-/// CPU), indexed by key, in one batch read. `None` once the kernel has refused batches for this
-/// map (`batch`, set false with a warning naming `name` the first time): the caller then reads
-/// entry by entry.
-pub fn per_cpu_array_folded<V: Copy, T: Clone + Default>(
+/// Reads the first `count` entries of a per-CPU array into `read`; false once the kernel has
+/// refused batches for this map (`batch`, set false with a warning naming `name` the first
+/// time): the caller then reads entry by entry.
+pub fn per_cpu_array_batch<V: Copy>(
     name: &str,
     map: BorrowedFd<'_>,
     count: u32,
     batch: &std::cell::Cell<bool>,
-    fold: impl Fn(&[V]) -> T,
-) -> Option<Vec<T>> {
+    read: &mut PerCpuRead<V>,
+) -> bool {
     if !batch.get() {
-        return None;
+        return false;
     }
-    let read = possible_cpus().and_then(|cpus| per_cpu_array_prefix::<V>(map, count, cpus));
-    match read {
-        Ok(entries) => {
-            let mut by_key = vec![T::default(); count as usize];
-            for (key, per_cpu) in entries {
-                if let Some(slot) = by_key.get_mut(key as usize) {
-                    *slot = fold(&per_cpu);
-                }
-            }
-            Some(by_key)
-        }
+    match possible_cpus().and_then(|cpus| read.fill(map, count, cpus)) {
+        Ok(()) => true,
         Err(e) => {
             log::warn!("reading {name} in batches: {e}; reading it entry by entry from now on");
             batch.set(false);
-            None
+            false
         }
     }
 }

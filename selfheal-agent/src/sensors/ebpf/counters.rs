@@ -5,6 +5,8 @@ use std::{cell::Cell, os::fd::AsFd as _};
 use aya::maps::{IterableMap as _, MapData, PerCpuArray};
 use selfheal_common::{counters::Counter, exit::UnitExits};
 
+use super::PerCpuRead;
+
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
 }
@@ -36,6 +38,8 @@ pub struct UnitExitCounts {
     map: PerCpuArray<MapData, UnitExits>,
     /// The kernel answered batch reads of the map (else it is read entry by entry).
     batch: Cell<bool>,
+    /// The last batch read, its pages reused by the next.
+    read: PerCpuRead<UnitExits>,
 }
 
 impl UnitExitCounts {
@@ -43,20 +47,31 @@ impl UnitExitCounts {
         Self {
             map,
             batch: Cell::new(true),
+            read: PerCpuRead::default(),
         }
     }
 
-    /// The counts of units `0..count`, by unit: one batch read of the map, entry by entry
-    /// when the kernel cannot batch.
-    pub fn below(&self, count: u32) -> Vec<UnitExits> {
-        super::per_cpu_array_folded::<UnitExits, _>(
+    /// The units among `0..count` that lost exit records, with how many since load: one batch
+    /// read of the map, entry by entry when the kernel cannot batch.
+    pub fn lost_below(&mut self, count: u32) -> Vec<(u32, u64)> {
+        let batched = super::per_cpu_array_batch(
             "UNIT_EXITS",
             self.map.map().fd().as_fd(),
             count,
             &self.batch,
-            |per_cpu| sum(per_cpu.iter()),
-        )
-        .unwrap_or_else(|| (0..count).map(|unit| self.of(unit)).collect())
+            &mut self.read,
+        );
+        let lost = |unit: u32| {
+            if batched {
+                self.read.of(unit).map_or(0, |per_cpu| sum(per_cpu).lost)
+            } else {
+                self.of(unit).lost
+            }
+        };
+        (0..count)
+            .map(|unit| (unit, lost(unit)))
+            .filter(|(_, lost)| *lost > 0)
+            .collect()
     }
 
     /// The unit's counts summed over CPUs (zero when unreadable). A `lost` that grew since the
@@ -65,12 +80,12 @@ impl UnitExitCounts {
     pub fn of(&self, unit: u32) -> UnitExits {
         self.map
             .get(&unit, 0)
-            .map(|per_cpu| sum(per_cpu.iter()))
+            .map(|per_cpu| sum(per_cpu.iter().copied()))
             .unwrap_or_default()
     }
 }
 
-fn sum<'a>(per_cpu: impl Iterator<Item = &'a UnitExits>) -> UnitExits {
+fn sum(per_cpu: impl Iterator<Item = UnitExits>) -> UnitExits {
     let mut total = UnitExits::default();
     for cpu in per_cpu {
         total.quiet += cpu.quiet;

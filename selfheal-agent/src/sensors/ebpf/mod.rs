@@ -12,12 +12,14 @@ mod sched;
 mod unit_sockets;
 mod walk;
 
-pub use batch::{lookup_all, per_cpu_array_folded, per_cpu_array_prefix, possible_cpus};
+pub use batch::{
+    PerCpu, PerCpuRead, lookup_all, per_cpu_array_batch, per_cpu_array_prefix, possible_cpus,
+};
 pub use btf::KernelBtf;
 pub use counters::{KernelCounters, UnitExitCounts};
 pub use events::read_exit_events;
 pub use filter::{CgroupFilter, cgroup_id};
 pub use loader::{HookStatus, KernelSensors, LoadOptions};
-pub use sched::{SchedMaps, UnitAggregate, monotonic_ns};
+pub use sched::{SchedMaps, UnitAggregate, UnitTable, monotonic_ns};
 pub use unit_sockets::UnitSockets;
 pub use walk::TaskWalk;

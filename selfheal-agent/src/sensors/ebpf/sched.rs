@@ -7,7 +7,7 @@ use aya::maps::{HashMap, IterableMap as _, MapData, MapError, PerCpuArray};
 use log::warn;
 use selfheal_common::sched::{RUNQ_BUCKETS, TaskStat, UnitSched};
 
-use super::TaskWalk;
+use super::{PerCpuRead, TaskWalk};
 
 pub struct SchedMaps {
     tasks: HashMap<MapData, u32, TaskStat>,
@@ -80,26 +80,54 @@ impl SchedMaps {
     pub fn unit(&self, unit: u32) -> UnitAggregate {
         self.units
             .get(&unit, 0)
-            .map(|per_cpu| UnitAggregate::of(per_cpu.iter()))
+            .map(|per_cpu| UnitAggregate::of(per_cpu.iter().copied()))
             .unwrap_or_default()
     }
 
-    /// The aggregates of units `0..count`, indexed by unit, in one read of `UNIT_SCHED`; `None`
-    /// when the kernel cannot batch (read [`Self::unit`] by unit then).
-    pub fn units_below(&self, count: u32) -> Option<Vec<UnitAggregate>> {
-        super::per_cpu_array_folded::<UnitSched, _>(
+    /// Reads the aggregates of units `0..count` in one call into `read` (see [`UnitTable`]);
+    /// false when the kernel cannot batch.
+    pub fn read_units(&self, count: u32, read: &mut PerCpuRead<UnitSched>) -> bool {
+        super::per_cpu_array_batch(
             "UNIT_SCHED",
             self.units.map().fd().as_fd(),
             count.min(self.units.len()),
             &self.batch,
-            |per_cpu| UnitAggregate::of(per_cpu.iter()),
+            read,
         )
+    }
+}
+
+/// The units' aggregates as a pass found them: one batch read, each unit's per-CPU values
+/// folded only when asked for (a still unit's last run, not its histogram); or, when the
+/// kernel cannot batch, a lookup per unit.
+pub struct UnitTable<'a> {
+    pub maps: &'a SchedMaps,
+    /// The batch read, when there is one.
+    pub read: Option<&'a PerCpuRead<UnitSched>>,
+}
+
+impl UnitTable<'_> {
+    /// When a task of the unit last entered or left a CPU.
+    pub fn last_ran_ns(&self, unit: u32) -> u64 {
+        match self.read {
+            Some(read) => read.of(unit).map_or(0, |per_cpu| {
+                per_cpu.map(|cpu| cpu.last_ran_ns).max().unwrap_or(0)
+            }),
+            None => self.maps.unit(unit).last_ran_ns,
+        }
+    }
+
+    pub fn aggregate(&self, unit: u32) -> UnitAggregate {
+        match self.read {
+            Some(read) => read.of(unit).map(UnitAggregate::of).unwrap_or_default(),
+            None => self.maps.unit(unit),
+        }
     }
 }
 
 impl UnitAggregate {
     /// The sum of a unit's per-CPU records: the latest run, the run-queue waits added up.
-    fn of<'a>(per_cpu: impl Iterator<Item = &'a UnitSched>) -> Self {
+    fn of(per_cpu: impl Iterator<Item = UnitSched>) -> Self {
         let mut total = Self::default();
         for cpu in per_cpu {
             total.last_ran_ns = total.last_ran_ns.max(cpu.last_ran_ns);
