@@ -170,6 +170,13 @@ pub struct UnitPolicy {
     pub detectors: Vec<DetectorConfig>,
 }
 
+impl UnitPolicy {
+    /// Whether the unit has probes or custom detectors to run.
+    pub fn probed(&self) -> bool {
+        !self.probes.is_empty() || !self.detectors.is_empty()
+    }
+}
+
 impl Config {
     /// One resolved policy per `[[unit]]`, in file order.
     pub fn unit_policies(&self) -> Vec<UnitPolicy> {

@@ -12,7 +12,7 @@ use std::{
 
 use log::{info, warn};
 
-use super::{engine::Engine, reload::Reload, reload::spec};
+use super::{engine::Engine, reload::Reload, reload::spec, supervisor::Input};
 use crate::{
     config::UnitPolicy,
     report::history::Event,
@@ -73,7 +73,7 @@ impl Engine {
                 );
             }
         }
-        if !policy.probes.is_empty() || !policy.detectors.is_empty() {
+        if policy.probed() {
             self.set_probes(index, policy);
         }
         self.publish_policy(&[index], now);
@@ -92,8 +92,15 @@ impl Engine {
                     ..ProbeSet::default()
                 }
             });
-        let rules = policy.probes.iter().map(|p| (p.name.clone(), p.rules()));
-        self.p.supervisor.set_probes(index, rules);
+        self.feed(Input::Probes {
+            unit: index,
+            probes: policy
+                .probes
+                .iter()
+                .map(|p| (p.name.clone(), p.rules()))
+                .collect(),
+            detectors: policy.detectors.iter().map(|d| d.name.clone()).collect(),
+        });
         self.p.metrics.forget_probes(&policy.name);
         let _ = self.p.probe_sets.send(set);
     }

@@ -238,7 +238,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         probe_sets,
     });
     for (index, unit) in unit_policies.iter().enumerate() {
-        if !unit.probes.is_empty() || !unit.detectors.is_empty() {
+        if unit.probed() {
             engine.set_probes(index as u32, unit);
         }
     }

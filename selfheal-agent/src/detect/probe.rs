@@ -98,14 +98,18 @@ impl ProbeDetector {
         }
     }
 
-    /// The unit's probes from now on (a reload changed them): a probe kept keeps its state (an
-    /// open episode goes on) under its new rules, one removed goes, one added starts fresh.
-    /// Open custom episodes stay: their detector's next finding ends them.
+    /// The unit's probes and custom detectors from now on (at start, or a reload changed
+    /// them): a probe kept keeps its state (an open episode goes on) under its new rules, one
+    /// added starts fresh, one removed goes. The episodes open on a probe or detector that
+    /// went are over, said at `at`: nothing would ever end them otherwise, and the policy
+    /// would go on treating the unit for a problem nobody watches any more.
     pub fn set_probes(
         &mut self,
         unit: u32,
         probes: impl IntoIterator<Item = (String, ProbeRules)>,
-    ) {
+        detectors: &[String],
+        at: Instant,
+    ) -> Vec<ProbeEvent> {
         let entry = self.units.entry(unit).or_default();
         let mut old = std::mem::take(&mut entry.probes);
         for (name, rules) in probes {
@@ -119,6 +123,38 @@ impl ProbeDetector {
             };
             entry.probes.push(state);
         }
+        let cleared = |kind, what: &str, name: &str| ProbeEvent::Cleared {
+            unit,
+            kind,
+            at,
+            evidence: format!("{what} {name:?} was removed from the config"),
+        };
+        let mut events = Vec::new();
+        for gone in old {
+            if gone.failing {
+                let kind = if gone.rules.dependency {
+                    ProblemKind::IntegrationFailure
+                } else {
+                    ProblemKind::ConsecutiveFailures
+                };
+                events.push(cleared(kind, "probe", &gone.name));
+            }
+            if gone.degraded {
+                events.push(cleared(
+                    ProblemKind::PerformanceDegradation,
+                    "probe",
+                    &gone.name,
+                ));
+            }
+        }
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut entry.custom)
+            .into_iter()
+            .partition(|(detector, _)| detectors.contains(detector));
+        entry.custom = kept;
+        for (detector, kind) in gone {
+            events.push(cleared(kind, "detector", &detector));
+        }
+        events
     }
 
     /// Whether the unit has the probe `name` (now).

@@ -75,6 +75,14 @@ pub enum Input {
         unit: u32,
         resync: Resync,
     },
+    /// The unit's probes (with how their results are judged) and custom detectors from now
+    /// on: at start, and when a reload changes them. A probe renamed or removed leaves nothing
+    /// behind in status, and the problems it (or a removed detector) had raised are over.
+    Probes {
+        unit: u32,
+        probes: Vec<(String, ProbeRules)>,
+        detectors: Vec<String>,
+    },
     /// Time passed: run the policy's timers (backoff, verification, breaker, storm).
     Time,
 }
@@ -100,16 +108,6 @@ impl Supervisor {
             units,
             dry_run,
         }
-    }
-
-    /// The unit's probes from now on (at start, and when a reload changes them): a probe
-    /// renamed or removed leaves nothing behind in status (see `ProbeDetector::set_probes`).
-    pub fn set_probes(
-        &mut self,
-        unit: u32,
-        probes: impl IntoIterator<Item = (String, ProbeRules)>,
-    ) {
-        self.probes.set_probes(unit, probes);
     }
 
     /// A reloaded config: the new specs (ladders, restart) of the units that stay, by index,
@@ -166,6 +164,14 @@ impl Supervisor {
                 evidence,
             } => self.cleared(unit, &kind, &evidence, now, &mut fx),
             Input::Probe(report) => self.on_probe(&report, now, &mut fx),
+            Input::Probes {
+                unit,
+                probes,
+                detectors,
+            } => {
+                let events = self.probes.set_probes(unit, probes, &detectors, now);
+                self.on_probe_events(events, now, &mut fx);
+            }
             Input::Alert(alert) => self.on_alert(alert, now, &mut fx),
             Input::Outcome(done) => self.on_outcome(done, now, &mut fx),
             Input::Facts { unit, facts } => self.on_facts(unit, facts, now),
@@ -372,6 +378,10 @@ impl Supervisor {
             }
             ProbeReport::Finding(finding) => self.probes.on_finding(finding),
         };
+        self.on_probe_events(events, now, fx);
+    }
+
+    fn on_probe_events(&mut self, events: Vec<ProbeEvent>, now: Instant, fx: &mut Effects) {
         for event in events {
             match event {
                 ProbeEvent::Detected(problem) => self.raise(problem, now, fx),

@@ -28,21 +28,24 @@ impl Harness {
             7,
         );
         let mut sup = Supervisor::new(policy, &names, dry_run);
-        sup.set_probes(
-            WEB,
-            [(
-                "http".to_owned(),
-                ProbeRules {
-                    consecutive_failures: 3,
-                    grace: Duration::from_secs(5),
-                    ..ProbeRules::default()
-                },
-            )],
+        let now = Instant::now();
+        let fx = sup.handle(
+            Input::Probes {
+                unit: WEB,
+                probes: vec![(
+                    "http".to_owned(),
+                    ProbeRules {
+                        consecutive_failures: 3,
+                        grace: Duration::from_secs(5),
+                        ..ProbeRules::default()
+                    },
+                )],
+                detectors: Vec::new(),
+            },
+            now,
         );
-        Self {
-            sup,
-            now: Instant::now(),
-        }
+        assert_eq!(fx, Effects::default());
+        Self { sup, now }
     }
 
     fn feed(&mut self, input: Input) -> Effects {
@@ -293,14 +296,42 @@ fn probe_names(h: &Harness) -> Vec<String> {
 fn new_probes_replace_the_old_and_a_late_result_of_an_old_one_is_ignored() {
     let mut h = Harness::new(false);
     h.advance(60);
-    h.sup
-        .set_probes(WEB, [("ready".to_owned(), ProbeRules::default())]);
+    h.feed(Input::Probes {
+        unit: WEB,
+        probes: vec![("ready".to_owned(), ProbeRules::default())],
+        detectors: Vec::new(),
+    });
     assert_eq!(probe_names(&h), ["ready"]);
     for _ in 0..10 {
         let fx = h.feed(probe_result(&h, false));
         assert!(fx.metrics.is_empty() && fx.audit.is_empty() && fx.run.is_empty());
     }
     assert_eq!(probe_names(&h), ["ready"]);
+}
+
+/// A reload takes away the probe whose failures opened an incident: the problem is over (no
+/// probe will ever say so), and the policy hears it like any clear.
+#[test]
+fn a_removed_probes_problem_is_cleared() {
+    let mut h = Harness::new(false);
+    h.advance(60);
+    let mut raised = Vec::new();
+    for _ in 0..3 {
+        let fx = h.feed(probe_result(&h, false));
+        raised.extend(decisions(&fx).into_iter().map(|(p, _)| p.to_owned()));
+    }
+    assert_eq!(raised, ["consecutive_failures"]);
+    let fx = h.feed(Input::Probes {
+        unit: WEB,
+        probes: Vec::new(),
+        detectors: Vec::new(),
+    });
+    assert_eq!(
+        notes(&fx),
+        ["consecutive_failures cleared: probe \"http\" was removed from the config"]
+    );
+    assert!(fx.save);
+    assert!(probe_names(&h).is_empty());
 }
 
 #[test]

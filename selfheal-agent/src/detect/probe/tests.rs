@@ -457,13 +457,17 @@ fn a_new_set_keeps_the_state_of_the_probes_it_keeps() {
         grace: Duration::ZERO,
         ..ProbeRules::default()
     };
-    h.detector.set_probes(
+    let at = h.now();
+    let events = h.detector.set_probes(
         UNIT,
         [
             ("http".to_owned(), stricter),
             ("tcp".to_owned(), ProbeRules::default()),
         ],
+        &[],
+        at,
     );
+    assert_eq!(events, [], "nothing was open on the probe removed");
     let names: Vec<String> = h
         .detector
         .probe_status(UNIT)
@@ -478,4 +482,60 @@ fn a_new_set_keeps_the_state_of_the_probes_it_keeps() {
         [(true, ProblemKind::ConsecutiveFailures)]
     );
     assert_eq!(h.detector.probe_status(UNIT)[1].checks, 0);
+}
+
+/// A reload removes a probe (and a detector) whose problem is open: nothing would ever end it
+/// otherwise, so the new set ends it, and a probe or detector kept keeps its episode.
+#[test]
+fn removing_a_probe_or_detector_ends_the_episodes_it_had_open() {
+    let mut h = Harness::new(ProbeRules {
+        consecutive_failures: 3,
+        grace: Duration::ZERO,
+        ..ProbeRules::default()
+    });
+    assert_eq!(
+        kinds(&h.probe(3, false, 1)),
+        [(true, ProblemKind::ConsecutiveFailures)]
+    );
+    h.detector
+        .on_finding(&finding("queue-depth", "queue_backlog", false));
+    h.detector.on_finding(&finding("mem", "memory_leak", false));
+    let at = h.now();
+    let events = h.detector.set_probes(
+        UNIT,
+        [("tcp".to_owned(), ProbeRules::default())],
+        &["mem".to_owned()],
+        at,
+    );
+    assert_eq!(
+        kinds(&events),
+        [
+            (false, ProblemKind::ConsecutiveFailures),
+            (false, ProblemKind::Custom("queue_backlog".into())),
+        ]
+    );
+    let evidence: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            ProbeEvent::Cleared {
+                evidence, at: when, ..
+            } => {
+                assert_eq!(*when, at);
+                evidence.as_str()
+            }
+            ProbeEvent::Detected(p) => panic!("raised {p:?}"),
+        })
+        .collect();
+    assert_eq!(
+        evidence,
+        [
+            "probe \"http\" was removed from the config",
+            "detector \"queue-depth\" was removed from the config",
+        ]
+    );
+    // The kept detector's episode goes on: its next healthy finding ends it.
+    assert_eq!(
+        kinds(&h.detector.on_finding(&finding("mem", "memory_leak", true))),
+        [(false, ProblemKind::from_name("memory_leak"))]
+    );
 }
