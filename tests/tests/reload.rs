@@ -297,3 +297,48 @@ fn sighup_starts_replaces_and_stops_a_units_probes() -> anyhow::Result<()> {
     assert!(probes(&agent)?.is_empty(), "{:?}", probes(&agent)?);
     Ok(())
 }
+
+/// A reload that takes away the probe whose failures are an open problem ends the problem (no
+/// probe will ever say it is over): the unit's history says why, and its status shows no
+/// problem any more.
+#[test]
+fn sighup_removing_a_failing_probe_ends_its_problem() -> anyhow::Result<()> {
+    selfheal_tests::require_root!();
+    let sandbox = Sandbox::start("reload-failing-probe")?;
+    sandbox.install_unit(
+        "web.service",
+        &service_unit("web.service", &workload("sleep"), &[]),
+    )?;
+    sandbox.systemctl(&["start", "web.service"])?;
+    // Recorded, not acted on: the episode stays open for as long as the probe fails.
+    let failing = "[unit.remediation]\nconsecutive_failures = []\n\n[[unit.probe]]\n\
+                   name = \"broken\"\nkind = \"exec\"\ncommand = [\"/bin/false\"]\n\
+                   interval = \"1s\"\ngrace = \"0s\"\nconsecutive_failures = 2\n";
+    let agent = Agent::start(&sandbox, &format!("{UNITS}{failing}"), &[])?;
+    wait_watching(&agent, "web.service")?;
+    wait_for_record(
+        &agent,
+        "web.service",
+        "decision",
+        "the failing probe's problem",
+        |r| text(r, "problem") == "consecutive_failures",
+    )?;
+
+    rewrite(&sandbox, UNITS)?;
+    hangup(&agent);
+    let cleared = "consecutive_failures cleared: probe \"broken\" was removed from the config";
+    wait_for_record(
+        &agent,
+        "web.service",
+        "unit",
+        "the problem ended by the reload",
+        |r| text(r, "message") == cleared,
+    )
+    .with_context(|| history_and_log(&agent, "web.service"))?;
+    Sandbox::wait_until("the probe to leave the status", WAIT, || {
+        Ok(probes(&agent)?.is_empty())
+    })?;
+    let policy = &agent.unit("web.service")?["view"]["policy"];
+    assert!(policy["incident"].is_null(), "{policy:#}");
+    Ok(())
+}
