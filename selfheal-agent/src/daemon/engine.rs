@@ -73,7 +73,8 @@ pub struct Inputs {
     pub commands: mpsc::Receiver<Command>,
     /// Configs accepted on SIGHUP.
     pub reloads: mpsc::Receiver<Reload>,
-    /// Units the tracker adopted or found gone.
+    /// What the tracker says changed: units joining (adopted, added by a reload), systemd's
+    /// state of a unit, its cgroup in the kernel filter, an adopted unit whose file is gone.
     pub changes: mpsc::UnboundedReceiver<UnitChange>,
 }
 

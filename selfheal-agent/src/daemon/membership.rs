@@ -28,18 +28,44 @@ use crate::{
 pub(super) type Leaving = HashMap<u32, String>;
 
 impl Engine {
+    /// What the tracker says changed. The engine alone writes the units' records.
     pub(super) fn on_unit_change(&mut self, change: UnitChange) {
         match change {
-            UnitChange::Adopted(index) => {
-                let unit = self
-                    .p
-                    .state
-                    .lock()
-                    .unit(index)
-                    .map(|u| (u.policy.clone(), u.pattern.clone()));
-                if let Some((policy, pattern)) = unit {
+            UnitChange::Joined {
+                index,
+                policy,
+                pattern,
+            } => {
+                {
+                    let mut state = self.p.state.lock();
+                    let added = units::add(&mut state.units, (*policy).clone(), pattern.clone());
+                    debug_assert_eq!(added, index, "the tracker hands out the indices in order");
+                    if let Some(pattern) = &pattern {
+                        let message = format!("adopted by the pattern {pattern:?}");
+                        state.units[index as usize]
+                            .record(SystemTime::now(), Event::Unit { message });
+                    }
+                }
+                if pattern.is_some() {
                     self.set_fleet_pattern(&policy.name, pattern.as_deref());
-                    self.join(index, &policy);
+                }
+                self.join(index, &policy);
+            }
+            UnitChange::Refreshed(refresh) => {
+                let mut state = self.p.state.lock();
+                let Some(unit) = state.unit_mut(refresh.index) else {
+                    return;
+                };
+                unit.object_path = Some(refresh.object_path);
+                unit.update(refresh.snapshot);
+                if let Some(message) = refresh.found {
+                    unit.record(SystemTime::now(), Event::Unit { message });
+                }
+            }
+            UnitChange::Watched { index, cgroup, id } => {
+                if let Some(unit) = self.p.state.lock().unit_mut(index) {
+                    unit.watched_cgroup = Some(cgroup);
+                    unit.cgroup_id = id;
                 }
             }
             UnitChange::Gone(index) => {
@@ -135,10 +161,12 @@ impl Engine {
         };
         // Units kept whose probes or detectors changed: theirs are replaced now.
         let mut reprobed = Vec::new();
+        let mut kept = Vec::new();
         {
             let mut state = self.p.state.lock();
             state.tables = tables;
             for (index, policy, pattern) in plan.keep {
+                kept.push((index, pattern.clone()));
                 specs.push((index, spec(&policy)));
                 self.leaving.remove(&index);
                 if let Some(gate) = &self.p.fleet {
@@ -159,25 +187,22 @@ impl Engine {
         for (index, policy) in &reprobed {
             self.set_probes(*index, policy);
         }
-        let mut added = Vec::new();
-        for policy in plan.add {
-            let index = {
-                let mut state = self.p.state.lock();
-                units::add(&mut state.units, policy.clone(), None)
-            };
-            self.join(index, &policy);
-            added.push(policy.name);
-        }
+        let added: Vec<String> = plan.add.iter().map(|p| p.name.clone()).collect();
         let mut removed = Vec::new();
         for index in plan.remove {
             if let Some(line) = self.let_go(index, "removed from the config") {
                 removed.push(line);
             }
         }
-        // Loads the units added, adopts what new patterns cover.
-        let _ = self.p.tracker.send(Request::Rescan);
+        // The tracker gives the units added their indices (they join when it says so), loads
+        // them, and adopts what new patterns cover.
+        let _ = self.p.tracker.send(Request::Reload {
+            tables: self.p.state.lock().tables.clone(),
+            add: plan.add,
+            kept,
+        });
         self.dirty = true;
-        let count = self.p.state.lock().live_units().count();
+        let count = self.p.state.lock().live_units().count() + added.len();
         let mut line = format!("config reloaded: {count} unit(s) monitored");
         if !added.is_empty() {
             line.push_str(&format!("; added {added:?}"));

@@ -173,7 +173,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (changes_tx, changes) = mpsc::unbounded_channel();
     let tracker = Tracker::new(
         conn.clone(),
-        state.clone(),
+        tables.clone(),
         Some(kernel.filter),
         tracker_requests,
         changes_tx,

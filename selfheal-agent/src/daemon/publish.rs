@@ -1,7 +1,7 @@
 //! What the report layer reads — status, `/health`, the webhook's "is this unit ours" — as a
 //! [`Snapshot`] published through `tokio::sync::watch` after the agent's state changes. Readers
-//! never take the state's lock, so a status request or a scrape never waits behind the tracker
-//! or the engine, and they never make them wait. Units' histories and views are shared with the
+//! never take the state's lock, so a status request or a scrape never waits behind the engine,
+//! and never makes it wait. Units' histories and views are shared with the
 //! state (`Arc`), so a snapshot of 1,000 units copies names and states, not records.
 
 use std::{

@@ -1,4 +1,4 @@
-//! The state the agent's tasks share: the unit table, kernel hook status and counters.
+//! The engine's state that the publisher reads: the unit table, kernel hook status and counters.
 
 use std::{
     sync::{
@@ -72,18 +72,12 @@ impl AgentState {
             .filter(|(_, u)| !u.retired)
             .map(|(i, u)| (i as u32, u))
     }
-
-    /// Units adopted by `pattern` so far (its cap counts these).
-    pub fn instances_of(&self, pattern: &str) -> usize {
-        self.live_units()
-            .filter(|(_, u)| u.pattern.as_deref() == Some(pattern))
-            .count()
-    }
 }
 
-/// The state the tracker and the engine write, briefly locked, never across an await. The
-/// report layer does not lock it: it reads the [`super::publish::Snapshot`] published after
-/// each change.
+/// The state the engine writes — it alone: the tracker sends it what changed — briefly locked,
+/// never across an await. The report layer does not lock it: it reads the
+/// [`super::publish::Snapshot`] published after each change; the publisher locks it to build
+/// that snapshot.
 #[derive(Clone)]
 pub struct Shared {
     state: Arc<Mutex<AgentState>>,

@@ -4,23 +4,18 @@
 //! pattern's settings, up to [`MAX_INSTANCES`] per pattern. An instance is never let go for
 //! stopping (a dead instance must still be restarted); only when its unit file is gone.
 
-use std::time::SystemTime;
-
 use log::{info, warn};
 
 use super::{
     tables::{Adoption, MAX_INSTANCES},
     tracker::{Load, Tracker, UnitChange},
 };
-use crate::{
-    report::history::Event,
-    systemd::{ManagerProxy, read_snapshot},
-};
+use crate::systemd::{ManagerProxy, read_snapshot};
 
 impl Tracker {
     /// Adopts every loaded service systemd lists that a pattern covers.
     pub(super) async fn adopt_listed(&mut self, manager: &ManagerProxy<'_>, manager_root: &str) {
-        if !self.state.lock().tables.has_patterns() {
+        if !self.tables.has_patterns() {
             return;
         }
         let listed = match manager.list_units().await {
@@ -44,11 +39,7 @@ impl Tracker {
         manager_root: &str,
         name: &str,
     ) {
-        let worth_reading = {
-            let state = self.state.lock();
-            state.tables.may_adopt(name) && super::index_of(&state.units, name).is_none()
-        };
-        if !worth_reading {
+        if !self.tables.may_adopt(name) || self.units.index_of(name).is_some() {
             return;
         }
         // GetUnit, not LoadUnit: loading a name systemd does not have creates a stub.
@@ -66,47 +57,44 @@ impl Tracker {
             return;
         }
         let slice = Some(snapshot.slice.as_str()).filter(|s| !s.is_empty());
-        let index = {
-            let mut state = self.state.lock();
-            if super::index_of(&state.units, name).is_some() {
+        if self.units.index_of(name).is_some() {
+            return;
+        }
+        let adoption = self
+            .tables
+            .adoption(name, slice, |pattern| self.units.instances_of(pattern));
+        let (pattern, policy) = match adoption {
+            Adoption::None => return,
+            Adoption::Full { pattern } => {
+                if self.warned_full.insert(pattern.clone()) {
+                    warn!(
+                        "pattern {pattern:?} covers more than {MAX_INSTANCES} units; {name} and \
+                         any further ones are not monitored"
+                    );
+                }
                 return;
             }
-            let adoption = state
-                .tables
-                .adoption(name, slice, |pattern| state.instances_of(pattern));
-            let (pattern, policy) = match adoption {
-                Adoption::None => return,
-                Adoption::Full { pattern } => {
-                    if self.warned_full.insert(pattern.clone()) {
-                        warn!(
-                            "pattern {pattern:?} covers more than {MAX_INSTANCES} units; \
-                             {name} and any further ones are not monitored"
-                        );
-                    }
-                    return;
-                }
-                Adoption::Adopt { pattern, policy } => (pattern, policy),
-            };
-            let index = super::add(&mut state.units, *policy, Some(pattern.clone()));
-            let message = format!("adopted by the pattern {pattern:?}");
-            info!("{name}: {message}");
-            state.units[index as usize].record(SystemTime::now(), Event::Unit { message });
-            index
+            Adoption::Adopt { pattern, policy } => (pattern, policy),
         };
+        let index = self.units.add(name, Some(pattern.clone()));
+        info!("{name}: adopted by the pattern {pattern:?}");
         // Before the kernel filter knows the unit: the engine learns of it before any record.
-        let _ = self.changes.send(UnitChange::Adopted(index));
-        self.refresh(manager, manager_root, index as usize, Load::IfKnown)
+        let _ = self.changes.send(UnitChange::Joined {
+            index,
+            policy,
+            pattern: Some(pattern),
+        });
+        self.refresh(manager, manager_root, index, Load::IfKnown)
             .await;
     }
 
     /// systemd unloaded `name`: an adopted instance whose unit file is gone may be let go
     /// (one merely stopped and garbage-collected still has its file, and stays).
     pub(super) async fn check_gone(&mut self, manager: &ManagerProxy<'_>, name: &str) {
-        let index = {
-            let state = self.state.lock();
-            super::index_of(&state.units, name)
-                .filter(|&i| state.units[i as usize].pattern.is_some())
-        };
+        let index = self
+            .units
+            .index_of(name)
+            .filter(|&i| self.units.get(i).is_some_and(|u| u.pattern.is_some()));
         let Some(index) = index.filter(|i| !self.reported_gone.contains(i)) else {
             return;
         };
@@ -117,7 +105,11 @@ impl Tracker {
         }
     }
 
+    /// The engine let the unit go.
     pub(super) fn unwatch(&mut self, index: u32) {
+        if let Some(unit) = self.units.get_mut(index) {
+            unit.retired = true;
+        }
         let Some(filter) = self.filter.as_mut() else {
             return;
         };

@@ -5,6 +5,7 @@ mod adopt;
 pub mod cgroup_path;
 pub mod pattern;
 pub mod tables;
+pub mod tracked;
 pub mod tracker;
 pub mod view;
 
@@ -122,12 +123,6 @@ pub fn add(units: &mut Vec<MonitoredUnit>, policy: UnitPolicy, pattern: Option<S
     (units.len() - 1) as u32
 }
 
-/// The index of the monitored (not retired) unit called `name`.
-pub fn index_of(units: &[MonitoredUnit], name: &str) -> Option<u32> {
-    let index = units.iter().position(|u| !u.retired && u.name == name)?;
-    Some(index as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,10 +144,8 @@ mod tests {
         );
         assert_eq!(b, 1);
         units[0].retired = true;
-        assert_eq!(index_of(&units, "a.service"), None);
         // The same name again: a new index, the old one stays retired.
         assert_eq!(add(&mut units, policy("a.service"), None), 2);
-        assert_eq!(index_of(&units, "a.service"), Some(2));
         assert!(units[0].retired);
         assert_eq!(units[1].pattern.as_deref(), Some("work@*.service"));
     }

@@ -1,32 +1,41 @@
-//! Keeps the unit table and the kernel's cgroup filter current from systemd's D-Bus signals:
-//! a unit restarting, appearing (created and daemon-reloaded) or disappearing. No polling.
+//! Follows systemd's D-Bus signals — a unit restarting, appearing (created and daemon-reloaded)
+//! or disappearing — keeps the kernel's cgroup filter current, and tells the engine what
+//! changed (the engine alone writes the units' records). No polling.
 //! Units a `[[unit]]` pattern covers are adopted from systemd's list at start (and after a
 //! reload) and as systemd announces them (see `adopt.rs`).
 
-use std::{collections::HashSet, path::PathBuf, time::SystemTime};
+use std::{collections::HashSet, path::PathBuf};
 
 use futures_util::StreamExt as _;
 use log::{info, warn};
 use tokio::sync::{mpsc, watch};
-use zbus::{MatchRule, MessageStream, message::Type};
+use zbus::{MatchRule, MessageStream, message::Type, zvariant::OwnedObjectPath};
 
-use super::cgroup_path;
+use super::{
+    cgroup_path,
+    tables::Tables,
+    tracked::{Target, TrackedUnits},
+};
 use crate::{
-    daemon::Shared,
-    report::history::Event,
+    config::UnitPolicy,
     sensors::ebpf::CgroupFilter,
-    systemd::{ManagerProxy, SystemdError, read_snapshot},
+    systemd::{ManagerProxy, SystemdError, UnitSnapshot, read_snapshot},
 };
 
+/// The tracker: a sensor of its own. It keeps its own table of units ([`TrackedUnits`]) and
+/// tells the engine, which owns the units' records, what changed ([`UnitChange`]); the engine
+/// tells it what the config changed ([`Request`]). Nothing is shared between them.
 pub struct Tracker {
     pub conn: zbus::Connection,
-    pub state: Shared,
+    pub(super) units: TrackedUnits,
+    /// The config's `[[unit]]` tables: what a unit systemd announces is adopted under.
+    pub(super) tables: Tables,
     pub filter: Option<CgroupFilter>,
     pub v2_root: PathBuf,
     /// What the engine asks of the tracker (after a reload, when it lets a unit go); the
     /// signal pump takes it when the tracker runs.
     requests: Option<mpsc::UnboundedReceiver<Request>>,
-    /// Units adopted or gone, for the engine.
+    /// What changed, for the engine.
     pub(super) changes: mpsc::UnboundedSender<UnitChange>,
     /// Patterns at their cap that were warned about (once each).
     pub(super) warned_full: HashSet<String>,
@@ -37,32 +46,62 @@ pub struct Tracker {
 /// The engine's requests.
 #[derive(Debug)]
 pub enum Request {
-    /// The tables changed: adopt what new patterns cover, load the units newly named.
-    Rescan,
-    /// The unit was let go: take it out of the kernel filter.
+    /// The config was reloaded: its tables from now on, the units it added (they take the next
+    /// indices, in this order) and the pattern each unit it kept is under now. The tracker
+    /// loads the units added and adopts what new patterns cover.
+    Reload {
+        tables: Tables,
+        add: Vec<UnitPolicy>,
+        kept: Vec<(u32, Option<String>)>,
+    },
+    /// The unit was let go: take it out of the kernel filter, ignore its signals.
     Unwatch(u32),
 }
 
-/// What the tracker tells the engine about the unit table.
-#[derive(Debug, PartialEq, Eq)]
+/// What the tracker tells the engine about the units.
+#[derive(Debug)]
 pub enum UnitChange {
-    /// A pattern adopted the unit at this index.
-    Adopted(u32),
+    /// A unit joins at `index`, the next one: adopted by `pattern`, or added by a reload.
+    Joined {
+        index: u32,
+        policy: Box<UnitPolicy>,
+        pattern: Option<String>,
+    },
+    /// What systemd says of the unit now.
+    Refreshed(Box<Refresh>),
+    /// The kernel filter watches the unit's cgroup (and the cgroup's id) from now on.
+    Watched {
+        index: u32,
+        cgroup: String,
+        id: Option<u64>,
+    },
     /// The adopted unit's unit file is gone: it may be let go.
     Gone(u32),
 }
 
+/// One unit re-read from systemd.
+#[derive(Debug)]
+pub struct Refresh {
+    pub index: u32,
+    pub object_path: OwnedObjectPath,
+    pub snapshot: UnitSnapshot,
+    /// For its history when it appeared or disappeared ("unit found (active), watching it").
+    pub found: Option<String>,
+}
+
 impl Tracker {
+    /// `names`: the config's exact names, at indices `0..n` (as the engine's table has them).
     pub fn new(
         conn: zbus::Connection,
-        state: Shared,
+        tables: Tables,
         filter: Option<CgroupFilter>,
         requests: mpsc::UnboundedReceiver<Request>,
         changes: mpsc::UnboundedSender<UnitChange>,
     ) -> Self {
         Self {
             conn,
-            state,
+            units: TrackedUnits::new(tables.exact().map(|u| u.name.clone())),
+            tables,
             filter,
             v2_root: crate::cgroupfs::v2_root(),
             requests: Some(requests),
@@ -112,7 +151,7 @@ impl Tracker {
         // Signals are pumped by their own task into an unbounded queue: a task that awaited
         // D-Bus replies while also owning signal streams could deadlock the connection (zbus
         // stops reading the socket while a stream's queue is full).
-        let (tx, mut targets) = mpsc::unbounded_channel();
+        let (tx, mut signals) = mpsc::unbounded_channel();
         let mut pump_shutdown = shutdown.clone();
         let mut requests = self
             .requests
@@ -120,45 +159,41 @@ impl Tracker {
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         tokio::spawn(async move {
             loop {
-                let target = tokio::select! {
+                let signal = tokio::select! {
                     _ = pump_shutdown.changed() => return,
                     Some(msg) = changes.next() => {
                         let Ok(msg) = msg else { continue };
                         let header = msg.header();
                         let Some(path) = header.path() else { continue };
-                        Target::Path(path.to_string())
+                        Signal::Path(path.to_string())
                     }
                     Some(signal) = unit_new.next() => match signal.args() {
-                        Ok(args) => Target::Name(args.id().to_string()),
+                        Ok(args) => Signal::Name(args.id().to_string()),
                         Err(_) => continue,
                     },
                     Some(signal) = job_new.next() => match signal.args() {
-                        Ok(args) => Target::Name(args.unit().to_string()),
+                        Ok(args) => Signal::Name(args.unit().to_string()),
                         Err(_) => continue,
                     },
                     Some(signal) = reloading.next() => match signal.args() {
                         // A daemon-reload finished: units that were missing may exist now.
-                        Ok(args) if !args.active() => Target::Missing,
+                        Ok(args) if !args.active() => Signal::Missing,
                         _ => continue,
                     },
                     Some(signal) = unit_removed.next() => match signal.args() {
-                        Ok(args) => Target::Removed(args.id().to_string()),
+                        Ok(args) => Signal::Removed(args.id().to_string()),
                         Err(_) => continue,
                     },
-                    Some(request) = requests.recv() => match request {
-                        Request::Rescan => Target::Rescan,
-                        Request::Unwatch(index) => Target::Unwatch(index),
-                    },
+                    Some(request) = requests.recv() => Signal::Request(request),
                     else => return,
                 };
-                if tx.send(target).is_err() {
+                if tx.send(signal).is_err() {
                     return;
                 }
             }
         });
 
-        let count = self.state.lock().units.len();
-        for index in 0..count {
+        for index in 0..self.units.len() as u32 {
             self.refresh(&manager, &manager_root, index, Load::Yes)
                 .await;
         }
@@ -167,38 +202,40 @@ impl Tracker {
         loop {
             let first = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
-                target = targets.recv() => match target {
-                    Some(target) => target,
+                signal = signals.recv() => match signal {
+                    Some(signal) => signal,
                     None => return Ok(()),
                 },
             };
             // Coalesce a burst of signals into one refresh per unit.
             let mut pending = vec![first];
-            while let Ok(more) = targets.try_recv() {
+            while let Ok(more) = signals.try_recv() {
                 pending.push(more);
             }
-            let mut indices: Vec<(usize, Load)> = Vec::new();
+            let mut indices: Vec<(u32, Load)> = Vec::new();
             let mut candidates: Vec<String> = Vec::new();
             let mut removed: Vec<String> = Vec::new();
             let mut rescan = false;
-            for target in pending {
-                let load = match &target {
-                    Target::Missing => Load::Yes,
-                    Target::Rescan => {
+            for signal in pending {
+                let (target, load) = match signal {
+                    Signal::Missing => (Target::Missing, Load::Yes),
+                    Signal::Request(Request::Reload { tables, add, kept }) => {
+                        self.reload(tables, add, kept);
                         rescan = true;
-                        Load::Yes
+                        (Target::Missing, Load::Yes)
                     }
-                    Target::Unwatch(index) => {
-                        self.unwatch(*index);
+                    Signal::Request(Request::Unwatch(index)) => {
+                        self.unwatch(index);
                         continue;
                     }
-                    Target::Removed(name) => {
-                        removed.push(name.clone());
+                    Signal::Removed(name) => {
+                        removed.push(name);
                         continue;
                     }
-                    Target::Path(_) | Target::Name(_) => Load::IfKnown,
+                    Signal::Path(path) => (Target::Path(path), Load::IfKnown),
+                    Signal::Name(name) => (Target::Name(name), Load::IfKnown),
                 };
-                let found = self.indices(&target);
+                let found = self.units.find(&target);
                 if let (Target::Name(name), true) = (&target, found.is_empty()) {
                     candidates.push(name.clone());
                 }
@@ -228,6 +265,29 @@ impl Tracker {
         }
     }
 
+    /// A reloaded config: the tables adoption follows from now on, the units added (each
+    /// joins at the next index), the patterns of the units kept.
+    fn reload(&mut self, tables: Tables, add: Vec<UnitPolicy>, kept: Vec<(u32, Option<String>)>) {
+        self.tables = tables;
+        for (index, pattern) in kept {
+            if let Some(unit) = self.units.get_mut(index) {
+                unit.pattern = pattern;
+            }
+        }
+        for policy in add {
+            // Two reloads in a row may both add a unit before the engine heard of it once.
+            if self.units.index_of(&policy.name).is_some() {
+                continue;
+            }
+            let index = self.units.add(&policy.name, None);
+            let _ = self.changes.send(UnitChange::Joined {
+                index,
+                policy: Box::new(policy),
+                pattern: None,
+            });
+        }
+    }
+
     /// Tags the tasks already in the cgroups this batch watched: one walk of the host's tasks
     /// for the whole batch (1,000 units adopted at start walk once, not 1,000 times).
     async fn tag_new_watches(&mut self) {
@@ -236,32 +296,18 @@ impl Tracker {
         }
     }
 
-    fn indices(&self, target: &Target) -> Vec<usize> {
-        let state = self.state.lock();
-        state
-            .units
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| !u.retired)
-            .filter(|(_, u)| match target {
-                Target::Path(p) => u.object_path.as_ref().is_some_and(|o| o.as_str() == p),
-                Target::Name(n) => u.name == *n,
-                Target::Missing | Target::Rescan => !u.exists(),
-                Target::Removed(_) | Target::Unwatch(_) => false,
-            })
-            .map(|(i, _)| i)
-            .collect()
-    }
-
-    /// Re-reads one unit from systemd and brings the kernel filter in line with it.
+    /// Re-reads one unit from systemd, tells the engine, and brings the kernel filter in line
+    /// with it.
     pub(super) async fn refresh(
         &mut self,
         manager: &ManagerProxy<'_>,
         manager_root: &str,
-        index: usize,
+        index: u32,
         load: Load,
     ) {
-        let name = self.state.lock().units[index].name.clone();
+        let Some(name) = self.units.get(index).map(|u| u.name.clone()) else {
+            return;
+        };
         // LoadUnit on a missing unit makes systemd create (and soon drop) a stub, which emits
         // UnitNew: loading on every signal would feed on itself. Signals only look units up.
         let path = match load {
@@ -294,19 +340,19 @@ impl Tracker {
             None
         };
 
-        let mut state = self.state.lock();
-        let unit = &mut state.units[index];
-        if unit.retired {
+        // A unit let go meanwhile (the engine's request may be queued behind this refresh)
+        // is still told: the engine ignores what comes for a retired index.
+        let Some(unit) = self.units.get_mut(index) else {
             return;
-        }
+        };
         let was_known = unit.object_path.is_some();
-        let existed = unit.exists();
-        unit.object_path = Some(path);
-        unit.update(snapshot);
-        let exists = unit.exists();
-        if exists != existed || !was_known {
+        let existed = unit.exists;
+        let exists = snapshot.load_state != "not-found";
+        unit.object_path = Some(path.clone());
+        unit.exists = exists;
+        let found = (exists != existed || !was_known).then(|| {
             let message = if exists {
-                format!("unit found ({}), watching it", unit.systemd.active_state)
+                format!("unit found ({}), watching it", snapshot.active_state)
             } else {
                 "unit does not exist (yet): it will be watched once systemd loads it".to_owned()
             };
@@ -315,8 +361,14 @@ impl Tracker {
             } else {
                 warn!("{name}: {message}")
             }
-            unit.record(SystemTime::now(), Event::Unit { message });
-        }
+            message
+        });
+        let _ = self.changes.send(UnitChange::Refreshed(Box::new(Refresh {
+            index,
+            object_path: path,
+            snapshot,
+            found,
+        })));
         let (Some(cgroup), true, true) = (cgroup, exists, self.filter.is_some()) else {
             return;
         };
@@ -325,22 +377,19 @@ impl Tracker {
         if unit.watched_cgroup.as_deref() == Some(&cgroup) && unit.cgroup_id == current_id {
             return;
         }
-        // Map writes, a walk of the cgroup tree and maybe a program attach: not under the
-        // table's lock, and not on an async thread others are waiting for.
-        drop(state);
         let Some(filter) = self.filter.as_mut() else {
             return;
         };
+        // Map writes, a walk of the cgroup tree and maybe a program attach: not on an async
+        // thread others are waiting for.
         let v2_root = &self.v2_root;
-        let watched = tokio::task::block_in_place(|| filter.watch(index as u32, v2_root, &cgroup));
-        let mut state = self.state.lock();
-        let Some(unit) = state.unit_mut(index as u32) else {
-            return;
-        };
-        match watched {
+        match tokio::task::block_in_place(|| filter.watch(index, v2_root, &cgroup)) {
             Ok(id) => {
-                unit.watched_cgroup = Some(cgroup);
-                unit.cgroup_id = id;
+                if let Some(unit) = self.units.get_mut(index) {
+                    unit.watched_cgroup = Some(cgroup.clone());
+                    unit.cgroup_id = id;
+                }
+                let _ = self.changes.send(UnitChange::Watched { index, cgroup, id });
             }
             Err(e) => warn!("{name}: cannot update the kernel filter: {e}"),
         }
@@ -354,13 +403,14 @@ pub(super) enum Load {
     IfKnown,
 }
 
+/// What the signal pump hands the tracker's loop.
 #[derive(Debug)]
-enum Target {
+enum Signal {
     Path(String),
     Name(String),
+    /// A daemon-reload finished.
     Missing,
     /// systemd unloaded the unit (UnitRemoved).
     Removed(String),
-    Rescan,
-    Unwatch(u32),
+    Request(Request),
 }
