@@ -43,6 +43,7 @@ impl Policy {
         context: &UnitContext,
         now: Instant,
     ) -> Decision {
+        self.wake(index);
         let active = self.active_units(now);
         let Policy {
             config,

@@ -65,7 +65,10 @@ mod unit;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Instant,
+};
 
 pub use action::{
     Action, ActionOutcome, Decision, HELD_BY_FLEET, ScaledLimits, StartLimit, UnitContext,
@@ -99,6 +102,11 @@ pub struct Policy {
     pending: HashMap<String, UnitState>,
     storm: Storm,
     jitter: Jitter,
+    /// Units whose state may change with the passing of time alone (see [`Policy::settled`]):
+    /// the only ones [`Policy::tick`] and [`Policy::next_due`] look at, so 1,000 units at
+    /// rest cost nothing a tick. Every entry point that changes a unit wakes it; a tick that
+    /// finds it settled lets it rest.
+    awake: BTreeSet<u32>,
 }
 
 struct Unit {
@@ -130,13 +138,33 @@ impl Policy {
             pending: HashMap::new(),
             storm: Storm::default(),
             jitter: Jitter::new(seed),
+            awake: BTreeSet::new(),
         }
+        .woken_all()
+    }
+
+    /// Every unit awake (after a restore, a new config): the next tick lets the settled rest.
+    fn woken_all(mut self) -> Self {
+        self.wake_all();
+        self
+    }
+
+    fn wake_all(&mut self) {
+        self.awake = (0..self.units.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+    }
+
+    /// The unit may have changed: it is looked at every tick until it is settled again.
+    fn wake(&mut self, unit: u32) {
+        self.awake.insert(unit);
     }
 
     /// A reloaded `[policy]` and the specs of units that stay (by index): their state is kept,
     /// the new specs apply to the next incident.
     pub fn reconfigure(&mut self, config: PolicyConfig, specs: Vec<(u32, UnitSpec)>) {
         self.config = config;
+        self.wake_all();
         for (index, spec) in specs {
             if let Some(unit) = self.unit_mut(index) {
                 unit.spec = spec;
@@ -157,6 +185,9 @@ impl Policy {
             self.units.push(placeholder);
         }
         self.units[index] = Unit::new(spec, state);
+        if let Ok(index) = u32::try_from(index) {
+            self.wake(index);
+        }
     }
 
     /// Units not monitored yet whose saved state says they are quarantined: their pinned
@@ -171,7 +202,8 @@ impl Policy {
 
     /// The unit is no longer monitored: its state is dropped and its index stays retired.
     pub fn remove_unit(&mut self, index: u32) {
-        if let Some(unit) = self.unit_mut(index) {
+        self.awake.remove(&index);
+        if let Some(unit) = self.units.get_mut(index as usize).filter(|u| !u.retired) {
             unit.state = UnitState::default();
             unit.retired = true;
         }
@@ -192,7 +224,9 @@ impl Policy {
             .filter(|u| !u.retired)
     }
 
+    /// The unit, to change: it is woken (see [`Policy::awake`]).
     fn unit_mut(&mut self, index: u32) -> Option<&mut Unit> {
+        self.wake(index);
         self.units
             .get_mut(usize::try_from(index).ok()?)
             .filter(|u| !u.retired)
@@ -243,8 +277,10 @@ impl Policy {
     /// Units under remediation now, for the storm breaker.
     fn active_units(&self, now: Instant) -> usize {
         let horizon = self.config.backoff.max;
-        self.units
+        // An active unit is never settled, so it is awake.
+        self.awake
             .iter()
+            .filter_map(|&i| self.units.get(i as usize))
             .filter(|u| u.state.is_active(now, horizon))
             .count()
     }
@@ -303,7 +339,11 @@ impl Policy {
     /// it instead of waiting for its next regular tick.
     pub fn next_due(&self) -> Option<Instant> {
         let config = &self.config;
-        let per_unit = self.units.iter().flat_map(|u| {
+        let awake = self
+            .awake
+            .iter()
+            .filter_map(|&i| self.units.get(i as usize));
+        let per_unit = awake.flat_map(|u| {
             let state = &u.state;
             let phase = state.incident.as_ref().and_then(|i| match i.phase {
                 Phase::Scheduled { due, .. } => Some(due),

@@ -210,6 +210,7 @@ impl Policy {
         outcome: &ActionOutcome,
         now: Instant,
     ) {
+        self.wake(unit);
         let Policy {
             config,
             units,
@@ -229,6 +230,7 @@ impl Policy {
 
     /// A detector says `kind` is gone from the unit.
     pub fn on_cleared(&mut self, unit: u32, kind: &ProblemKind, now: Instant) {
+        self.wake(unit);
         let config = &self.config;
         let Some(Unit { state, .. }) = usize::try_from(unit)
             .ok()

@@ -36,23 +36,28 @@ impl Policy {
     /// outcomes; [`Policy::next_due`] says when it next has work.
     pub fn tick(&mut self, now: Instant) -> Vec<Decision> {
         let mut decisions = Vec::new();
-        for index in 0..self.units.len() {
-            let Ok(unit) = u32::try_from(index) else {
-                break;
-            };
+        // Only the units awake: one at rest has nothing that falls due.
+        let awake: Vec<u32> = self.awake.iter().copied().collect();
+        for &unit in &awake {
+            let index = unit as usize;
             let Policy {
                 config,
                 units,
                 jitter,
                 ..
             } = self;
-            if units[index].retired {
+            if units.get(index).is_none_or(|u| u.retired) {
                 continue;
             }
             let mut env = Env { config, jitter };
             tick_unit(unit, &mut units[index], &mut env, now, &mut decisions);
         }
         self.release_held(now, &mut decisions);
+        for unit in awake {
+            if self.settled(unit, now) {
+                self.awake.remove(&unit);
+            }
+        }
         decisions
     }
 
@@ -63,11 +68,11 @@ impl Policy {
         if self.storm.tripped.is_some() {
             return;
         }
+        // A held unit is never settled, so it is awake.
         let held: Vec<(u32, _)> = self
-            .units
+            .awake
             .iter()
-            .enumerate()
-            .filter_map(|(i, u)| Some((u32::try_from(i).ok()?, u.state.held.clone()?)))
+            .filter_map(|&i| Some((i, self.units.get(i as usize)?.state.held.clone()?)))
             .collect();
         for (unit, problem) in held {
             let context = UnitContext {

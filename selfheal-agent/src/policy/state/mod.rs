@@ -162,6 +162,7 @@ impl Policy {
                 None => unknown.push(name),
             }
         }
+        self.wake_all();
         self.storm = Storm {
             tripped: state.storm.map(|s| Tripped {
                 since: clock.at(s.since_ms),

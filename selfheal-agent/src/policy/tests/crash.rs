@@ -438,3 +438,32 @@ fn a_restart_skipped_for_another_reason_is_not_tried_again() {
     h.report(&restart, ActionOutcome::NotExecuted("dry run".into()));
     assert!(h.next_action(0, secs(60)).is_none());
 }
+
+/// A tick looks only at the units whose state may change with time: units at rest cost
+/// nothing, a crashed one is looked at until its restart is verified and the budget's window
+/// has passed, then rests again, and its restart comes on time meanwhile.
+#[test]
+fn a_tick_looks_only_at_units_not_at_rest() {
+    let mut h = Harness::exactly(
+        PolicyConfig::default(),
+        vec![spec("a.service"), spec("b.service"), spec("c.service")],
+    );
+    h.tick();
+    assert!(h.policy.awake.is_empty(), "three units at rest");
+    assert_eq!(h.policy.next_due(), None);
+
+    let restart = h.crash(1);
+    assert_eq!(restart.actions, [Action::Restart], "{restart:?}");
+    assert_eq!(h.policy.awake.iter().copied().collect::<Vec<_>>(), [1]);
+    h.done(&restart);
+    assert!(h.policy.next_due().is_some(), "verification is timed");
+    h.run(secs(120));
+    assert!(
+        h.policy.awake.contains(&1),
+        "its restart is in the budget's window"
+    );
+    h.run(secs(3600));
+    assert!(h.policy.awake.is_empty(), "{:?}", h.status(1));
+    assert_eq!(h.policy.next_due(), None);
+    assert_eq!(h.status(1).restarts_left, 3);
+}
