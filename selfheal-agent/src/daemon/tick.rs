@@ -3,7 +3,7 @@
 //! publish views and metrics.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::Path,
     sync::Arc,
     time::{Instant, SystemTime},
@@ -182,12 +182,6 @@ impl Engine {
         let is = |test: fn(&SchedSensor, u32) -> bool, unit: u32| {
             sched.as_ref().is_some_and(|s| test(s, unit))
         };
-        let still: HashSet<u32> = plan
-            .units
-            .iter()
-            .map(|s| s.unit)
-            .filter(|u| is(SchedSensor::still, *u))
-            .collect();
 
         // By unit: one lookup per unit, not a search of every unit's readings.
         let samples: HashMap<u32, SchedSample> = samples.into_iter().collect();
@@ -199,7 +193,7 @@ impl Engine {
             let state = self.p.state.lock();
             plan.units
                 .iter()
-                .filter(|s| !still.contains(&s.unit) && state.unit(s.unit).is_some())
+                .filter(|s| !is(SchedSensor::still, s.unit) && state.unit(s.unit).is_some())
                 .collect()
         };
         for s in sampled {
@@ -283,7 +277,7 @@ impl Engine {
         self.p.sched = sched;
         self.p.sockets = sockets;
         self.feed(Input::Time);
-        self.publish(now, views, &still);
+        self.publish(now, views);
     }
 
     /// The units to sample — active, with a cgroup — and whether the plan was made anew (the
@@ -430,13 +424,13 @@ impl Engine {
 
     /// Publishes each unit's view (status, health) and the gauges that follow from it. A still
     /// unit whose view is settled keeps it: nothing in it can have changed.
-    fn publish(&mut self, now: Instant, mut views: HashMap<u32, UnitView>, still: &HashSet<u32>) {
+    fn publish(&mut self, now: Instant, mut views: HashMap<u32, UnitView>) {
         if let Some(counters) = self.p.state.lock().kernel_counters.as_ref() {
             self.p.metrics.set_kernel_counters(&counters.snapshot());
         }
         let count = self.p.state.lock().units.len() as u32;
         for unit in 0..count {
-            let still = still.contains(&unit);
+            let still = self.p.sched.as_ref().is_some_and(|s| s.still(unit));
             if still && self.settled_views.contains(&unit) {
                 continue;
             }
