@@ -305,13 +305,19 @@ fn a_task_stuck_in_uninterruptible_sleep_is_hung_with_its_wait_channel_and_escal
     wait_loaded(&agent, "stuck.service")?;
     sandbox.systemctl(&["start", "stuck.service"])?;
     let pid = sandbox.main_pid("stuck.service")?;
-    let mut stat = String::new();
-    Sandbox::wait_until("the vfork parent to be in D", WAIT, || {
-        stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        Ok(stat.contains(") D "))
-    })
-    .with_context(|| format!("/proc/{pid}/stat: {stat}"))?;
-    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"))?;
+    let (mut stat, mut wchan) = (String::new(), String::new());
+    // The kernel says "0" for the wait channel of a task it cannot walk at that instant (it
+    // did once under a loaded suite, the task in D all along): read until it names one.
+    Sandbox::wait_until(
+        "the vfork parent to be in D, in a wait channel",
+        WAIT,
+        || {
+            stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"))?;
+            Ok(stat.contains(") D ") && !wchan.is_empty() && wchan != "0")
+        },
+    )
+    .with_context(|| format!("/proc/{pid}/stat: {stat}, wchan {wchan:?}"))?;
 
     let decision = wait_for_decision(&agent, "stuck.service", "hung")?;
     let process = format!("process {pid} ");
