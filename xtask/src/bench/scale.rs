@@ -241,11 +241,12 @@ pub fn run(bins: &Bins, plan: &Plan, section: &mut Section) -> anyhow::Result<()
     if idle_cpu.max(load_cpu) > CPU_TARGET_PERCENT {
         section.notes.push(format!(
             "Agent CPU above 1 % of a core with {} busy units: busy units are never quiet, so \
-             each is read in full every tick (procfs and cgroupfs per unit and per process: see \
-             the profile above). On this hybrid host the v1 cgroup path of each process is looked \
-             up every time (/proc/PID/cgroup); caching it per incarnation, and reading one TCP \
-             table per network namespace per pass, are the next steps. The kernel side costs \
-             the agent nothing here (it aggregates in maps).",
+             each is read in full every tick (its threads from cgroup.threads, its fd table for \
+             socket inodes, PSI, throttling and resource files: see the profile above; the v1 \
+             cgroup paths are cached per incarnation and each network namespace's TCP table is \
+             read once a pass already). Reading a busy unit's fd table and resource files every \
+             few ticks instead of every tick, staggered, is what is left to try. The kernel side \
+             costs the agent nothing here (it aggregates in maps).",
             plan.load_units
         ));
     }

@@ -218,7 +218,7 @@ pub fn run(plan: &Plan, section: &mut Section) -> anyhow::Result<()> {
             cold_page_ns / 1000.0
         ));
     }
-    if after.rss_kib.max(usage.rss_kib) > 40 * 1024 {
+    if after.rss_kib > 40 * 1024 {
         section.notes.push(format!(
             "With {n} units the agent's RSS is {:.1} MiB idle and {:.1} MiB after the mass \
              restart (target 40 MiB): per-unit state (32 history records, the view, leak series, \
