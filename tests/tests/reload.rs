@@ -235,15 +235,21 @@ fn probes(agent: &Agent) -> anyhow::Result<Vec<(String, u64)>> {
         .unwrap_or_default())
 }
 
-#[test]
-fn sighup_starts_replaces_and_stops_a_units_probes() -> anyhow::Result<()> {
-    selfheal_tests::require_root!();
-    let sandbox = Sandbox::start("reload-probes")?;
+/// A sandbox whose `web.service` sleeps, started.
+fn sleeping_web(name: &str) -> anyhow::Result<Sandbox> {
+    let sandbox = Sandbox::start(name)?;
     sandbox.install_unit(
         "web.service",
         &service_unit("web.service", &workload("sleep"), &[]),
     )?;
     sandbox.systemctl(&["start", "web.service"])?;
+    Ok(sandbox)
+}
+
+#[test]
+fn sighup_starts_replaces_and_stops_a_units_probes() -> anyhow::Result<()> {
+    selfheal_tests::require_root!();
+    let sandbox = sleeping_web("reload-probes")?;
     let agent = Agent::start(&sandbox, UNITS, &[])?;
     wait_watching(&agent, "web.service")?;
     assert!(probes(&agent)?.is_empty());
@@ -304,12 +310,7 @@ fn sighup_starts_replaces_and_stops_a_units_probes() -> anyhow::Result<()> {
 #[test]
 fn sighup_removing_a_failing_probe_ends_its_problem() -> anyhow::Result<()> {
     selfheal_tests::require_root!();
-    let sandbox = Sandbox::start("reload-failing-probe")?;
-    sandbox.install_unit(
-        "web.service",
-        &service_unit("web.service", &workload("sleep"), &[]),
-    )?;
-    sandbox.systemctl(&["start", "web.service"])?;
+    let sandbox = sleeping_web("reload-failing-probe")?;
     // Recorded, not acted on: the episode stays open for as long as the probe fails.
     let failing = "[unit.remediation]\nconsecutive_failures = []\n\n[[unit.probe]]\n\
                    name = \"broken\"\nkind = \"exec\"\ncommand = [\"/bin/false\"]\n\
@@ -324,6 +325,10 @@ fn sighup_removing_a_failing_probe_ends_its_problem() -> anyhow::Result<()> {
         |r| text(r, "problem") == "consecutive_failures",
     )?;
 
+    // Open in status: what the reload must end.
+    Sandbox::wait_until("the incident in status", WAIT, || {
+        Ok(agent.unit("web.service")?["view"]["policy"]["incident"] == "consecutive_failures")
+    })?;
     rewrite(&sandbox, UNITS)?;
     hangup(&agent);
     let cleared = "consecutive_failures cleared: probe \"broken\" was removed from the config";
