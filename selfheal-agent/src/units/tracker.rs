@@ -340,8 +340,8 @@ impl Tracker {
             None
         };
 
-        // A unit let go meanwhile (the engine's request may be queued behind this refresh)
-        // is still told: the engine ignores what comes for a retired index.
+        // Let go while systemd was asked: nothing to tell. (One let go whose request is still
+        // queued behind this refresh is told; the engine ignores a retired index.)
         let Some(unit) = self.units.get_mut(index) else {
             return;
         };
